@@ -1,0 +1,21 @@
+.PHONY: serve test train-mini eval-mini bench bench-server
+
+# The main job: set up .venv and serve the built-in model on 127.0.0.1:8000 (SQLite, ./data).
+serve:
+	bash scripts/serve.sh
+
+# The whole test suite (sets up .venv first).
+test:
+	bash scripts/test.sh
+
+# Retrain the built-in model from scratch (deterministic from the seed).
+train-mini:
+	bash scripts/bootstrap.sh
+	.venv/bin/python -m imagegate.mini.train --out src/imagegate/mini/weights --seed 0
+
+eval-mini:
+	.venv/bin/python -m imagegate.mini.evaluate --model src/imagegate/mini/weights --n 300
+
+bench-server:
+	bash scripts/bootstrap.sh test
+	.venv/bin/python bench/bench_server.py

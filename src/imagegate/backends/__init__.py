@@ -1,0 +1,42 @@
+"""Backends turn a Job into images. One self-contained file per backend kind."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from PIL import Image
+
+from ..normalize import ImageSpec
+
+# (image index, partial index, preview image at the generation size)
+PreviewSink = Callable[[int, int, Image.Image], None]
+
+
+class RunCancelled(Exception):
+    """Raised inside a model call when its client went away."""
+
+
+@dataclass
+class Job:
+    spec: ImageSpec
+    init_image: Image.Image | None = None  # RGB at the generation size (img2img / inpaint)
+    edit_mask: Image.Image | None = None  # 'L' at the generation size, 255 = repaint
+    on_preview: PreviewSink | None = None
+    on_step: Callable[[int, int], None] | None = None  # (step, total), for progress bars
+    cancel: threading.Event = field(default_factory=threading.Event)
+    seed_used: int | None = None
+    pipeline_calls: int = 0
+
+
+class Backend(Protocol):
+    name: str
+    device: str
+
+    def load(self) -> None:
+        """Load weights; raise with a clear message naming the model on bad files."""
+
+    def run(self, job: Job) -> list[Image.Image]:
+        """Blocking; called from the model's worker thread, one job at a time."""

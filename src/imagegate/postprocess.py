@@ -1,0 +1,155 @@
+"""Everything between the model's pixels and the bytes on the wire: size policy,
+reference layout, mask compositing, transparent backgrounds, encoding. CPU-only, run in
+worker threads."""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+if TYPE_CHECKING:
+    from .normalize import ImageSpec
+
+# Pillow PNG level 1 is ~5x faster than level 6 for ~10% larger files (see bench/): the
+# default when the client does not ask for more compression.
+DEFAULT_PNG_LEVEL = 1
+DEFAULT_LOSSY_QUALITY = 95
+
+
+def resize_to(img: Image.Image, width: int, height: int) -> Image.Image:
+    """The model's bucket → exactly the size asked for (Lanczos; reducing_gap keeps big downscales fast)."""
+    if img.size == (width, height):
+        return img
+    return img.resize((width, height), Image.Resampling.LANCZOS, reducing_gap=3.0)
+
+
+def fit_into(img: Image.Image, width: int, height: int, fill: tuple[int, int, int] = (127, 127, 127)) -> Image.Image:
+    """Scale to cover the canvas and centre-crop: the model sees the input at its bucket aspect."""
+    src = img.convert("RGB")
+    scale = max(width / src.width, height / src.height)
+    w, h = max(1, math.ceil(src.width * scale)), max(1, math.ceil(src.height * scale))
+    src = src.resize((w, h), Image.Resampling.LANCZOS)
+    left, top = (w - width) // 2, (h - height) // 2
+    return src.crop((left, top, left + width, top + height))
+
+
+def layout_references(images: list[Image.Image], width: int, height: int) -> Image.Image:
+    """Several input images → one canvas for image-to-image: a near-square grid, each image
+    scaled to fit its cell (letterboxed on neutral grey)."""
+    if len(images) == 1:
+        return fit_into(images[0], width, height)
+    cols = math.ceil(math.sqrt(len(images) * width / height))
+    rows = math.ceil(len(images) / cols)
+    canvas = Image.new("RGB", (width, height), (127, 127, 127))
+    cw, ch = width // cols, height // rows
+    for i, im in enumerate(images):
+        src = im.convert("RGB")
+        scale = min(cw / src.width, ch / src.height)
+        tile = src.resize((max(1, int(src.width * scale)), max(1, int(src.height * scale))), Image.Resampling.LANCZOS)
+        x = (i % cols) * cw + (cw - tile.width) // 2
+        y = (i // cols) * ch + (ch - tile.height) // 2
+        canvas.paste(tile, (x, y))
+    return canvas
+
+
+def composite_masked(original: Image.Image, generated: Image.Image, edit: Image.Image, feather: int | None = None) -> Image.Image:
+    """Keep the original outside the edit region exactly; inside it, the generated pixels,
+    blended over a seam that is feathered *inwards* so no pixel outside the region changes.
+
+    `edit` is 'L': 255 = edit, 0 = keep (all three the same size)."""
+    if feather is None:
+        feather = max(1, round(min(original.size) / 64))
+    e = np.asarray(edit, dtype=np.float32) / 255.0
+    blurred = np.asarray(edit.filter(ImageFilter.GaussianBlur(feather)), dtype=np.float32) / 255.0
+    # 0 at the region's edge rising to 1 about `feather` pixels inside; exactly 0 outside.
+    w = np.minimum(e, np.clip((blurred - 0.5) * 2.0, 0.0, 1.0))
+    w = np.where(e >= 1.0, np.maximum(w, 0.0), w)[..., None]
+    mode = "RGBA" if "A" in original.getbands() or "A" in generated.getbands() else "RGB"
+    o = np.asarray(original.convert(mode), dtype=np.float32)
+    g = np.asarray(generated.convert(mode), dtype=np.float32)
+    out = o * (1.0 - w) + g * w
+    out = np.where(w > 0, out, o)  # bit-exact outside the region
+    return Image.fromarray(np.clip(np.rint(out), 0, 255).astype(np.uint8), mode)
+
+
+class Matter(Protocol):
+    """Turns an opaque image whose backdrop was steered to a plain colour into RGBA.
+    A learned matting model can replace the chroma key behind this interface."""
+
+    def steer(self, prompt: str) -> str: ...
+
+    def matte(self, img: Image.Image) -> Image.Image: ...
+
+
+class ChromaKeyMatter:
+    """Backdrop steered to a plain colour by the prompt, then keyed out with soft edges.
+
+    The key colour is read from the image border (median), not assumed, so it works
+    whatever shade the model painted."""
+
+    CANDIDATES = ("green", "blue", "pink", "grey")
+
+    def __init__(self, soft: float = 40.0, hard: float = 90.0) -> None:
+        self.soft, self.hard = soft, hard  # RGB distances: below soft → transparent, above hard → opaque
+
+    def steer(self, prompt: str) -> str:
+        words = set(prompt.lower().replace(",", " ").split())
+        colour = next((c for c in self.CANDIDATES if c not in words), "green")
+        return f"{prompt}, isolated on a plain {colour} background"
+
+    def matte(self, img: Image.Image) -> Image.Image:
+        rgb = np.asarray(img.convert("RGB"), dtype=np.float32)
+        border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
+        key = np.median(border, axis=0)
+        dist = np.linalg.norm(rgb - key, axis=-1)
+        alpha = np.clip((dist - self.soft) / (self.hard - self.soft), 0.0, 1.0)
+        # Remove the key colour's spill from semi-transparent edge pixels.
+        a = alpha[..., None]
+        unmixed = np.where(a > 0.01, (rgb - key * (1 - a)) / np.maximum(a, 0.01), rgb)
+        out = np.dstack([np.clip(unmixed, 0, 255), alpha * 255.0])
+        return Image.fromarray(np.rint(out).astype(np.uint8), "RGBA")
+
+
+def encode(img: Image.Image, fmt: str, compression: int | None) -> bytes:
+    """Encode with no metadata (no EXIF, no text chunks). `compression` follows OpenAI's
+    output_compression: for jpeg/webp/avif it is the quality (100 = best); for png it is
+    the zlib effort (0..100 → level 0..9, default level 1)."""
+    buf = io.BytesIO()
+    if fmt == "png":
+        level = DEFAULT_PNG_LEVEL if compression is None else round(compression * 9 / 100)
+        img.save(buf, "PNG", compress_level=level)
+    elif fmt == "jpeg":
+        q = DEFAULT_LOSSY_QUALITY if compression is None else max(1, compression)
+        img.convert("RGB").save(buf, "JPEG", quality=q, optimize=False)
+    elif fmt == "webp":
+        q = DEFAULT_LOSSY_QUALITY if compression is None else compression
+        img.save(buf, "WEBP", quality=q, method=3)
+    elif fmt == "avif":
+        q = DEFAULT_LOSSY_QUALITY if compression is None else compression
+        img.save(buf, "AVIF", quality=q, speed=8)
+    elif fmt == "gif":
+        img.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(buf, "GIF")
+    else:  # normalize.py rejects anything else before we get here
+        raise ValueError(f"unknown output format {fmt}")
+    return buf.getvalue()
+
+
+def finish(generated: Image.Image, spec: "ImageSpec", original: Image.Image | None, edit_mask: Image.Image | None,
+           matter: Matter) -> bytes:
+    """Model output → the bytes the client gets: exact requested size, original pixels
+    restored outside the mask, background keyed out, encoded."""
+    img = resize_to(generated, spec.width, spec.height)
+    if original is not None and edit_mask is not None:
+        original = resize_to(original, spec.width, spec.height)
+        region = edit_mask.resize((spec.width, spec.height), Image.Resampling.NEAREST)
+        img = composite_masked(original, img, region)
+    if spec.background == "transparent":
+        img = matter.matte(img)
+    return encode(img, spec.output_format, spec.compression)
+
+
+MIME = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp", "avif": "image/avif", "gif": "image/gif"}

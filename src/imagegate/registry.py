@@ -1,0 +1,148 @@
+"""The model catalogue: what is served, under which names, with which defaults.
+
+A models file is TOML with one [[models]] table per served model:
+
+    [[models]]
+    name = "sdxl"
+    aliases = ["gpt-image-1"]
+    backend = "diffusers"
+    source = "/models/sdxl"          # hub id, local folder, or single .safetensors file
+    native_size = 1024               # optional; per-family default otherwise
+    quality = { low = [8, 5.0], medium = [20, 6.0], high = [40, 7.0] }
+
+Without a models file the built-in imagegate-mini is served alone.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ModelNotFound
+
+# Every OpenAI image model name. Each resolves to the default model unless the models
+# file claims it as an alias of another model.
+OPENAI_IMAGE_MODELS = (
+    "gpt-image-1",
+    "gpt-image-1-mini",
+    "gpt-image-1.5",
+    "gpt-image-2",
+    "gpt-image-2-2026-04-21",
+    "chatgpt-image-latest",
+    "dall-e-2",
+    "dall-e-3",
+)
+
+# Steps and classifier-free guidance per quality tier, per family, when the models file
+# gives none. `auto` resolves to "medium" (documented in the README).
+FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
+    "sd": {"native_size": 512, "size_multiple": 64, "quality": {"low": (12, 7.0), "medium": (25, 7.5), "high": (40, 7.5)}},
+    "sdxl": {"native_size": 1024, "size_multiple": 64, "quality": {"low": (12, 5.0), "medium": (25, 6.0), "high": (40, 7.0)}},
+}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    source: str
+    backend: str = "diffusers"
+    aliases: tuple[str, ...] = ()
+    family: str | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    native_size: int | None = None
+    size_multiple: int = 16
+    max_side: int = 4096
+    quality: dict[str, tuple[int, float]] = field(default_factory=dict)
+    # img2img strength per input_fidelity: how far from the input the model may go.
+    strength: dict[str, float] = field(default_factory=lambda: {"low": 0.75, "high": 0.5})
+    variation_strength: float = 0.6
+    max_input_images: int = 16
+    builtin: bool = False
+
+    def preset(self, tier: str) -> tuple[int, float]:
+        return self.quality[tier]
+
+
+def builtin_mini_config() -> ModelConfig:
+    from . import mini
+
+    return ModelConfig(
+        name="imagegate-mini",
+        source=str(mini.WEIGHTS_DIR),
+        family="sd",
+        native_size=mini.NATIVE_SIZE,
+        size_multiple=16,
+        quality=dict(mini.QUALITY_PRESETS),
+        builtin=True,
+    )
+
+
+def _config_from_table(table: dict[str, Any], base_dir: Path) -> ModelConfig:
+    known = {f for f in ModelConfig.__dataclass_fields__} - {"builtin"}
+    unknown = set(table) - known
+    if unknown:
+        raise ValueError(f"model {table.get('name')!r}: unknown keys {sorted(unknown)}")
+    if "name" not in table or "source" not in table:
+        raise ValueError("every [[models]] table needs `name` and `source`")
+    kw = dict(table)
+    source = str(kw["source"])
+    if source.startswith((".", "/")) or (base_dir / source).exists():
+        source = str((base_dir / source).resolve()) if not Path(source).is_absolute() else source
+    kw["source"] = source
+    kw["aliases"] = tuple(kw.get("aliases", ()))
+    if "quality" in kw:
+        q = {k: (int(v[0]), float(v[1])) for k, v in kw["quality"].items()}
+        missing = {"low", "medium", "high"} - set(q)
+        if missing:
+            raise ValueError(f"model {kw['name']!r}: quality needs low, medium and high (missing {sorted(missing)})")
+        kw["quality"] = q
+    if "strength" in kw:
+        kw["strength"] = {k: float(v) for k, v in kw["strength"].items()}
+    return ModelConfig(**kw)
+
+
+def load_models_file(path: Path) -> list[ModelConfig]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"cannot read models file {path}: {exc}") from exc
+    tables = data.get("models", [])
+    if not isinstance(tables, list) or not tables:
+        raise ValueError(f"models file {path} has no [[models]] tables")
+    return [_config_from_table(t, path.parent) for t in tables]
+
+
+class Registry:
+    """Name → ModelConfig. Loaded pipelines live in the backends, not here."""
+
+    def __init__(self, configs: list[ModelConfig], default: str | None = None) -> None:
+        if not configs:
+            raise ValueError("no models configured")
+        self.configs: dict[str, ModelConfig] = {}
+        self.aliases: dict[str, str] = {}
+        for c in configs:
+            if c.name in self.configs:
+                raise ValueError(f"model name {c.name!r} configured twice")
+            self.configs[c.name] = c
+        for c in configs:
+            for a in c.aliases:
+                if a in self.configs or a in self.aliases:
+                    raise ValueError(f"alias {a!r} of {c.name!r} is already taken")
+                self.aliases[a] = c.name
+        self.default = default or configs[0].name
+        if self.default not in self.configs:
+            raise ValueError(f"default model {self.default!r} is not configured")
+        for name in OPENAI_IMAGE_MODELS:
+            self.aliases.setdefault(name, self.default)
+
+    def resolve(self, requested: str | None) -> ModelConfig:
+        if requested is None or requested == "":
+            return self.configs[self.default]
+        if requested in self.configs:
+            return self.configs[requested]
+        if requested in self.aliases:
+            return self.configs[self.aliases[requested]]
+        raise ModelNotFound(f"The model '{requested}' does not exist.", param="model", code="model_not_found")

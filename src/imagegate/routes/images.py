@@ -1,0 +1,161 @@
+"""/v1/images/*: parse (protocol models), delegate to ImageService, return."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import UploadFile
+
+from ..errors import InvalidRequest
+from ..postprocess import MIME
+from ..protocol import (
+    CreateImageEditForm,
+    CreateImageEditJSONRequest,
+    CreateImageRequest,
+    CreateImageVariationForm,
+    ImagesResponse,
+)
+from ..service import Upload
+from ..storage import URL_PREFIX
+from .deps import context, require_api_key, respond, service, until_disconnect
+
+router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
+content_router = APIRouter()  # signed links: no API key, the signature is the credential
+
+IMAGE_KEYS = ("image", "image[]", "images", "images[]")
+# Parameters of newer OpenAI models that this server does not implement: a clear 400.
+UNSUPPORTED = {"complexity", "frame_count", "frame_duration_ms", "markup", "svg"}
+
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Images, or an SSE stream of image events when stream=true",
+          "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+    400: {"description": "Invalid request"}, 401: {"description": "Missing or wrong API key"},
+    404: {"description": "Unknown model"}, 413: {"description": "Body too large"},
+    503: {"description": "Queue full or model loading (Retry-After)"},
+}
+
+
+def _form_schema(model: type[BaseModel], files: dict[str, Any]) -> dict[str, Any]:
+    schema = model.model_json_schema()
+    props = {**files, **schema.get("properties", {})}
+    return {"type": "object", "properties": props, "required": list(files)[:1] + schema.get("required", [])}
+
+
+_FILE = {"type": "string", "format": "binary"}
+_EDIT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {"schema": _form_schema(CreateImageEditForm, {
+                "image": {"anyOf": [_FILE, {"type": "array", "items": _FILE, "maxItems": 16}]}, "mask": _FILE})},
+            "application/json": {"schema": {"type": "object", "required": ["images", "prompt"], "properties": {
+                "images": {"type": "array", "items": {"type": "object", "properties": {
+                    "image_url": {"type": "string"}, "file_id": {"type": "string"}}}},
+                "prompt": {"type": "string"},
+                "mask": {"type": "object", "properties": {"image_url": {"type": "string"}}}}}},
+        },
+    }
+}
+_VARIATION_BODY = {
+    "requestBody": {"required": True, "content": {"multipart/form-data": {
+        "schema": _form_schema(CreateImageVariationForm, {"image": _FILE})}}}
+}
+
+
+def _validate(model: type[BaseModel], data: dict[str, Any]) -> Any:
+    from ..app import validation_error
+
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = list(exc.errors())
+        first = errors[0]
+        if first.get("type") == "extra_forbidden" and first["loc"] and first["loc"][0] in UNSUPPORTED:
+            p = str(first["loc"][0])
+            raise InvalidRequest(f"'{p}' is not supported by this server.", param=p, code="unsupported_parameter") from exc
+        raise validation_error(errors) from exc
+
+
+async def _read_form(request: Request) -> tuple[dict[str, Any], list[Upload], Upload | None]:
+    """Multipart → (fields, images, mask). Files are read into memory and the form's
+    spooled temporaries are closed before we return, so nothing stays on disk."""
+    ctype = request.headers.get("content-type", "")
+    if not ctype.startswith("multipart/form-data"):
+        raise InvalidRequest("This endpoint takes multipart/form-data (or JSON for edits).", param=None,
+                             code="unsupported_content_type")
+    fields: dict[str, Any] = {}
+    files: list[tuple[str, UploadFile]] = []
+    mask: Upload | None = None
+    async with request.form(max_files=64, max_fields=64) as form:
+        for key, value in form.multi_items():
+            if key in IMAGE_KEYS or key == "mask":
+                if not isinstance(value, UploadFile):
+                    raise InvalidRequest(f"'{key}' must be a file upload.", param=key.rstrip("[]"))
+                if key == "mask":
+                    if mask is not None:
+                        raise InvalidRequest("Only one mask may be sent.", param="mask")
+                    mask = Upload("mask", await value.read())
+                else:
+                    files.append((key, value))
+            elif isinstance(value, UploadFile):
+                raise InvalidRequest(f"'{key}' must be a form field, not a file.", param=key)
+            elif key in fields:
+                raise InvalidRequest(f"'{key}' was sent more than once.", param=key)
+            else:
+                fields[key] = value
+        many = len(files) > 1
+        uploads = [Upload(f"image[{i}]" if many else "image", await f.read()) for i, (_, f) in enumerate(files)]
+    return fields, uploads, mask
+
+
+@router.post("/images/generations", response_model=ImagesResponse, response_model_exclude_none=True,
+             responses=_RESPONSES)
+async def create_image(body: CreateImageRequest, request: Request) -> Any:
+    ctx = context(request, "images.generations")
+    return respond(await until_disconnect(request, service(request).generate(body, ctx)))
+
+
+@router.post("/images/edits", response_model=ImagesResponse, response_model_exclude_none=True,
+             responses=_RESPONSES, openapi_extra=_EDIT_BODY)
+async def create_image_edit(request: Request) -> Any:
+    ctx = context(request, "images.edits")
+    if request.headers.get("content-type", "").startswith("application/json"):
+        try:
+            raw = await request.json()
+        except ValueError as exc:
+            raise InvalidRequest("We could not parse the JSON body of your request.", code="invalid_json") from exc
+        if not isinstance(raw, dict):
+            raise InvalidRequest("The JSON body must be an object.", code="invalid_json")
+        body = _validate(CreateImageEditJSONRequest, raw)
+        uploads, mask = service(request).json_edit_uploads(body)
+    else:
+        fields, uploads, mask = await _read_form(request)
+        if not uploads:
+            raise InvalidRequest("Missing required parameter: 'image'.", param="image", code="missing_required_parameter")
+        body = _validate(CreateImageEditForm, fields)
+    return respond(await until_disconnect(request, service(request).edit(body, uploads, mask, ctx)))
+
+
+@router.post("/images/variations", response_model=ImagesResponse, response_model_exclude_none=True,
+             responses=_RESPONSES, openapi_extra=_VARIATION_BODY)
+async def create_image_variation(request: Request) -> Any:
+    ctx = context(request, "images.variations")
+    fields, uploads, mask = await _read_form(request)
+    if mask is not None:
+        raise InvalidRequest("Variations take no mask.", param="mask")
+    if len(uploads) != 1:
+        raise InvalidRequest("Variations take exactly one image.", param="image",
+                             code="missing_required_parameter" if not uploads else "too_many_images")
+    body = _validate(CreateImageVariationForm, fields)
+    return respond(await until_disconnect(request, service(request).variation(body, uploads[0], ctx)))
+
+
+@content_router.get(URL_PREFIX + "/{name}", response_class=FileResponse)
+async def image_content(name: str, request: Request, sig: str | None = None) -> FileResponse:
+    """A stored image behind a signed, expiring link (403 tampered, 410 expired)."""
+    path = request.app.state.storage.resolve(name, sig)
+    ext = path.suffix.lstrip(".")
+    return FileResponse(path, media_type=MIME.get(ext, "application/octet-stream"))

@@ -1,0 +1,402 @@
+"""ImageService: the whole flow of one request, as numbered steps. Generations, edits
+and variations share it; streaming differs only in how results leave (SSE events)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import hashlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from PIL import Image
+
+from . import metering, postprocess
+from .backends import Job
+from .db import Ledger, RequestRow
+from .errors import Cancelled, ImagegateError, InvalidRequest
+from .inputs import InputImage, decode_data_url, decode_image, decode_mask
+from .normalize import ImageSpec, Task, build_spec
+from .protocol import (
+    CompletedEvent,
+    CreateImageEditForm,
+    CreateImageEditJSONRequest,
+    CreateImageRequest,
+    CreateImageVariationForm,
+    Image as WireImage,
+    ImagesResponse,
+    ImagesUsage,
+    PartialImageEvent,
+)
+from .registry import ModelConfig, Registry
+from .scheduler import Scheduler
+from .settings import Settings
+from .storage import Storage
+
+log = logging.getLogger("imagegate.service")
+
+
+@dataclass
+class RequestContext:
+    """Per-request facts the flow needs and fills in (timings and notes end up in headers)."""
+
+    request_id: str
+    endpoint: str
+    base_url: str
+    api_key: str | None = None
+    started: float = field(default_factory=time.perf_counter)
+    timings: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    composited: int = 0
+    recorded: bool = False
+
+
+@dataclass
+class Upload:
+    """One uploaded file: where it came from (for error messages) and its bytes."""
+
+    param: str
+    data: bytes
+
+
+@dataclass
+class Prepared:
+    model: ModelConfig
+    spec: ImageSpec
+    job: Job
+    inputs: list[InputImage]
+    edit_mask: Image.Image | None  # 'L' at the first image's size, 255 = edit
+    fidelity: str
+
+
+def hash_key(key: str | None) -> str | None:
+    return hashlib.sha256(key.encode()).hexdigest()[:16] if key else None
+
+
+class ImageService:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        scheduler: Scheduler,
+        storage: Storage,
+        ledger: Ledger,
+        encode_pool: ThreadPoolExecutor,
+        matter: postprocess.Matter | None = None,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.scheduler = scheduler
+        self.storage = storage
+        self.ledger = ledger
+        self.pool = encode_pool
+        self.matter = matter or postprocess.ChromaKeyMatter()
+
+    # -- entry points ------------------------------------------------------------------
+    async def generate(self, req: CreateImageRequest, ctx: RequestContext) -> ImagesResponse | AsyncIterator[str]:
+        return await self._handle(ctx, req, "generate", lambda: self._prepare(
+            "generate", req, ctx, uploads=[], mask=None, moderation=req.moderation, style=req.style))
+
+    async def edit(
+        self,
+        req: CreateImageEditForm | CreateImageEditJSONRequest,
+        uploads: list[Upload],
+        mask: Upload | None,
+        ctx: RequestContext,
+    ) -> ImagesResponse | AsyncIterator[str]:
+        return await self._handle(ctx, req, "edit", lambda: self._prepare(
+            "edit", req, ctx, uploads=uploads, mask=mask, fidelity=req.input_fidelity or "low"))
+
+    async def variation(self, req: CreateImageVariationForm, upload: Upload, ctx: RequestContext) -> ImagesResponse:
+        result = await self._handle(ctx, req, "variation", lambda: self._prepare(
+            "variation", req, ctx, uploads=[upload], mask=None))
+        assert isinstance(result, ImagesResponse)
+        return result
+
+    @staticmethod
+    def json_edit_uploads(req: CreateImageEditJSONRequest) -> tuple[list[Upload], Upload | None]:
+        """JSON edit bodies reference images by data URL; file ids need a Files API we do not have."""
+        uploads = []
+        for i, ref in enumerate(req.images):
+            uploads.append(Upload(f"images[{i}]", _ref_bytes(ref.image_url, ref.file_id, f"images[{i}]")))
+        mask = Upload("mask", _ref_bytes(req.mask.image_url, req.mask.file_id, "mask")) if req.mask else None
+        return uploads, mask
+
+    # -- the flow --------------------------------------------------------------------
+    async def _handle(self, ctx: RequestContext, req: Any, task: Task, prepare: Callable[[], Any]) -> Any:
+        prepared: Prepared | None = None
+        try:
+            prepared = await prepare()
+            if prepared.spec.stream:
+                # Back-pressure must answer 503 before the event stream starts.
+                self.scheduler.worker(prepared.model.name).check_capacity()
+                return self._stream(prepared, ctx)
+            resp = await self._complete(prepared, ctx)
+            await self._record(ctx, req, prepared, "ok", 200, usage=resp.usage)
+            return resp
+        except asyncio.CancelledError:
+            await asyncio.shield(self._record(ctx, req, prepared, "cancelled", 499, error=Cancelled("client went away")))
+            raise
+        except ImagegateError as exc:
+            await self._record(ctx, req, prepared, "cancelled" if isinstance(exc, Cancelled) else "error", exc.status, error=exc)
+            raise
+
+    async def _prepare(
+        self,
+        task: Task,
+        req: Any,
+        ctx: RequestContext,
+        *,
+        uploads: list[Upload],
+        mask: Upload | None,
+        moderation: str | None = None,
+        style: str | None = None,
+        fidelity: str = "low",
+    ) -> Prepared:
+        # 1. Resolve model
+        model = self.registry.resolve(req.model)
+        # 2. Normalise: decode and check inputs (in a thread: decoding is CPU work), then the spec
+        if len(uploads) > min(self.settings.max_input_images, model.max_input_images):
+            limit = min(self.settings.max_input_images, model.max_input_images)
+            raise InvalidRequest(f"{len(uploads)} images were sent; at most {limit} are accepted.", param="image",
+                                 code="too_many_images")
+        inputs, edit_mask = await asyncio.get_running_loop().run_in_executor(
+            self.pool, self._decode_inputs, uploads, mask)
+        prompt = getattr(req, "prompt", "") or ""
+        spec = build_spec(
+            task=task,
+            model=model,
+            requested_model=req.model,
+            prompt=prompt,
+            n=req.n,
+            size=req.size,
+            quality=getattr(req, "quality", None),
+            background=getattr(req, "background", None),
+            output_format=req.output_format,
+            output_compression=req.output_compression,
+            response_format=req.response_format,
+            stream=getattr(req, "stream", False),
+            partial_images=getattr(req, "partial_images", None),
+            style=style,
+            user=getattr(req, "safety_identifier", None) or req.user,
+            negative_prompt=req.negative_prompt,
+            seed=req.seed,
+            num_inference_steps=req.num_inference_steps,
+            guidance_scale=req.guidance_scale,
+            aspect_ratio=req.aspect_ratio,
+            resolution=req.resolution,
+            input_fidelity=fidelity,
+            first_image_size=inputs[0].size if inputs and task == "edit" else None,
+        )
+        ctx.notes.extend(spec.notes)
+        if moderation == "low":
+            ctx.notes.append("moderation=low: no moderation model is configured, both levels behave alike")
+        # 3. Moderate prompt: no moderation stage is configured yet (see README).
+        if spec.background == "transparent":
+            spec = _replace(spec, prompt=self.matter.steer(spec.prompt))
+        job = await asyncio.get_running_loop().run_in_executor(self.pool, self._build_job, spec, inputs, edit_mask, ctx)
+        return Prepared(model=model, spec=spec, job=job, inputs=inputs, edit_mask=edit_mask, fidelity=fidelity)
+
+    def _decode_inputs(self, uploads: list[Upload], mask: Upload | None) -> tuple[list[InputImage], Image.Image | None]:
+        s = self.settings
+        inputs = [decode_image(u.data, param=u.param, max_pixels=s.max_input_pixels, max_bytes=s.max_image_bytes)
+                  for u in uploads]
+        edit_mask = None
+        if mask is not None:
+            if not inputs:
+                raise InvalidRequest("mask needs an image.", param="mask")
+            edit_mask = decode_mask(mask.data, first_size=inputs[0].size, max_pixels=s.max_input_pixels,
+                                    max_bytes=s.max_image_bytes)
+        return inputs, edit_mask
+
+    @staticmethod
+    def _build_job(spec: ImageSpec, inputs: list[InputImage], edit_mask: Image.Image | None, ctx: RequestContext) -> Job:
+        gw, gh = spec.gen_width, spec.gen_height
+        if not inputs:
+            return Job(spec=spec)
+        if edit_mask is not None:
+            if len(inputs) > 1:
+                ctx.notes.append(f"mask applies to the first image; {len(inputs) - 1} further image(s) not used by inpainting")
+            init = postprocess.resize_to(inputs[0].image.convert("RGB"), gw, gh)
+            m = edit_mask.resize((gw, gh), Image.Resampling.BILINEAR)
+            return Job(spec=spec, init_image=init, edit_mask=m)
+        if len(inputs) > 1:
+            ctx.composited = len(inputs)
+            ctx.notes.append(f"{len(inputs)} images composited into one reference")
+        init = postprocess.layout_references([i.image for i in inputs], gw, gh)
+        return Job(spec=spec, init_image=init)
+
+    async def _complete(self, p: Prepared, ctx: RequestContext) -> ImagesResponse:
+        # 4. Schedule + run
+        result = await self.scheduler.worker(p.model.name).run(p.job)
+        ctx.timings["queue"] = result.queue_s
+        ctx.timings["inference"] = result.inference_s
+        # 5. Moderate output: no moderation stage is configured yet.
+        # 6. Post-process (size policy, mask compositing, background, encode) in worker threads
+        t0 = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        encoded = await asyncio.gather(*(loop.run_in_executor(self.pool, self._finish, im, p) for im in result.images))
+        # 7. Deliver
+        data = await loop.run_in_executor(self.pool, self._deliver, encoded, p.spec, ctx)
+        ctx.timings["encode"] = time.perf_counter() - t0
+        # 8. Meter
+        usage = metering.usage(p.spec, [i.size for i in p.inputs], p.fidelity)
+        # 9. Respond
+        return ImagesResponse(
+            created=int(time.time()),
+            data=data,
+            background=p.spec.background,
+            output_format=p.spec.output_format,  # type: ignore[arg-type]
+            size=p.spec.size,
+            quality=p.spec.quality,
+            usage=usage,
+        )
+
+    def _finish(self, generated: Image.Image, p: Prepared) -> bytes:
+        original = p.inputs[0].image if p.edit_mask is not None else None
+        return postprocess.finish(generated, p.spec, original, p.edit_mask, self.matter)
+
+    def _deliver(self, encoded: list[bytes], spec: ImageSpec, ctx: RequestContext) -> list[WireImage]:
+        if spec.response_format == "url":
+            names = [self.storage.save(b, spec.output_format) for b in encoded]
+            base = self.settings.public_base_url or ctx.base_url
+            return [WireImage(url=self.storage.url(base, n)) for n in names]
+        return [WireImage(b64_json=base64.b64encode(b).decode("ascii")) for b in encoded]
+
+    # -- streaming -------------------------------------------------------------------
+    async def _stream(self, p: Prepared, ctx: RequestContext) -> AsyncIterator[str]:
+        """SSE events: partial images as the latents are decoded, then one completed event
+        per image. Everything that can fail on the client's input has failed before this."""
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[tuple[int, int, Image.Image]] = asyncio.Queue()
+        p.job.on_preview = lambda i, k, im: loop.call_soon_threadsafe(events.put_nowait, (i, k, im))
+        prefix = "image_edit" if p.spec.task == "edit" else "image_generation"
+        req = p.spec.requested
+        common = dict(size=req.size, quality=req.quality, background=req.background, output_format=req.output_format)
+        run = asyncio.ensure_future(self.scheduler.worker(p.model.name).run(p.job))
+        status, http_status, error, usage = "ok", 200, None, None
+        try:
+            while not run.done() or not events.empty():
+                getter = asyncio.ensure_future(events.get())
+                await asyncio.wait({getter, run}, return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():
+                    getter.cancel()
+                    continue
+                i, k, preview = getter.result()
+                b64 = await loop.run_in_executor(self.pool, self._encode_preview, preview, p.spec)
+                ev = PartialImageEvent(type=f"{prefix}.partial_image", b64_json=b64, created_at=int(time.time()),
+                                       partial_image_index=k, **common)
+                yield _sse(ev.type, ev.model_dump())
+            result = run.result()
+            encoded = await asyncio.gather(*(loop.run_in_executor(self.pool, self._finish, im, p) for im in result.images))
+            usage = metering.usage(p.spec, [i.size for i in p.inputs], p.fidelity, images=1)
+            for b in encoded:
+                done = CompletedEvent(type=f"{prefix}.completed", b64_json=base64.b64encode(b).decode("ascii"),
+                                      created_at=int(time.time()), usage=usage, **common)
+                yield _sse(done.type, done.model_dump(exclude_none=True))
+            usage = metering.usage(p.spec, [i.size for i in p.inputs], p.fidelity)
+        except ImagegateError as exc:
+            status, http_status, error = ("cancelled" if isinstance(exc, Cancelled) else "error"), exc.status, exc
+            yield _sse(None, exc.body())
+        except (asyncio.CancelledError, GeneratorExit):
+            status, http_status, error = "cancelled", 499, Cancelled("client went away")
+            raise
+        except Exception as exc:  # noqa: BLE001 - a mid-stream failure is still reported in-band
+            log.exception("stream failed")
+            status, http_status = "error", 500
+            error = ImagegateError(f"Internal error: {type(exc).__name__}")
+            yield _sse(None, error.body())
+        finally:
+            if not run.done():
+                p.job.cancel.set()
+                run.cancel()
+            await asyncio.shield(self._record(ctx, p.spec, p, status, http_status, error=error, usage=usage))
+
+    def _encode_preview(self, preview: Image.Image, spec: ImageSpec) -> str:
+        img = postprocess.resize_to(preview, spec.width, spec.height)
+        fmt = spec.output_format if spec.output_format != "gif" else "png"
+        return base64.b64encode(postprocess.encode(img, fmt, spec.compression)).decode("ascii")
+
+    # -- the ledger ------------------------------------------------------------------
+    async def _record(
+        self,
+        ctx: RequestContext,
+        req: Any,
+        p: Prepared | None,
+        status: str,
+        http_status: int,
+        *,
+        error: ImagegateError | None = None,
+        usage: ImagesUsage | None = None,
+    ) -> None:
+        if ctx.recorded:
+            return
+        ctx.recorded = True
+        spec = p.spec if p else None
+        params = _params(spec if spec is not None else req)
+        row = RequestRow(
+            id=ctx.request_id,
+            created_at=dt.datetime.now(dt.timezone.utc),
+            endpoint=ctx.endpoint,
+            api_key=ctx.api_key,
+            user=(spec.user if spec else getattr(req, "user", None)),
+            model_requested=getattr(req, "model", None) if not isinstance(req, ImageSpec) else None,
+            model=p.model.name if p else None,
+            params=params,
+            status=status,
+            http_status=http_status,
+            error_code=error.code if error else None,
+            error_message=error.message if error else None,
+            n=spec.n if spec else None,
+            seed=p.job.seed_used if p else None,
+            queue_s=ctx.timings.get("queue"),
+            inference_s=ctx.timings.get("inference"),
+            encode_s=ctx.timings.get("encode"),
+            total_s=time.perf_counter() - ctx.started,
+            # Failures are not billed: usage only on success.
+            input_tokens=usage.input_tokens if usage and status == "ok" else None,
+            output_tokens=usage.output_tokens if usage and status == "ok" else None,
+            notes=list(ctx.notes),
+        )
+        try:
+            await self.ledger.record(row)
+        except Exception:  # noqa: BLE001 - a ledger outage must not turn a good response into a 500
+            log.exception("could not record request %s", ctx.request_id)
+
+
+def _ref_bytes(image_url: str | None, file_id: str | None, param: str) -> bytes:
+    if file_id is not None and image_url is not None:
+        raise InvalidRequest(f"{param}: give exactly one of image_url or file_id.", param=param)
+    if file_id is not None:
+        raise InvalidRequest(f"{param}.file_id: this server has no Files API yet; send the image as a data URL.",
+                             param=f"{param}.file_id", code="unsupported_file_id")
+    if image_url is None:
+        raise InvalidRequest(f"{param}: image_url is required.", param=param)
+    return decode_data_url(image_url, param=f"{param}.image_url")
+
+
+def _replace(spec: ImageSpec, **kw: Any) -> ImageSpec:
+    from dataclasses import replace
+
+    return replace(spec, **kw)
+
+
+def _params(obj: Any) -> dict[str, Any]:
+    if isinstance(obj, ImageSpec):
+        d = asdict(obj)
+    elif hasattr(obj, "model_dump"):
+        d = obj.model_dump(exclude_none=True, exclude={"images", "mask"})
+    else:
+        d = {}
+    return json.loads(json.dumps(d, default=str))
+
+
+def _sse(event: str | None, payload: dict[str, Any]) -> str:
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {json.dumps(payload, separators=(',', ':'))}\n\n"
