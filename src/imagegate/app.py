@@ -52,7 +52,7 @@ def create_app(settings: Settings, configs: list[ModelConfig] | None = None) -> 
         await ledger.start()
         storage = Storage(settings.data_dir / "images", load_or_create_secret(settings.data_dir / "url-signing.key"),
                           settings.url_ttl_seconds)
-        workers = {c.name: ModelWorker(_backend_for(c), settings.queue_size) for c in configs}
+        workers = {c.name: ModelWorker(_backend_for(c), settings.queue_size, c.max_batch_images) for c in configs}
         scheduler = Scheduler(workers)
         pool = ThreadPoolExecutor(max_workers=settings.encode_workers or cores, thread_name_prefix="encode")
         app.state.settings = settings

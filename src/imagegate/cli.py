@@ -158,6 +158,7 @@ def edit(
     seed: Annotated[Optional[int], typer.Option(help="Seed.")] = None,
     model: Annotated[Optional[str], typer.Option(help="Model name or alias.")] = None,
     models: Annotated[Optional[Path], typer.Option("--models", help="TOML models file.")] = None,
+    background: Annotated[Optional[str], typer.Option(help="transparent, opaque or auto.")] = None,
 ) -> None:
     """Edit one or more images in-process (no server): `imagegate edit a.png b.png "prompt" -o out.png`."""
     if len(args) < 2:
@@ -165,7 +166,7 @@ def edit(
         raise typer.Exit(2)
     *images, prompt = args
     _run_local("edit", prompt, out, [Path(p) for p in images], mask, size=size, quality=quality, n=n, seed=seed,
-               model=model, models=models)
+               model=model, models=models, background=background)
 
 
 @app.command("models")

@@ -40,6 +40,10 @@ class RequestRow(Base):
     input_tokens: Mapped[int | None] = mapped_column(Integer)
     output_tokens: Mapped[int | None] = mapped_column(Integer)
     notes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # Which pipeline call served it, and how many requests/images shared that call.
+    batch_id: Mapped[int | None] = mapped_column(Integer)
+    batch_jobs: Mapped[int | None] = mapped_column(Integer)
+    batch_images: Mapped[int | None] = mapped_column(Integer)
 
 
 class Ledger:

@@ -138,14 +138,21 @@ def size_from_extensions(aspect_ratio: str | None, resolution: str | None, model
     h = math.sqrt(pixels / ar)
     scale = min(1.0, model.max_side / max(w, h), MAX_EDGE / max(w, h), math.sqrt(MAX_PIXELS / (w * h)))
     w, h = w * scale, h * scale
-    return _round_to(w, FREEFORM_MULTIPLE), _round_to(h, FREEFORM_MULTIPLE)
+    rw, rh = _round_to(w, FREEFORM_MULTIPLE), _round_to(h, FREEFORM_MULTIPLE)
+    if rw * rh > MAX_PIXELS or max(rw, rh) > min(MAX_EDGE, model.max_side):
+        # Rounding to the nearest multiple can step over a limit the scale just met (4K at 4:3
+        # gave 3328x2496); round down instead.
+        m = FREEFORM_MULTIPLE
+        rw, rh = max(m, int(w // m) * m), max(m, int(h // m) * m)
+    return rw, rh
 
 
 def size_for_input(width: int, height: int) -> tuple[int, int]:
     """`size=auto` on an edit: the first input image's own size, shrunk (keeping its aspect)
     only where it exceeds the output limits, so unmasked pixels can come back unchanged."""
     scale = min(1.0, math.sqrt(MAX_PIXELS / (width * height)), MAX_EDGE / max(width, height))
-    return max(1, round(width * scale)), max(1, round(height * scale))
+    # Round down: rounding to nearest can land a few pixels over the budget (8000x6000 gave 3326x2494).
+    return max(1, math.floor(width * scale)), max(1, math.floor(height * scale))
 
 
 def generation_bucket(model: ModelConfig, width: int, height: int) -> tuple[int, int]:

@@ -60,6 +60,8 @@ class ModelConfig:
     strength: dict[str, float] = field(default_factory=lambda: {"low": 0.75, "high": 0.5})
     variation_strength: float = 0.6
     max_input_images: int = 16
+    # Most images one pipeline call may carry (memory-bound on GPUs).
+    max_batch_images: int = 8
     builtin: bool = False
 
     def preset(self, tier: str) -> tuple[int, float]:

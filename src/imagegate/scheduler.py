@@ -1,17 +1,23 @@
-"""A bounded queue in front of each model's pipeline, drained by one worker thread.
+"""Per-model queues that form micro-batches, drained by one worker thread per model.
 
-The event loop never runs a model: jobs go to a single-thread executor per model, so
-calls into one pipeline never overlap. A full queue answers 503 with Retry-After; a
-client that goes away cancels its job whether it is still queued or already running."""
+- The event loop never runs a model: batches go to a single-thread executor per model,
+  so calls into one pipeline never overlap.
+- Batches form while the previous batch runs: the dispatcher takes the head of the queue
+  (interactive before bulk, then first come) and every waiting job with the same batching
+  key (Backend.batch_key), up to `max_batch_images` images. A lone request starts at once;
+  there is no fixed wait.
+- A full queue answers 503 with Retry-After. A client that goes away cancels its job:
+  dropped if still queued; if running, its share of the batch is discarded and the call
+  stops at the next step once every job in it is cancelled."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from PIL import Image
 
@@ -20,27 +26,45 @@ from .errors import Cancelled, GenerationFailed, ImagegateError, Overloaded
 
 log = logging.getLogger("imagegate.scheduler")
 
+PRIORITIES = {"interactive": 0, "bulk": 1}
+
 
 @dataclass
 class RunResult:
     images: list[Image.Image]
     queue_s: float
     inference_s: float
+    batch_id: int = 0
+    batch_jobs: int = 1
+    batch_images: int = 1
+
+
+@dataclass
+class _Entry:
+    priority: int
+    seq: int
+    job: Job
+    future: asyncio.Future[RunResult]
+    enqueued: float = field(default_factory=time.perf_counter)
 
 
 class ModelWorker:
-    def __init__(self, backend: Backend, queue_size: int) -> None:
+    def __init__(self, backend: Backend, queue_size: int, max_batch_images: int = 8) -> None:
         self.backend = backend
         self.queue_size = queue_size
+        self.max_batch_images = max(1, max_batch_images)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{backend.name}")
-        self.waiting = 0
-        self.running = 0
+        self.pending: list[_Entry] = []
+        self.waiting = 0  # queued + running requests
         self.ready = False
         self.load_error: str | None = None
-        self._lock = asyncio.Lock()
-        # Moving average of one job's run time, for Retry-After.
-        self._avg_run_s = 1.0
+        self._avg_run_s = 1.0  # moving average of one batch's run time, for Retry-After
+        self._seq = itertools.count()
+        self._batch_ids = itertools.count(1)
+        self._wakeup: asyncio.Event | None = None
+        self._dispatcher: asyncio.Task[None] | None = None
         self.pipeline_calls = 0
+        self.batches_run = 0
 
     async def load(self) -> None:
         loop = asyncio.get_running_loop()
@@ -49,10 +73,12 @@ class ModelWorker:
         except Exception as exc:  # noqa: BLE001 - reported by /health and start-up
             self.load_error = str(exc)
             raise
+        self._wakeup = asyncio.Event()
+        self._dispatcher = asyncio.create_task(self._dispatch(), name=f"dispatch-{self.backend.name}")
         self.ready = True
 
     def _retry_after(self) -> float:
-        return max(1.0, self._avg_run_s * (self.waiting + 1))
+        return max(1.0, self._avg_run_s * (self.waiting + 1) / max(1, self.max_batch_images))
 
     def check_capacity(self) -> None:
         if not self.ready:
@@ -63,53 +89,86 @@ class ModelWorker:
                 retry_after=self._retry_after(),
             )
 
-    async def run(self, job: Job, on_start: Callable[[], None] | None = None) -> RunResult:
+    async def run(self, job: Job, priority: str = "interactive") -> RunResult:
         self.check_capacity()
-        loop = asyncio.get_running_loop()
-        enqueued = time.perf_counter()
-        started: list[float] = []
-
-        def work() -> list[Image.Image]:
-            started.append(time.perf_counter())
-            if job.cancel.is_set():
-                raise RunCancelled()
-            if on_start is not None:
-                loop.call_soon_threadsafe(on_start)
-            return self.backend.run(job)
-
+        assert self._wakeup is not None
+        entry = _Entry(PRIORITIES.get(priority, 0), next(self._seq), job, asyncio.get_running_loop().create_future())
+        self.pending.append(entry)
         self.waiting += 1
-        fut = loop.run_in_executor(self.executor, work)
+        self._wakeup.set()
         try:
-            images = await asyncio.shield(fut)
+            return await entry.future
         except asyncio.CancelledError:
-            # The client went away: stop the job at its next step; the executor's future
-            # finishes on its own (its exception is consumed below).
             job.cancel.set()
-            fut.add_done_callback(_consume)
+            if entry in self.pending:
+                self.pending.remove(entry)
             raise
-        except RunCancelled as exc:
-            raise Cancelled("The request was cancelled.") from exc
-        except ImagegateError:
-            raise
-        except Exception as exc:
-            log.exception("model %s failed", self.backend.name)
-            raise GenerationFailed(f"The model '{self.backend.name}' failed to generate: {type(exc).__name__}: {exc}") from exc
         finally:
             self.waiting -= 1
-        done = time.perf_counter()
-        start = started[0] if started else done
-        run_s = done - start
-        self._avg_run_s = 0.8 * self._avg_run_s + 0.2 * run_s
-        self.pipeline_calls += job.pipeline_calls
-        return RunResult(images=images, queue_s=start - enqueued, inference_s=run_s)
+
+    def _take_batch(self) -> list[_Entry]:
+        self.pending = [e for e in self.pending if not (e.job.cancel.is_set() or e.future.done())]
+        if not self.pending:
+            return []
+        self.pending.sort(key=lambda e: (e.priority, e.seq))
+        head = self.pending[0]
+        key = self.backend.batch_key(head.job)
+        batch, images = [head], head.job.spec.n
+        for e in self.pending[1:]:
+            if images + e.job.spec.n > self.max_batch_images:
+                continue
+            if self.backend.batch_key(e.job) == key:
+                batch.append(e)
+                images += e.job.spec.n
+        for e in batch:
+            self.pending.remove(e)
+        return batch
+
+    async def _dispatch(self) -> None:
+        assert self._wakeup is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = self._take_batch()
+            if not batch:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            jobs = [e.job for e in batch]
+            started = time.perf_counter()
+            batch_id = next(self._batch_ids)
+            try:
+                results = await loop.run_in_executor(self.executor, self.backend.run_batch, jobs)
+            except RunCancelled:
+                self._settle(batch, exc=Cancelled("The request was cancelled."))
+                continue
+            except ImagegateError as exc:
+                self._settle(batch, exc=exc)
+                continue
+            except Exception as exc:  # noqa: BLE001 - one bad batch must not kill the dispatcher
+                log.exception("model %s failed", self.backend.name)
+                self._settle(batch, exc=GenerationFailed(
+                    f"The model '{self.backend.name}' failed to generate: {type(exc).__name__}: {exc}"))
+                continue
+            run_s = time.perf_counter() - started
+            self._avg_run_s = 0.8 * self._avg_run_s + 0.2 * run_s
+            self.pipeline_calls += 1
+            self.batches_run += 1
+            n_images = sum(j.spec.n for j in jobs)
+            for e, images in zip(batch, results):
+                if not e.future.done():
+                    e.future.set_result(RunResult(images=images, queue_s=started - e.enqueued, inference_s=run_s,
+                                                  batch_id=batch_id, batch_jobs=len(batch), batch_images=n_images))
+
+    @staticmethod
+    def _settle(batch: list[_Entry], exc: Exception) -> None:
+        for e in batch:
+            if not e.future.done():
+                e.future.set_exception(exc)
 
     def shutdown(self) -> None:
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
         self.executor.shutdown(wait=False, cancel_futures=True)
-
-
-def _consume(fut: asyncio.Future) -> None:  # type: ignore[type-arg]
-    if not fut.cancelled():
-        fut.exception()
 
 
 class Scheduler:

@@ -55,6 +55,8 @@ class RequestContext:
     notes: list[str] = field(default_factory=list)
     composited: int = 0
     recorded: bool = False
+    priority: str = "interactive"
+    batch: tuple[int, int, int] | None = None  # (batch id, requests in it, images in it)
 
 
 @dataclass
@@ -234,9 +236,10 @@ class ImageService:
 
     async def _complete(self, p: Prepared, ctx: RequestContext) -> ImagesResponse:
         # 4. Schedule + run
-        result = await self.scheduler.worker(p.model.name).run(p.job)
+        result = await self.scheduler.worker(p.model.name).run(p.job, ctx.priority)
         ctx.timings["queue"] = result.queue_s
         ctx.timings["inference"] = result.inference_s
+        ctx.batch = (result.batch_id, result.batch_jobs, result.batch_images)
         # 5. Moderate output: no moderation stage is configured yet.
         # 6. Post-process (size policy, mask compositing, background, encode) in worker threads
         t0 = time.perf_counter()
@@ -279,7 +282,7 @@ class ImageService:
         prefix = "image_edit" if p.spec.task == "edit" else "image_generation"
         req = p.spec.requested
         common = dict(size=req.size, quality=req.quality, background=req.background, output_format=req.output_format)
-        run = asyncio.ensure_future(self.scheduler.worker(p.model.name).run(p.job))
+        run = asyncio.ensure_future(self.scheduler.worker(p.model.name).run(p.job, ctx.priority))
         status, http_status, error, usage = "ok", 200, None, None
         try:
             while not run.done() or not events.empty():
@@ -294,6 +297,8 @@ class ImageService:
                                        partial_image_index=k, **common)
                 yield _sse(ev.type, ev.model_dump())
             result = run.result()
+            ctx.timings["queue"], ctx.timings["inference"] = result.queue_s, result.inference_s
+            ctx.batch = (result.batch_id, result.batch_jobs, result.batch_images)
             encoded = await asyncio.gather(*(loop.run_in_executor(self.pool, self._finish, im, p) for im in result.images))
             usage = metering.usage(p.spec, [i.size for i in p.inputs], p.fidelity, images=1)
             for b in encoded:
@@ -363,6 +368,9 @@ class ImageService:
             input_tokens=usage.input_tokens if usage and status == "ok" else None,
             output_tokens=usage.output_tokens if usage and status == "ok" else None,
             notes=list(ctx.notes),
+            batch_id=ctx.batch[0] if ctx.batch else None,
+            batch_jobs=ctx.batch[1] if ctx.batch else None,
+            batch_images=ctx.batch[2] if ctx.batch else None,
         )
         try:
             await self.ledger.record(row)

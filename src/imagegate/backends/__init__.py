@@ -38,5 +38,9 @@ class Backend(Protocol):
     def load(self) -> None:
         """Load weights; raise with a clear message naming the model on bad files."""
 
-    def run(self, job: Job) -> list[Image.Image]:
-        """Blocking; called from the model's worker thread, one job at a time."""
+    def batch_key(self, job: Job) -> tuple[object, ...]:
+        """Jobs with equal keys may share one model call."""
+
+    def run_batch(self, jobs: list[Job]) -> list[list[Image.Image]]:
+        """Blocking; called from the model's worker thread, one batch at a time. Returns
+        each job's images, in order."""

@@ -81,53 +81,94 @@ class DiffusersBackend:
             p.set_progress_bar_config(disable=True)
         log.info("loaded %s from %s on %s (%s)", self.name, src, self.device, self.dtype)
 
-    # -- one job ------------------------------------------------------------------
-    def run(self, job: Job) -> list[Image.Image]:
+    # -- batches --------------------------------------------------------------------
+    @staticmethod
+    def batch_key(job: Job) -> tuple[Any, ...]:
+        """Jobs with equal keys run as one pipeline call. Prompts, negative prompts, seeds,
+        input images and masks may differ; everything that shapes the denoising loop may not."""
         spec = job.spec
-        seed = spec.seed if spec.seed is not None else secrets.randbelow(2**31)
-        job.seed_used = seed
-        generators = [torch.Generator(device="cpu").manual_seed(seed + i) for i in range(spec.n)]
+        mode = "inpaint" if job.edit_mask is not None else "img2img" if job.init_image is not None else "txt2img"
+        return (mode, spec.gen_width, spec.gen_height, spec.steps, round(spec.guidance, 4),
+                None if mode == "txt2img" else spec.strength)
+
+    def run(self, job: Job) -> list[Image.Image]:
+        return self.run_batch([job])[0]
+
+    def run_batch(self, jobs: list[Job]) -> list[list[Image.Image]]:
+        """One pipeline call for every image of every job. Image i of a job is seeded with
+        `seed + i` on its own CPU generator, so it is the same batched or alone (up to
+        the numerical noise of batched kernels; see tests)."""
+        head = jobs[0].spec
+        prompts: list[str] = []
+        negatives: list[str] = []
+        generators: list[torch.Generator] = []
+        images: list[Image.Image] = []
+        masks: list[Image.Image] = []
+        for job in jobs:
+            spec = job.spec
+            seed = spec.seed if spec.seed is not None else secrets.randbelow(2**31)
+            job.seed_used = seed
+            job.pipeline_calls += 1
+            for i in range(spec.n):
+                prompts.append(spec.prompt)
+                negatives.append(spec.negative_prompt or "")
+                generators.append(torch.Generator(device="cpu").manual_seed(seed + i))
+                if job.init_image is not None:
+                    images.append(job.init_image)
+                if job.edit_mask is not None:
+                    masks.append(job.edit_mask)
         kwargs: dict[str, Any] = dict(
-            prompt=spec.prompt,
-            negative_prompt=spec.negative_prompt,
-            num_images_per_prompt=spec.n,
-            num_inference_steps=spec.steps,
-            guidance_scale=spec.guidance,
+            prompt=prompts,
+            negative_prompt=negatives if any(negatives) else None,
+            num_images_per_prompt=1,
+            num_inference_steps=head.steps,
+            guidance_scale=head.guidance,
             generator=generators,
             output_type="pil",
-            callback_on_step_end=self._callback(job),
+            callback_on_step_end=self._callback(jobs),
         )
-        if job.edit_mask is not None:
+        if masks:
             pipe = self.inpaint
-            kwargs.update(image=job.init_image, mask_image=job.edit_mask, strength=1.0,
-                          width=spec.gen_width, height=spec.gen_height)
-        elif job.init_image is not None:
+            kwargs.update(image=images, mask_image=masks, strength=1.0, width=head.gen_width, height=head.gen_height)
+        elif images:
             pipe = self.i2i
-            kwargs.update(image=job.init_image, strength=spec.strength)
+            kwargs.update(image=images, strength=head.strength)
         else:
             pipe = self.t2i
-            kwargs.update(width=spec.gen_width, height=spec.gen_height)
-        job.pipeline_calls += 1
+            kwargs.update(width=head.gen_width, height=head.gen_height)
         with torch.inference_mode():
             out = pipe(**kwargs)
-        return [im.convert("RGB") for im in out.images]
+        flat = [im.convert("RGB") for im in out.images]
+        result, at = [], 0
+        for job in jobs:
+            result.append(flat[at:at + job.spec.n])
+            at += job.spec.n
+        return result
 
-    def _callback(self, job: Job) -> Any:
-        spec = job.spec
-        state: dict[str, Any] = {"at": None}
+    def _callback(self, jobs: list[Job]) -> Any:
+        offsets, at = [], 0
+        for job in jobs:
+            offsets.append(at)
+            at += job.spec.n
+        plans: dict[int, list[int]] = {}
 
         def on_step_end(pipe: Any, step: int, timestep: Any, cb_kwargs: dict[str, Any]) -> dict[str, Any]:
-            if job.cancel.is_set():
+            if all(j.cancel.is_set() for j in jobs):
                 raise RunCancelled()
-            if job.on_step is not None:
-                job.on_step(step + 1, int(getattr(pipe, "num_timesteps", spec.steps)))
-            if job.on_preview is not None and spec.partial_images:
-                if state["at"] is None:
-                    state["at"] = partial_steps(int(getattr(pipe, "num_timesteps", spec.steps)), spec.partial_images)
-                if step in state["at"]:
-                    index = state["at"].index(step)
-                    for i, im in enumerate(self._preview(pipe, cb_kwargs["latents"])):
-                        job.on_preview(i, index, im)
+            total = int(getattr(pipe, "num_timesteps", jobs[0].spec.steps))
+            for j, job in enumerate(jobs):
+                if job.cancel.is_set():
+                    continue
+                if job.on_step is not None:
+                    job.on_step(step + 1, total)
+                if job.on_preview is None or not job.spec.partial_images:
+                    continue
+                if j not in plans:
+                    plans[j] = partial_steps(total, job.spec.partial_images)
+                if step in plans[j]:
+                    latents = cb_kwargs["latents"][offsets[j]:offsets[j] + job.spec.n]
+                    for i, im in enumerate(self._preview(pipe, latents)):
+                        job.on_preview(i, plans[j].index(step), im)
             return cb_kwargs
 
         return on_step_end

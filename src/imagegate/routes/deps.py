@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from ..errors import AuthenticationFailed, Cancelled
+from ..errors import AuthenticationFailed, Cancelled, InvalidRequest
 from ..protocol import ImagesResponse
 from ..service import ImageService, RequestContext, hash_key
 
@@ -44,6 +44,10 @@ def context(request: Request, endpoint: str) -> RequestContext:
         base_url=str(request.base_url),
         api_key=hash_key(getattr(request.state, "api_key", None)),
     )
+    priority = request.headers.get("x-imagegate-priority", "interactive")
+    if priority not in ("interactive", "bulk"):
+        raise InvalidRequest("x-imagegate-priority must be 'interactive' or 'bulk'.", param="x-imagegate-priority")
+    ctx.priority = priority
     request.state.ctx = ctx
     return ctx
 
@@ -66,6 +70,9 @@ async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
     watcher = asyncio.ensure_future(watch())
     try:
         done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()  # the server cancelled this handler: the work goes with it
+        raise
     finally:
         watcher.cancel()
     if task in done:
