@@ -54,6 +54,9 @@ def create_app(settings: Settings, configs: list[ModelConfig] | None = None) -> 
                           settings.url_ttl_seconds)
         workers = {c.name: ModelWorker(_backend_for(c), settings.queue_size, c.max_batch_images) for c in configs}
         scheduler = Scheduler(workers)
+        for w in workers.values():
+            # The family detected at load fills the presets the models file left out.
+            w.on_loaded = lambda backend: registry.update(backend.config)
         pool = ThreadPoolExecutor(max_workers=settings.encode_workers or cores, thread_name_prefix="encode")
         app.state.settings = settings
         app.state.registry = registry
@@ -226,14 +229,31 @@ class BodyLimitMiddleware:
                     await _error_response(too_large)(scope, receive, send)
                     return
         seen = 0
+        exceeded = started = replaced = False
 
         async def limited_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
+                    exceeded = True
                     raise too_large
             return message
 
-        await self.app(scope, limited_receive, send)
+        async def guarded_send(message: Message) -> None:
+            # Whoever turns the raised error into a response, the client gets the 413:
+            # FastAPI answers any failed JSON body read with its own 400 ("There was an
+            # error parsing the body"), so a chunked body over the limit was a 400.
+            nonlocal started, replaced
+            if exceeded and not started:
+                started = replaced = True
+                await _error_response(too_large)(scope, receive, send)
+                return
+            if replaced:
+                return
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        await self.app(scope, limited_receive, guarded_send)

@@ -78,7 +78,7 @@ def _local_pipeline(model: Optional[str], models: Optional[Path]):  # type: igno
     config = registry.resolve(model)
     backend = DiffusersBackend(config)
     backend.load()
-    return settings, config, backend
+    return settings, backend.config, backend
 
 
 def _run_local(task: str, prompt: str, out: Path, images: list[Path], mask: Optional[Path], **params: object) -> None:
@@ -89,7 +89,7 @@ def _run_local(task: str, prompt: str, out: Path, images: list[Path], mask: Opti
     from .errors import ImagegateError
     from .inputs import decode_image, decode_mask
     from .normalize import build_spec
-    from .service import ImageService
+    from .service import build_job
 
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -107,7 +107,8 @@ def _run_local(task: str, prompt: str, out: Path, images: list[Path], mask: Opti
                 spec = _steered(spec)
             from .service import RequestContext
 
-            job = ImageService._build_job(spec, inputs, edit, RequestContext("cli", "cli", ""))
+            job = build_job(spec, inputs, edit, backend.modes, bool(backend.family and backend.family.multi_image),
+                            RequestContext("cli", "cli", ""))
             progress.update(bar, description=f"{config.name} {spec.size}", total=spec.steps, completed=0)
             job.on_step = lambda step, total: progress.update(bar, completed=step, total=total)
             generated = backend.run(job)

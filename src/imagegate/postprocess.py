@@ -37,6 +37,16 @@ def fit_into(img: Image.Image, width: int, height: int, fill: tuple[int, int, in
     return src.crop((left, top, left + width, top + height))
 
 
+def fit_area(img: Image.Image, pixels: int, multiple: int = 16) -> Image.Image:
+    """A reference image scaled to about `pixels` pixels, keeping its aspect, sides
+    multiples of `multiple` (what native-editing pipelines expect)."""
+    src = img.convert("RGB")
+    scale = math.sqrt(pixels / (src.width * src.height))
+    w = max(multiple, round(src.width * scale / multiple) * multiple)
+    h = max(multiple, round(src.height * scale / multiple) * multiple)
+    return src.resize((w, h), Image.Resampling.LANCZOS)
+
+
 def layout_references(images: list[Image.Image], width: int, height: int) -> Image.Image:
     """Several input images → one canvas for image-to-image: a near-square grid, each image
     scaled to fit its cell (letterboxed on neutral grey)."""

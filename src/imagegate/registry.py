@@ -35,14 +35,6 @@ OPENAI_IMAGE_MODELS = (
     "dall-e-3",
 )
 
-# Steps and classifier-free guidance per quality tier, per family, when the models file
-# gives none. `auto` resolves to "medium" (documented in the README).
-FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
-    "sd": {"native_size": 512, "size_multiple": 64, "quality": {"low": (12, 7.0), "medium": (25, 7.5), "high": (40, 7.5)}},
-    "sdxl": {"native_size": 1024, "size_multiple": 64, "quality": {"low": (12, 5.0), "medium": (25, 6.0), "high": (40, 7.0)}},
-}
-
-
 @dataclass(frozen=True)
 class ModelConfig:
     name: str
@@ -52,10 +44,10 @@ class ModelConfig:
     family: str | None = None
     device: str = "auto"
     dtype: str = "auto"
-    native_size: int | None = None
-    size_multiple: int = 16
+    native_size: int | None = None  # None: the family's default
+    size_multiple: int | None = None  # None: the family's default
     max_side: int = 4096
-    quality: dict[str, tuple[int, float]] = field(default_factory=dict)
+    quality: dict[str, tuple[int, float]] = field(default_factory=dict)  # empty: the family's presets
     # img2img strength per input_fidelity: how far from the input the model may go.
     strength: dict[str, float] = field(default_factory=lambda: {"low": 0.75, "high": 0.5})
     variation_strength: float = 0.6
@@ -63,9 +55,31 @@ class ModelConfig:
     # Most images one pipeline call may carry (memory-bound on GPUs).
     max_batch_images: int = 8
     builtin: bool = False
+    # A second checkpoint used for masks (e.g. FLUX.1 Fill beside FLUX.1 dev).
+    inpaint_source: str | None = None
+    # For a single .safetensors file: a local diffusers folder holding the component configs
+    # and tokenizers (no weights needed), so loading never touches the network.
+    single_file_config: str | None = None
+    # A tiny autoencoder (e.g. TAESD) for cheap streaming previews; default: the model's VAE.
+    preview_vae: str | None = None
 
     def preset(self, tier: str) -> tuple[int, float]:
         return self.quality[tier]
+
+    def resolved(self, family: str) -> "ModelConfig":
+        """Fill what the models file left out from the detected family's defaults."""
+        from dataclasses import replace
+
+        from .families import FAMILIES
+
+        fam = FAMILIES[family]
+        return replace(
+            self,
+            family=family,
+            native_size=self.native_size or fam.native_size,
+            size_multiple=self.size_multiple or fam.size_multiple,
+            quality=self.quality or dict(fam.quality),
+        )
 
 
 def builtin_mini_config() -> ModelConfig:
@@ -94,6 +108,14 @@ def _config_from_table(table: dict[str, Any], base_dir: Path) -> ModelConfig:
     if source.startswith((".", "/")) or (base_dir / source).exists():
         source = str((base_dir / source).resolve()) if not Path(source).is_absolute() else source
     kw["source"] = source
+    for key in ("inpaint_source", "single_file_config", "preview_vae"):
+        if key in kw and (str(kw[key]).startswith((".", "/")) or (base_dir / str(kw[key])).exists()):
+            kw[key] = str((base_dir / str(kw[key])).resolve()) if not Path(str(kw[key])).is_absolute() else str(kw[key])
+    if "family" in kw:
+        from .families import FAMILIES
+
+        if kw["family"] not in FAMILIES:
+            raise ValueError(f"model {kw['name']!r}: unknown family {kw['family']!r}; known: {sorted(FAMILIES)}")
     kw["aliases"] = tuple(kw.get("aliases", ()))
     if "quality" in kw:
         q = {k: (int(v[0]), float(v[1])) for k, v in kw["quality"].items()}
@@ -139,6 +161,10 @@ class Registry:
             raise ValueError(f"default model {self.default!r} is not configured")
         for name in OPENAI_IMAGE_MODELS:
             self.aliases.setdefault(name, self.default)
+
+    def update(self, config: ModelConfig) -> None:
+        """Replace a model's config with its resolved form once its backend has loaded."""
+        self.configs[config.name] = config
 
     def resolve(self, requested: str | None) -> ModelConfig:
         if requested is None or requested == "":

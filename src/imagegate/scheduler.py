@@ -16,6 +16,7 @@ import asyncio
 import itertools
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -65,6 +66,7 @@ class ModelWorker:
         self._dispatcher: asyncio.Task[None] | None = None
         self.pipeline_calls = 0
         self.batches_run = 0
+        self.on_loaded: Callable[[Backend], None] | None = None
 
     async def load(self) -> None:
         loop = asyncio.get_running_loop()
@@ -73,6 +75,8 @@ class ModelWorker:
         except Exception as exc:  # noqa: BLE001 - reported by /health and start-up
             self.load_error = str(exc)
             raise
+        if self.on_loaded is not None:
+            self.on_loaded(self.backend)
         self._wakeup = asyncio.Event()
         self._dispatcher = asyncio.create_task(self._dispatch(), name=f"dispatch-{self.backend.name}")
         self.ready = True

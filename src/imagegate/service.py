@@ -161,12 +161,17 @@ class ImageService:
         style: str | None = None,
         fidelity: str = "low",
     ) -> Prepared:
-        # 1. Resolve model
+        # 1. Resolve model (and refuse early while it loads or its queue is full)
         model = self.registry.resolve(req.model)
+        self.scheduler.worker(model.name).check_capacity()
+        if req.negative_prompt and not _negative_prompt_ok(self.scheduler.worker(model.name).backend):
+            raise InvalidRequest(f"Model '{model.name}' does not take a negative_prompt.", param="negative_prompt")
         # 2. Normalise: decode and check inputs (in a thread: decoding is CPU work), then the spec
         if len(uploads) > min(self.settings.max_input_images, model.max_input_images):
             limit = min(self.settings.max_input_images, model.max_input_images)
-            raise InvalidRequest(f"{len(uploads)} images were sent; at most {limit} are accepted.", param="image",
+            # Name the field the client sent: `images` in JSON bodies, `image` in multipart forms.
+            param = "images" if uploads[0].param.startswith("images") else "image"
+            raise InvalidRequest(f"{len(uploads)} images were sent; at most {limit} are accepted.", param=param,
                                  code="too_many_images")
         inputs, edit_mask = await asyncio.get_running_loop().run_in_executor(
             self.pool, self._decode_inputs, uploads, mask)
@@ -202,7 +207,9 @@ class ImageService:
         # 3. Moderate prompt: no moderation stage is configured yet (see README).
         if spec.background == "transparent":
             spec = _replace(spec, prompt=self.matter.steer(spec.prompt))
-        job = await asyncio.get_running_loop().run_in_executor(self.pool, self._build_job, spec, inputs, edit_mask, ctx)
+        backend = self.scheduler.worker(model.name).backend
+        job = await asyncio.get_running_loop().run_in_executor(
+            self.pool, build_job, spec, inputs, edit_mask, backend.modes, _multi_image(backend), ctx)
         return Prepared(model=model, spec=spec, job=job, inputs=inputs, edit_mask=edit_mask, fidelity=fidelity)
 
     def _decode_inputs(self, uploads: list[Upload], mask: Upload | None) -> tuple[list[InputImage], Image.Image | None]:
@@ -216,23 +223,6 @@ class ImageService:
             edit_mask = decode_mask(mask.data, first_size=inputs[0].size, max_pixels=s.max_input_pixels,
                                     max_bytes=s.max_image_bytes)
         return inputs, edit_mask
-
-    @staticmethod
-    def _build_job(spec: ImageSpec, inputs: list[InputImage], edit_mask: Image.Image | None, ctx: RequestContext) -> Job:
-        gw, gh = spec.gen_width, spec.gen_height
-        if not inputs:
-            return Job(spec=spec)
-        if edit_mask is not None:
-            if len(inputs) > 1:
-                ctx.notes.append(f"mask applies to the first image; {len(inputs) - 1} further image(s) not used by inpainting")
-            init = postprocess.resize_to(inputs[0].image.convert("RGB"), gw, gh)
-            m = edit_mask.resize((gw, gh), Image.Resampling.BILINEAR)
-            return Job(spec=spec, init_image=init, edit_mask=m)
-        if len(inputs) > 1:
-            ctx.composited = len(inputs)
-            ctx.notes.append(f"{len(inputs)} images composited into one reference")
-        init = postprocess.layout_references([i.image for i in inputs], gw, gh)
-        return Job(spec=spec, init_image=init)
 
     async def _complete(self, p: Prepared, ctx: RequestContext) -> ImagesResponse:
         # 4. Schedule + run
@@ -376,6 +366,56 @@ class ImageService:
             await self.ledger.record(row)
         except Exception:  # noqa: BLE001 - a ledger outage must not turn a good response into a 500
             log.exception("could not record request %s", ctx.request_id)
+
+
+def _multi_image(backend: Any) -> bool:
+    family = getattr(backend, "family", None)
+    return bool(family and family.multi_image)
+
+
+def _negative_prompt_ok(backend: Any) -> bool:
+    family = getattr(backend, "family", None)
+    return family is None or family.negative_prompt
+
+
+def build_job(spec: ImageSpec, inputs: list[InputImage], edit_mask: Image.Image | None, modes: frozenset[str],
+              multi_image: bool, ctx: RequestContext) -> Job:
+    """Choose how the model serves the request, from what it can do:
+
+    - no input image: text-to-image;
+    - a mask: inpainting of the first image;
+    - images without a mask: the family's native instruction editing (all references when
+      it takes several, else composited into one), or image-to-image on the composite;
+    - a mode the model lacks: 400 naming the parameter that asked for it."""
+    gw, gh = spec.gen_width, spec.gen_height
+    if not inputs:
+        if "txt2img" not in modes:
+            raise InvalidRequest(f"Model '{spec.model}' cannot generate from text alone; use /v1/images/edits.",
+                                 param="model", code="unsupported_mode")
+        return Job(spec=spec, mode="txt2img")
+    if edit_mask is not None:
+        if "inpaint" not in modes:
+            raise InvalidRequest(f"Model '{spec.model}' cannot edit with a mask.", param="mask", code="unsupported_mode")
+        if len(inputs) > 1:
+            ctx.notes.append(f"mask applies to the first image; {len(inputs) - 1} further image(s) not used by inpainting")
+        init = postprocess.resize_to(inputs[0].image.convert("RGB"), gw, gh)
+        m = edit_mask.resize((gw, gh), Image.Resampling.BILINEAR)
+        return Job(spec=spec, mode="inpaint", init_image=init, edit_mask=m)
+    if "edit" in modes:
+        if multi_image or len(inputs) == 1:
+            refs = [postprocess.fit_area(i.image, gw * gh) for i in inputs]
+        else:
+            ctx.composited = len(inputs)
+            ctx.notes.append(f"{len(inputs)} images composited into one reference")
+            refs = [postprocess.layout_references([i.image for i in inputs], gw, gh)]
+        return Job(spec=spec, mode="edit", references=refs)
+    if "img2img" not in modes:
+        raise InvalidRequest(f"Model '{spec.model}' cannot edit images.", param="image", code="unsupported_mode")
+    if len(inputs) > 1:
+        ctx.composited = len(inputs)
+        ctx.notes.append(f"{len(inputs)} images composited into one reference")
+    init = postprocess.layout_references([i.image for i in inputs], gw, gh)
+    return Job(spec=spec, mode="img2img", init_image=init)
 
 
 def _ref_bytes(image_url: str | None, file_id: str | None, param: str) -> bytes:

@@ -22,6 +22,8 @@ class RunCancelled(Exception):
 @dataclass
 class Job:
     spec: ImageSpec
+    mode: str = "txt2img"  # txt2img | img2img | inpaint | edit (native instruction editing)
+    references: list[Image.Image] = field(default_factory=list)  # edit: the reference image(s)
     init_image: Image.Image | None = None  # RGB at the generation size (img2img / inpaint)
     edit_mask: Image.Image | None = None  # 'L' at the generation size, 255 = repaint
     on_preview: PreviewSink | None = None
@@ -34,6 +36,10 @@ class Job:
 class Backend(Protocol):
     name: str
     device: str
+
+    @property
+    def modes(self) -> frozenset[str]:
+        """The modes this model can run, once loaded."""
 
     def load(self) -> None:
         """Load weights; raise with a clear message naming the model on bad files."""

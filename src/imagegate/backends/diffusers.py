@@ -1,12 +1,16 @@
-"""Local diffusers pipelines (Stable-Diffusion-format folders and hub ids).
+"""Local diffusers pipelines: every family in families.py, from a diffusers folder, a hub
+id, or a single .safetensors file.
 
-One pipeline set per model per device: the text-to-image pipeline is loaded once, and
-the image-to-image and inpainting pipelines share its components (`from_pipe`, no copy).
-Calls are serialised by the model's worker, so the schedulers' per-call state is never
-touched by two requests at once; nothing shared is mutated per request."""
+One pipeline set per model per device: the checkpoint is loaded once and the pipelines
+for its other modes share its components (`from_pipe`, no copy). Calls are serialised by
+the model's worker, so the schedulers' per-call state is never touched by two requests
+at once, and nothing shared (schedulers, adapters, attention processors) is mutated per
+request."""
 
 from __future__ import annotations
 
+import inspect
+import json
 import logging
 import secrets
 from pathlib import Path
@@ -15,6 +19,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from ..families import FAMILIES, SINGLE_FILE_TYPES, Family, family_for_class
 from ..registry import ModelConfig
 from . import Job, RunCancelled
 
@@ -45,8 +50,47 @@ def partial_steps(total: int, partials: int) -> list[int]:
     (the final image is the completed event)."""
     if partials <= 0 or total <= 1:
         return []
-    steps = sorted({max(0, min(total - 2, round(total * (i + 1) / (partials + 1)) - 1)) for i in range(partials)})
-    return steps
+    return sorted({max(0, min(total - 2, round(total * (i + 1) / (partials + 1)) - 1)) for i in range(partials)})
+
+
+def detect_family(source: str) -> str:
+    """The family of a checkpoint: model_index.json's class name, or a single file's keys."""
+    path = Path(source)
+    if path.suffix == ".safetensors":
+        from diffusers.loaders.single_file_utils import infer_diffusers_model_type
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            keys = {k: None for k in f.keys()}
+        # infer_diffusers_model_type only looks at key names and a few shapes; give it the
+        # shapes it reads without loading every tensor.
+        checkpoint = _shape_view(path, keys)
+        kind = infer_diffusers_model_type(checkpoint)
+        if kind not in SINGLE_FILE_TYPES:
+            raise ValueError(f"{source}: single-file checkpoints of type {kind!r} are not supported")
+        return SINGLE_FILE_TYPES[kind]
+    if path.is_dir():
+        index = json.loads((path / "model_index.json").read_text())
+    else:
+        from diffusers import DiffusionPipeline
+
+        index = DiffusionPipeline.load_config(source)
+    cls = index.get("_class_name", "")
+    fam = family_for_class(cls)
+    if fam is None:
+        raise ValueError(f"{source}: pipeline class {cls!r} is not a supported family; known: {sorted(FAMILIES)}")
+    return fam
+
+
+def _shape_view(path: Path, keys: dict[str, None]) -> dict[str, Any]:
+    from safetensors import safe_open
+
+    class _Lazy(dict):  # type: ignore[type-arg]
+        def __getitem__(self, key: str) -> Any:
+            with safe_open(str(path), framework="pt") as f:
+                return f.get_tensor(key)
+
+    return _Lazy(keys)
 
 
 class DiffusersBackend:
@@ -55,12 +99,17 @@ class DiffusersBackend:
         self.name = config.name
         self.device = pick_device(config.device)
         self.dtype = pick_dtype(config.dtype, self.device)
-        self.t2i: Any = None
-        self.i2i: Any = None
-        self.inpaint: Any = None
+        self.family: Family | None = None
+        self.pipes: dict[str, Any] = {}
+        self.preview_vae: Any = None
 
+    @property
+    def modes(self) -> frozenset[str]:
+        return frozenset(self.pipes)
+
+    # -- loading -------------------------------------------------------------------
     def load(self) -> None:
-        from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting, DiffusionPipeline
+        import diffusers
 
         src = self.config.source
         local = Path(src)
@@ -69,27 +118,57 @@ class DiffusersBackend:
         if not local.exists() and (src.startswith(("/", ".")) or src.endswith(".safetensors")):
             raise ValueError(f"model {self.name!r}: {src} does not exist")
         try:
-            pipe = DiffusionPipeline.from_pretrained(src, torch_dtype=self.dtype, local_files_only=local.exists())
+            family = FAMILIES[self.config.family or detect_family(src)]
+        except Exception as exc:  # noqa: BLE001 - a clear start-up error naming the model
+            raise ValueError(f"model {self.name!r}: cannot detect the family of {src}: {exc}") from exc
+        try:
+            main = self._load_main(diffusers, family, src, local.exists())
+            built: dict[str, Any] = {type(main).__name__: main}
+            for mode, cls_name in family.modes.items():
+                if cls_name not in built:
+                    built[cls_name] = getattr(diffusers, cls_name).from_pipe(main)
+                self.pipes[mode] = built[cls_name]
+            if self.config.inpaint_source:
+                inp = diffusers.DiffusionPipeline.from_pretrained(
+                    self.config.inpaint_source, torch_dtype=self.dtype,
+                    local_files_only=Path(self.config.inpaint_source).exists())
+                self.pipes["inpaint"] = inp
+            if self.config.preview_vae:
+                self.preview_vae = diffusers.AutoencoderTiny.from_pretrained(
+                    self.config.preview_vae, torch_dtype=self.dtype,
+                    local_files_only=Path(self.config.preview_vae).exists())
         except Exception as exc:  # noqa: BLE001 - any loader failure becomes one clear start-up error
-            raise ValueError(f"model {self.name!r}: cannot load {src}: {exc}") from exc
-        pipe.to(self.device)
-        pipe.set_progress_bar_config(disable=True)
-        self.t2i = pipe
-        self.i2i = AutoPipelineForImage2Image.from_pipe(pipe)
-        self.inpaint = AutoPipelineForInpainting.from_pipe(pipe)
-        for p in (self.i2i, self.inpaint):
-            p.set_progress_bar_config(disable=True)
-        log.info("loaded %s from %s on %s (%s)", self.name, src, self.device, self.dtype)
+            raise ValueError(f"model {self.name!r}: cannot load {src}: {type(exc).__name__}: {exc}") from exc
+        for pipe in {id(p): p for p in self.pipes.values()}.values():
+            pipe.to(self.device)
+            pipe.set_progress_bar_config(disable=True)
+        if self.preview_vae is not None:
+            self.preview_vae.to(self.device)
+        self.family = family
+        self.config = self.config.resolved(family.name)
+        log.info("loaded %s (%s) from %s on %s (%s): %s", self.name, family.name, src, self.device, self.dtype,
+                 ", ".join(sorted(self.pipes)))
+
+    def _load_main(self, diffusers: Any, family: Family, src: str, local: bool) -> Any:
+        if src.endswith(".safetensors"):
+            first = next(iter(family.modes.values()))
+            cls = getattr(diffusers, first)
+            kw: dict[str, Any] = {"torch_dtype": self.dtype}
+            if self.config.single_file_config:
+                kw.update(config=self.config.single_file_config, local_files_only=True)
+            return cls.from_single_file(src, **kw)
+        return diffusers.DiffusionPipeline.from_pretrained(src, torch_dtype=self.dtype, local_files_only=local)
 
     # -- batches --------------------------------------------------------------------
     @staticmethod
     def batch_key(job: Job) -> tuple[Any, ...]:
         """Jobs with equal keys run as one pipeline call. Prompts, negative prompts, seeds,
-        input images and masks may differ; everything that shapes the denoising loop may not."""
+        input images and masks may differ; everything that shapes the denoising loop may
+        not. Native edits carry per-request reference sets, so they never share a call."""
         spec = job.spec
-        mode = "inpaint" if job.edit_mask is not None else "img2img" if job.init_image is not None else "txt2img"
+        mode = job.mode
         return (mode, spec.gen_width, spec.gen_height, spec.steps, round(spec.guidance, 4),
-                None if mode == "txt2img" else spec.strength)
+                spec.strength if mode in ("img2img",) else None, id(job) if mode == "edit" else None)
 
     def run(self, job: Job) -> list[Image.Image]:
         return self.run_batch([job])[0]
@@ -98,44 +177,63 @@ class DiffusersBackend:
         """One pipeline call for every image of every job. Image i of a job is seeded with
         `seed + i` on its own CPU generator, so it is the same batched or alone (up to
         the numerical noise of batched kernels; see tests)."""
-        head = jobs[0].spec
+        assert self.family is not None, "load() first"
+        family = self.family
+        head = jobs[0]
+        spec = head.spec
+        pipe = self.pipes[head.mode]
+        params = inspect.signature(pipe.__call__).parameters
         prompts: list[str] = []
         negatives: list[str] = []
         generators: list[torch.Generator] = []
         images: list[Image.Image] = []
         masks: list[Image.Image] = []
         for job in jobs:
-            spec = job.spec
-            seed = spec.seed if spec.seed is not None else secrets.randbelow(2**31)
+            seed = job.spec.seed if job.spec.seed is not None else secrets.randbelow(2**31)
             job.seed_used = seed
             job.pipeline_calls += 1
-            for i in range(spec.n):
-                prompts.append(spec.prompt)
-                negatives.append(spec.negative_prompt or "")
+            for i in range(job.spec.n):
+                prompts.append(job.spec.prompt)
+                negatives.append(job.spec.negative_prompt or "")
                 generators.append(torch.Generator(device="cpu").manual_seed(seed + i))
                 if job.init_image is not None:
                     images.append(job.init_image)
                 if job.edit_mask is not None:
                     masks.append(job.edit_mask)
-        kwargs: dict[str, Any] = dict(
-            prompt=prompts,
-            negative_prompt=negatives if any(negatives) else None,
-            num_images_per_prompt=1,
-            num_inference_steps=head.steps,
-            guidance_scale=head.guidance,
-            generator=generators,
-            output_type="pil",
-            callback_on_step_end=self._callback(jobs),
-        )
-        if masks:
-            pipe = self.inpaint
-            kwargs.update(image=images, mask_image=masks, strength=1.0, width=head.gen_width, height=head.gen_height)
-        elif images:
-            pipe = self.i2i
-            kwargs.update(image=images, strength=head.strength)
+        kwargs: dict[str, Any] = {
+            "num_inference_steps": spec.steps,
+            "generator": generators,
+            "output_type": "pil",
+            family.cfg_param: spec.guidance,
+        }
+        if head.mode == "edit":
+            # Native editing: one request, its reference image(s), n samples.
+            refs = head.references
+            kwargs.update(prompt=spec.prompt, num_images_per_prompt=spec.n,
+                          image=refs if family.multi_image else refs[0])
+            negatives = negatives[: 1]
         else:
-            pipe = self.t2i
-            kwargs.update(width=head.gen_width, height=head.gen_height)
+            kwargs.update(prompt=prompts, num_images_per_prompt=1)
+        if "negative_prompt" in params and family.negative_prompt:
+            neg = negatives if head.mode != "edit" else negatives[0]
+            if family.cfg_param == "true_cfg_scale":
+                # Qwen-Image applies CFG only when a negative prompt is given: " " is the
+                # documented neutral one.
+                neg = [n or " " for n in neg] if isinstance(neg, list) else (neg or " ")
+                kwargs["negative_prompt"] = neg
+            elif any(negatives):
+                kwargs["negative_prompt"] = neg
+        if head.mode == "inpaint":
+            kwargs.update(image=images, mask_image=masks, strength=1.0)
+        elif head.mode == "img2img":
+            kwargs.update(image=images, strength=spec.strength)
+        if "height" in params and head.mode != "img2img":
+            kwargs.update(height=spec.gen_height, width=spec.gen_width)
+        if "use_resolution_binning" in params:
+            kwargs["use_resolution_binning"] = False  # our own buckets already fit the model
+        if "_auto_resize" in params:
+            kwargs["_auto_resize"] = False  # keep the bucket we chose (Kontext)
+        self._attach_callback(kwargs, params, jobs)
         with torch.inference_mode():
             out = pipe(**kwargs)
         flat = [im.convert("RGB") for im in out.images]
@@ -145,17 +243,26 @@ class DiffusersBackend:
             at += job.spec.n
         return result
 
-    def _callback(self, jobs: list[Job]) -> Any:
+    # -- progress, cancellation, previews -------------------------------------------
+    def _attach_callback(self, kwargs: dict[str, Any], params: Any, jobs: list[Job]) -> None:
+        step_end = self._on_step(jobs)
+        if "callback_on_step_end" in params:
+            kwargs["callback_on_step_end"] = lambda pipe, step, t, kw: step_end(pipe, step, kw["latents"]) or kw
+        elif "callback" in params:  # older pipelines (PixArt-Σ): callback(step, timestep, latents)
+            pipe = self.pipes[jobs[0].mode]
+            kwargs.update(callback=lambda step, t, latents: step_end(pipe, step, latents), callback_steps=1)
+
+    def _on_step(self, jobs: list[Job]) -> Any:
         offsets, at = [], 0
         for job in jobs:
             offsets.append(at)
             at += job.spec.n
         plans: dict[int, list[int]] = {}
 
-        def on_step_end(pipe: Any, step: int, timestep: Any, cb_kwargs: dict[str, Any]) -> dict[str, Any]:
+        def step_end(pipe: Any, step: int, latents: torch.Tensor) -> None:
             if all(j.cancel.is_set() for j in jobs):
                 raise RunCancelled()
-            total = int(getattr(pipe, "num_timesteps", jobs[0].spec.steps))
+            total = int(getattr(pipe, "num_timesteps", 0) or jobs[0].spec.steps)
             for j, job in enumerate(jobs):
                 if job.cancel.is_set():
                     continue
@@ -166,17 +273,45 @@ class DiffusersBackend:
                 if j not in plans:
                     plans[j] = partial_steps(total, job.spec.partial_images)
                 if step in plans[j]:
-                    latents = cb_kwargs["latents"][offsets[j]:offsets[j] + job.spec.n]
-                    for i, im in enumerate(self._preview(pipe, latents)):
+                    mine = latents[offsets[j]:offsets[j] + job.spec.n]
+                    for i, im in enumerate(self.preview(pipe, mine, job)):
                         job.on_preview(i, plans[j].index(step), im)
-            return cb_kwargs
 
-        return on_step_end
+        return step_end
 
-    @staticmethod
-    def _preview(pipe: Any, latents: torch.Tensor) -> list[Image.Image]:
-        """The current latents decoded by the model's own VAE: a real intermediate image."""
+    def preview(self, pipe: Any, latents: torch.Tensor, job: Job) -> list[Image.Image]:
+        """The current latents as pictures: the tiny autoencoder when one is configured,
+        else the model's own VAE (unpacking FLUX-style packed latents first)."""
+        assert self.family is not None
+        spec = job.spec
+        if self.family.latents == "packed":
+            latents = pipe._unpack_latents(latents, spec.gen_height, spec.gen_width, pipe.vae_scale_factor)
+        elif self.family.latents == "flux2":
+            latents = _unpack_flux2(pipe, latents, spec.gen_height, spec.gen_width)
         vae = pipe.vae
-        scaled = latents.to(vae.dtype) / vae.config.scaling_factor
-        decoded = vae.decode(scaled, return_dict=False)[0]
-        return pipe.image_processor.postprocess(decoded, output_type="pil")
+        if self.preview_vae is not None:
+            decoded = self.preview_vae.decode(latents.to(self.preview_vae.dtype), return_dict=False)[0]
+        else:
+            cfg = vae.config
+            x = latents.to(vae.dtype)
+            if getattr(cfg, "latents_mean", None) is not None and getattr(cfg, "latents_std", None) is not None:
+                shape = [1, -1] + [1] * (x.ndim - 2)
+                mean = torch.tensor(cfg.latents_mean, device=x.device, dtype=x.dtype).view(*shape)
+                std = torch.tensor(cfg.latents_std, device=x.device, dtype=x.dtype).view(*shape)
+                x = x * std + mean
+            else:
+                x = x / getattr(cfg, "scaling_factor", 1.0) + (getattr(cfg, "shift_factor", None) or 0.0)
+            decoded = vae.decode(x, return_dict=False)[0]
+        if decoded.ndim == 5:
+            decoded = decoded[:, :, 0]
+        decoded = (decoded.float() / 2 + 0.5).clamp(0, 1)
+        arr = (decoded.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype("uint8")
+        return [Image.fromarray(a) for a in arr]
+
+
+def _unpack_flux2(pipe: Any, latents: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """FLUX.2 keeps packed, batch-normalised latents; undo both as its pipeline does at the end."""
+    unpack = getattr(pipe, "_unpack_latents", None)
+    if unpack is None:
+        raise NotImplementedError("this diffusers version's Flux2Pipeline has no _unpack_latents")
+    return unpack(latents, height, width, pipe.vae_scale_factor)
