@@ -53,7 +53,8 @@ def create_app(settings: Settings, configs: list[ModelConfig] | None = None) -> 
         storage = Storage(settings.data_dir / "images", load_or_create_secret(settings.data_dir / "url-signing.key"),
                           settings.url_ttl_seconds)
         workers = {c.name: ModelWorker(_backend_for(c), settings.queue_size, c.max_batch_images) for c in configs}
-        scheduler = Scheduler(workers)
+        budget = int(settings.memory_budget_gb * 2**30) if settings.memory_budget_gb else None
+        scheduler = Scheduler(workers, budget)
         for w in workers.values():
             # The family detected at load fills the presets the models file left out.
             w.on_loaded = lambda backend: registry.update(backend.config)

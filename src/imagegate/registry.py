@@ -55,6 +55,8 @@ class ModelConfig:
     # Most images one pipeline call may carry (memory-bound on GPUs).
     max_batch_images: int = 8
     builtin: bool = False
+    # Load at start-up (else on first use); either way subject to the memory budget.
+    preload: bool = True
     # A second checkpoint used for masks (e.g. FLUX.1 Fill beside FLUX.1 dev).
     inpaint_source: str | None = None
     # For a single .safetensors file: a local diffusers folder holding the component configs

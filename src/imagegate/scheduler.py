@@ -16,7 +16,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -67,11 +67,16 @@ class ModelWorker:
         self.pipeline_calls = 0
         self.batches_run = 0
         self.on_loaded: Callable[[Backend], None] | None = None
+        # Set by the Scheduler: loads this model's weights, evicting others under the memory budget.
+        self.ensure_loaded: Callable[[ModelWorker], Awaitable[None]] | None = None
+        self.last_used = 0.0
+        self.memory = 0  # bytes measured after loading
 
-    async def load(self) -> None:
+    async def prepare(self) -> None:
+        """Validate files and detect the family (no weights); start the dispatcher."""
         loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self.executor, self.backend.load)
+            await loop.run_in_executor(self.executor, self.backend.prepare)
         except Exception as exc:  # noqa: BLE001 - reported by /health and start-up
             self.load_error = str(exc)
             raise
@@ -79,6 +84,26 @@ class ModelWorker:
             self.on_loaded(self.backend)
         self._wakeup = asyncio.Event()
         self._dispatcher = asyncio.create_task(self._dispatch(), name=f"dispatch-{self.backend.name}")
+
+    async def load_weights(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self.executor, self.backend.load)
+            self.memory = await loop.run_in_executor(self.executor, self.backend.memory_bytes)
+        except Exception as exc:  # noqa: BLE001 - reported by /health and the request
+            self.load_error = str(exc)
+            raise
+        self.load_error = None
+        self.last_used = time.monotonic()
+
+    async def unload(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self.executor, self.backend.unload)
+        self.memory = 0
+
+    async def load(self) -> None:
+        """Prepare and load now (a model served alone, and tests)."""
+        await self.prepare()
+        await self.load_weights()
         self.ready = True
 
     def _retry_after(self) -> float:
@@ -97,10 +122,19 @@ class ModelWorker:
         self.check_capacity()
         assert self._wakeup is not None
         entry = _Entry(PRIORITIES.get(priority, 0), next(self._seq), job, asyncio.get_running_loop().create_future())
-        self.pending.append(entry)
-        self.waiting += 1
-        self._wakeup.set()
+        self.waiting += 1  # counted before loading, so this model is not evicted under us
         try:
+            if not self.backend.loaded:
+                if self.ensure_loaded is None:
+                    raise Overloaded(f"Model '{self.backend.name}' is not loaded.", retry_after=5.0)
+                try:
+                    await self.ensure_loaded(self)
+                except ValueError as exc:  # bad weights found at first use: the server's fault, not the client's
+                    raise GenerationFailed(str(exc)) from exc
+            self.last_used = time.monotonic()
+            entry.enqueued = time.perf_counter()
+            self.pending.append(entry)
+            self._wakeup.set()
             return await entry.future
         except asyncio.CancelledError:
             job.cancel.set()
@@ -176,8 +210,40 @@ class ModelWorker:
 
 
 class Scheduler:
-    def __init__(self, workers: dict[str, ModelWorker]) -> None:
+    """All models' workers, and their weights under one memory budget per device: models
+    load on first use (or at start-up when `preload`), and the least recently used idle
+    models are unloaded to make room."""
+
+    def __init__(self, workers: dict[str, ModelWorker], memory_budget_bytes: int | None = None) -> None:
         self.workers = workers
+        self.budget = memory_budget_bytes
+        self._lock: asyncio.Lock | None = None
+        for w in workers.values():
+            w.ensure_loaded = self.ensure_loaded
+
+    def _used(self, device: str, but: ModelWorker) -> int:
+        return sum(w.memory for w in self.workers.values()
+                   if w is not but and w.backend.loaded and w.backend.device == device)
+
+    async def ensure_loaded(self, worker: ModelWorker) -> None:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if worker.backend.loaded:
+                return
+            need = worker.backend.estimated_bytes()
+            device = worker.backend.device
+            while self.budget is not None and self._used(device, worker) + need > self.budget:
+                idle = [w for w in self.workers.values() if w is not worker and w.backend.loaded
+                        and w.backend.device == device and w.waiting == 0]
+                if not idle:
+                    raise Overloaded(
+                        f"Model '{worker.backend.name}' does not fit the memory budget while other models are busy.",
+                        retry_after=max(1.0, min(w._avg_run_s for w in self.workers.values())))
+                victim = min(idle, key=lambda w: w.last_used)
+                log.info("unloading %s (least recently used) to load %s", victim.backend.name, worker.backend.name)
+                await victim.unload()
+            await worker.load_weights()
 
     def worker(self, model: str) -> ModelWorker:
         return self.workers[model]
@@ -187,8 +253,16 @@ class Scheduler:
         return all(w.ready for w in self.workers.values())
 
     async def load_all(self) -> None:
+        """Validate every model, then load those marked `preload` while they fit the budget."""
         for w in self.workers.values():
-            await w.load()
+            await w.prepare()
+        for w in self.workers.values():
+            if getattr(w.backend, "config", None) is None or getattr(w.backend.config, "preload", True):
+                try:
+                    await self.ensure_loaded(w)
+                except Overloaded:
+                    log.warning("%s stays unloaded at start-up: over the memory budget", w.backend.name)
+            w.ready = True
 
     def shutdown(self) -> None:
         for w in self.workers.values():

@@ -138,7 +138,7 @@ class ImageService:
             if prepared.spec.stream:
                 # Back-pressure must answer 503 before the event stream starts.
                 self.scheduler.worker(prepared.model.name).check_capacity()
-                return self._stream(prepared, ctx)
+                return self._stream(prepared, ctx, req)
             resp = await self._complete(prepared, ctx)
             await self._record(ctx, req, prepared, "ok", 200, usage=resp.usage)
             return resp
@@ -263,7 +263,7 @@ class ImageService:
         return [WireImage(b64_json=base64.b64encode(b).decode("ascii")) for b in encoded]
 
     # -- streaming -------------------------------------------------------------------
-    async def _stream(self, p: Prepared, ctx: RequestContext) -> AsyncIterator[str]:
+    async def _stream(self, p: Prepared, ctx: RequestContext, original: Any = None) -> AsyncIterator[str]:
         """SSE events: partial images as the latents are decoded, then one completed event
         per image. Everything that can fail on the client's input has failed before this."""
         loop = asyncio.get_running_loop()
@@ -311,7 +311,9 @@ class ImageService:
             if not run.done():
                 p.job.cancel.set()
                 run.cancel()
-            await asyncio.shield(self._record(ctx, p.spec, p, status, http_status, error=error, usage=usage))
+            # The original request, so the row keeps the model name the client asked for.
+            await asyncio.shield(self._record(ctx, original if original is not None else p.spec, p, status, http_status,
+                                              error=error, usage=usage))
 
     def _encode_preview(self, preview: Image.Image, spec: ImageSpec) -> str:
         img = postprocess.resize_to(preview, spec.width, spec.height)

@@ -105,22 +105,79 @@ class DiffusersBackend:
 
     @property
     def modes(self) -> frozenset[str]:
-        return frozenset(self.pipes)
+        """What the model can do, known from its family before its weights are loaded."""
+        if self.family is None:
+            return frozenset(self.pipes)
+        return frozenset(self.family.modes) | ({"inpaint"} if self.config.inpaint_source else set())
+
+    @property
+    def loaded(self) -> bool:
+        return bool(self.pipes)
 
     # -- loading -------------------------------------------------------------------
-    def load(self) -> None:
-        import diffusers
-
+    def prepare(self) -> None:
+        """Check the files and detect the family without loading weights, so a bad models
+        file fails at start-up naming the model, and lazy models know their presets."""
         src = self.config.source
         local = Path(src)
         if local.exists() and local.is_dir() and not (local / "model_index.json").exists():
             raise ValueError(f"model {self.name!r}: {src} has no model_index.json (not a diffusers folder)")
         if not local.exists() and (src.startswith(("/", ".")) or src.endswith(".safetensors")):
             raise ValueError(f"model {self.name!r}: {src} does not exist")
+        for extra in (self.config.inpaint_source, self.config.single_file_config, self.config.preview_vae):
+            if extra and extra.startswith(("/", ".")) and not Path(extra).exists():
+                raise ValueError(f"model {self.name!r}: {extra} does not exist")
         try:
             family = FAMILIES[self.config.family or detect_family(src)]
         except Exception as exc:  # noqa: BLE001 - a clear start-up error naming the model
             raise ValueError(f"model {self.name!r}: cannot detect the family of {src}: {exc}") from exc
+        self.family = family
+        self.config = self.config.resolved(family.name)
+
+    def estimated_bytes(self) -> int:
+        """Weights on disk, a proxy for memory before loading (measured exactly after)."""
+        total = 0
+        for src in (self.config.source, self.config.inpaint_source):
+            if not src or not Path(src).exists():
+                continue
+            p = Path(src)
+            files = [p] if p.is_file() else [f for f in p.rglob("*") if f.suffix in (".safetensors", ".bin")]
+            total += sum(f.stat().st_size for f in files)
+        return total
+
+    def memory_bytes(self) -> int:
+        """Bytes of parameters and buffers of every loaded component (shared ones once)."""
+        seen: set[int] = set()
+        total = 0
+        modules = [c for p in self.pipes.values() for c in p.components.values() if isinstance(c, torch.nn.Module)]
+        if self.preview_vae is not None:
+            modules.append(self.preview_vae)
+        for m in modules:
+            for t in list(m.parameters()) + list(m.buffers()):
+                if id(t) not in seen:
+                    seen.add(id(t))
+                    total += t.numel() * t.element_size()
+        return total
+
+    def unload(self) -> None:
+        import gc
+
+        self.pipes.clear()
+        self.preview_vae = None
+        gc.collect()
+        if self.device == "cuda":
+            torch.cuda.empty_cache()
+        log.info("unloaded %s", self.name)
+
+    def load(self) -> None:
+        import diffusers
+
+        if self.family is None:
+            self.prepare()
+        assert self.family is not None
+        family = self.family
+        src = self.config.source
+        local = Path(src)
         try:
             main = self._load_main(diffusers, family, src, local.exists())
             built: dict[str, Any] = {type(main).__name__: main}
@@ -144,8 +201,6 @@ class DiffusersBackend:
             pipe.set_progress_bar_config(disable=True)
         if self.preview_vae is not None:
             self.preview_vae.to(self.device)
-        self.family = family
-        self.config = self.config.resolved(family.name)
         log.info("loaded %s (%s) from %s on %s (%s): %s", self.name, family.name, src, self.device, self.dtype,
                  ", ".join(sorted(self.pipes)))
 

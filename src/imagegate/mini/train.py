@@ -1,0 +1,366 @@
+"""Train imagegate-mini from scratch on procedurally rendered scenes.
+
+    python -m imagegate.mini.train --out DIR [--seed 0] [--minutes N]
+
+Two stages, both deterministic given ``--seed`` and the step counts (the
+``--minutes`` budget only caps wall time: if it is hit, training stops early
+and the last checkpoint is kept):
+
+1. AutoencoderKL (factor 8, 4 latent channels) on freshly rendered scenes
+   (object-weighted L1 + MSE, tiny KL).  ``scaling_factor`` = 1/std(latents).
+2. VAE frozen; ``--n-scenes`` scenes are rendered and encoded once; the
+   UNet2DConditionModel and a tiny CLIPTextModel are trained jointly with the
+   v-prediction DDPM loss (min-SNR-5 weighting), a new random English prompt
+   for every draw of a scene, 10% empty prompts (for CFG), AdamW + warmup and
+   an EMA of the weights, which is what gets saved.
+
+Checkpoints are complete diffusers folders (fp16 safetensors) written to
+``--out`` atomically every ``--ckpt-minutes``; a contact sheet of samples is
+written next to the work dir at each checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import NATIVE_SIZE
+from .prompts import corpus, train_prompt
+from .scenes import COLOURS, render, sample_scene
+from .tokenizer import MAX_LENGTH, build_tokenizer
+
+LATENT = NATIVE_SIZE // 8
+
+
+def log(*a):
+    print(time.strftime("%H:%M:%S"), *a, flush=True)
+
+
+# ----------------------------------------------------------------- components
+def make_vae():
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3, out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(16, 32, 64, 64), layers_per_block=1, latent_channels=4,
+        norm_num_groups=8, sample_size=NATIVE_SIZE,
+    )
+
+
+def make_unet():
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=LATENT, in_channels=4, out_channels=4, layers_per_block=1,
+        block_out_channels=(64, 128, 192),
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=128, attention_head_dim=4, norm_num_groups=32,
+    )
+
+
+def make_text_encoder(tok):
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    cfg = CLIPTextConfig(
+        vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=3,
+        num_attention_heads=4, max_position_embeddings=MAX_LENGTH, hidden_act="quick_gelu",
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+    )
+    return CLIPTextModel(cfg)
+
+
+def make_scheduler_train():
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
+                         beta_schedule="scaled_linear", prediction_type="v_prediction", clip_sample=False)
+
+
+def make_scheduler_infer():
+    from diffusers import DPMSolverMultistepScheduler
+
+    return DPMSolverMultistepScheduler(
+        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+        prediction_type="v_prediction", algorithm_type="dpmsolver++", solver_order=2,
+        timestep_spacing="trailing", final_sigmas_type="zero", lower_order_final=True, steps_offset=1,
+    )
+
+
+def n_params(m) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+# ----------------------------------------------------------------- data
+def render_batch(scenes) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images in [-1, 1] (B,3,H,W) and a per-pixel weight (B,1,H,W): 5 on objects, 1 on background."""
+    imgs, ws = [], []
+    for s in scenes:
+        a = np.asarray(render(s), dtype=np.float32)
+        bg = np.array(COLOURS[s.background], np.float32)
+        ws.append(1.0 + 4.0 * (np.abs(a - bg).sum(-1) > 6))
+        imgs.append(a / 127.5 - 1.0)
+    x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).contiguous()
+    w = torch.from_numpy(np.stack(ws).astype(np.float32))[:, None]
+    return x, w
+
+
+def save_pipeline(out: Path, vae, unet, text_encoder, tokenizer_dir: Path) -> None:
+    from diffusers import StableDiffusionPipeline
+    from transformers import CLIPTokenizer
+
+    tok = CLIPTokenizer.from_pretrained(tokenizer_dir)
+    pipe = StableDiffusionPipeline(
+        vae=copy.deepcopy(vae).half(), unet=copy.deepcopy(unet).half(),
+        text_encoder=copy.deepcopy(text_encoder).float(), tokenizer=tok,  # fp32: transformers keeps the on-disk dtype
+        scheduler=make_scheduler_infer(), safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    tmp = out.parent / (out.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    pipe.save_pretrained(tmp, safe_serialization=True)
+    old = out.parent / (out.name + ".old")
+    if out.exists():
+        if old.exists():
+            shutil.rmtree(old)
+        out.rename(old)
+    tmp.rename(out)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def contact_sheet(model_dir: Path, path: Path, seed: int, n: int = 16) -> None:
+    from PIL import Image, ImageDraw
+
+    from .evaluate import load_pipeline
+    from .prompts import heldout_examples
+
+    pipe = load_pipeline(model_dir)
+    ex = heldout_examples(seed + 1000, n, mix=(0.5, 0.4, 0.1))
+    sheet = Image.new("RGB", (4 * 256, (n + 3) // 4 * 128), "white")
+    for k, (scene, prompt, _) in enumerate(ex):
+        g = torch.Generator().manual_seed(k)
+        img = pipe(prompt, num_inference_steps=8, guidance_scale=4.0, generator=g).images[0]
+        x, y = (k % 4) * 256, (k // 4) * 128
+        sheet.paste(render(scene), (x, y))
+        sheet.paste(img, (x + 128, y))
+    sheet.save(path)
+    with open(path.with_suffix(".txt"), "w") as f:
+        for k, (_, p, _) in enumerate(ex):
+            f.write(f"{k}: {p}\n")
+
+
+# ----------------------------------------------------------------- stage 1
+def train_vae(args, work: Path):
+    torch.manual_seed(args.seed)
+    rng = random.Random(f"vae-{args.seed}")
+    vae = make_vae()
+    log(f"VAE params {n_params(vae):,}")
+    opt = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0)
+    t0 = time.time()
+    step = 0
+    for step in range(args.vae_steps):
+        frac = min(1.0, max((time.time() - t0) / (args.vae_minutes * 60), step / args.vae_steps))
+        lr = args.vae_lr * min(1.0, (step + 1) / 50) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x, w = render_batch([sample_scene(rng) for _ in range(args.vae_batch)])
+        z = vae.encode(x).latent_dist.mean  # deterministic auto-encoder (posterior std fixed below)
+        rec = vae.decode(z).sample
+        err = (rec - x)
+        loss = (w * (err.abs() + err.pow(2))).mean() / w.mean() + 1e-6 * z.pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        if step % 25 == 0:
+            log(f"vae step {step} loss {loss.item():.4f} lr {lr:.2e} {time.time() - t0:.0f}s")
+        if time.time() - t0 > args.vae_minutes * 60:
+            log("vae time budget reached")
+            break
+    vae.eval()
+    # Fix the posterior std to ~0 (logvar = -20) so that latent_dist.sample(), which the
+    # img2img / inpaint pipelines use, equals the mean the model was trained on.
+    with torch.no_grad():
+        vae.quant_conv.weight[4:] = 0.0
+        vae.quant_conv.bias[4:] = -20.0
+    # latent statistics -> scaling factor
+    with torch.no_grad():
+        zs = []
+        for _ in range(8):
+            x, _ = render_batch([sample_scene(rng) for _ in range(32)])
+            zs.append(vae.encode(x).latent_dist.mean)
+        z = torch.cat(zs)
+        std = z.std().item()
+    vae.register_to_config(scaling_factor=1.0 / std)
+    log(f"VAE done: {step + 1} steps, {time.time() - t0:.0f}s, latent mean {z.mean().item():.3f} std {std:.3f}")
+    vae.save_pretrained(work / "vae", safe_serialization=True)
+    return vae
+
+
+# ----------------------------------------------------------------- stage 2
+def encode_dataset(vae, n: int, seed: int, work: Path):
+    cache = work / f"latents_{n}_{seed}.pt"
+    rng = random.Random(f"data-{seed}")
+    scenes = [sample_scene(rng) for _ in range(n)]
+    if cache.exists():
+        d = torch.load(cache)
+        return scenes, d["mean"], d["std"]
+    means, stds = [], []
+    t0 = time.time()
+    with torch.no_grad():
+        for i in range(0, n, 128):
+            x, _ = render_batch(scenes[i:i + 128])
+            post = vae.encode(x).latent_dist
+            means.append(post.mean.half())
+            stds.append(post.std.half())
+            if i % 5120 == 0:
+                log(f"encoded {i}/{n} {time.time() - t0:.0f}s")
+    mean, std = torch.cat(means), torch.cat(stds)
+    torch.save({"mean": mean, "std": std}, cache)
+    return scenes, mean, std
+
+
+def train_unet(args, vae, work: Path, tok_dir: Path):
+    from transformers import CLIPTokenizer
+
+    tok = CLIPTokenizer.from_pretrained(tok_dir)
+    torch.manual_seed(args.seed)
+    scenes, lat_mean, lat_std = encode_dataset(vae, args.n_scenes, args.seed, work)
+    sf = vae.config.scaling_factor
+    unet = make_unet()
+    te = make_text_encoder(tok)
+    log(f"UNet params {n_params(unet):,}  text encoder params {n_params(te):,}")
+    params = list(unet.parameters()) + list(te.parameters())
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.99))
+    ema_unet, ema_te = copy.deepcopy(unet).eval(), copy.deepcopy(te).eval()
+    ema_params = list(ema_unet.parameters()) + list(ema_te.parameters())
+    for p in ema_params:
+        p.requires_grad_(False)
+    sched = make_scheduler_train()
+    alphas = sched.alphas_cumprod
+    snr = alphas / (1 - alphas)
+    rng = random.Random(f"prompts-{args.seed}")
+    gen = torch.Generator().manual_seed(args.seed)
+    empty_ids = tok([""], padding="max_length", max_length=MAX_LENGTH, truncation=True, return_tensors="pt").input_ids
+    t0 = time.time()
+    last_ckpt = t0
+    losses = []
+    step = 0
+    stopped_early = False
+    for step in range(args.steps):
+        lr = args.lr * min(1.0, (step + 1) / args.warmup)
+        if step > 0.7 * args.steps:  # short linear cool-down at the end
+            lr *= max(0.1, 1 - (step - 0.7 * args.steps) / (0.3 * args.steps))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        idx = torch.randint(0, len(scenes), (args.batch,), generator=gen)
+        prompts = [train_prompt(scenes[i], rng) if rng.random() >= 0.1 else "" for i in idx.tolist()]
+        ids = tok(prompts, padding="max_length", max_length=MAX_LENGTH, truncation=True, return_tensors="pt").input_ids
+        z0 = lat_mean[idx].float() * sf
+        noise = torch.randn(z0.shape, generator=gen)
+        t = torch.randint(0, 1000, (args.batch,), generator=gen)
+        zt = sched.add_noise(z0, noise, t)
+        target = sched.get_velocity(z0, noise, t)
+        enc = te(ids).last_hidden_state
+        pred = unet(zt, t, enc).sample
+        w = torch.clamp(snr[t], max=5.0) / (snr[t] + 1)
+        loss = (w * (pred - target).pow(2).mean(dim=(1, 2, 3))).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        decay = min(args.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            torch._foreach_lerp_(ema_params, params, 1 - decay)
+        losses.append(loss.item())
+        if step % 25 == 0:
+            el = time.time() - t0
+            log(f"step {step} loss {np.mean(losses[-25:]):.4f} lr {lr:.2e} {el:.0f}s ({el / (step + 1):.2f}s/step)")
+        now = time.time()
+        out_of_time = now - t0 > args.minutes * 60
+        if now - last_ckpt > args.ckpt_minutes * 60 or out_of_time:
+            checkpoint(args, vae, ema_unet, ema_te, tok_dir, work, step)
+            last_ckpt = time.time()
+        if out_of_time:
+            log("time budget reached, stopping")
+            stopped_early = True
+            break
+    if not stopped_early:
+        checkpoint(args, vae, ema_unet, ema_te, tok_dir, work, step)
+    meta = {"steps": step + 1, "batch": args.batch, "seconds": round(time.time() - t0), "seed": args.seed,
+            "n_scenes": args.n_scenes, "final_loss": float(np.mean(losses[-100:]))}
+    (work / "train_meta.json").write_text(json.dumps(meta, indent=2))
+    log("done", meta)
+
+
+def checkpoint(args, vae, ema_unet, ema_te, tok_dir, work, step):
+    out = Path(args.out)
+    save_pipeline(out, vae, ema_unet, ema_te, tok_dir)
+    log(f"checkpoint saved at step {step} -> {out}")
+    if args.sheets:
+        try:
+            torch.set_num_threads(args.threads)
+            contact_sheet(out, work / f"sheet_{step:06d}.png", args.seed)
+        except Exception as e:  # never kill training for a preview
+            log("contact sheet failed:", repr(e))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True, help="output diffusers folder")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--minutes", type=float, default=60.0, help="wall-time cap for the UNet stage")
+    ap.add_argument("--work", default=None, help="work dir (default: .mini-runs/work-seedN)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--vae-steps", type=int, default=1500)
+    ap.add_argument("--vae-minutes", type=float, default=12.0)
+    ap.add_argument("--vae-batch", type=int, default=8)
+    ap.add_argument("--vae-lr", type=float, default=1e-3)
+    ap.add_argument("--vae-from", default=None, help="reuse a trained VAE folder (skips stage 1)")
+    ap.add_argument("--n-scenes", type=int, default=30000)
+    ap.add_argument("--steps", type=int, default=2200)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=6e-4)
+    ap.add_argument("--warmup", type=int, default=100)
+    ap.add_argument("--ema", type=float, default=0.998)
+    ap.add_argument("--ckpt-minutes", type=float, default=10.0)
+    ap.add_argument("--no-sheets", dest="sheets", action="store_false")
+    ap.add_argument("--stage", choices=["all", "vae"], default="all")
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    work = Path(args.work or f".mini-runs/work-seed{args.seed}")
+    work.mkdir(parents=True, exist_ok=True)
+    log("args", vars(args))
+    tok_dir = build_tokenizer(work / "tokenizer", corpus(args.seed))
+    if args.vae_from:
+        from diffusers import AutoencoderKL
+
+        vae = AutoencoderKL.from_pretrained(args.vae_from, torch_dtype=torch.float32)
+        log("loaded VAE from", args.vae_from, "scaling", vae.config.scaling_factor)
+    else:
+        vae = train_vae(args, work)
+    if args.stage == "vae":
+        return
+    vae.eval().requires_grad_(False)
+    train_unet(args, vae, work, tok_dir)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
