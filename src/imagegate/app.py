@@ -148,14 +148,36 @@ def validation_error(errors: list[dict[str, Any]]) -> InvalidRequest:
     return InvalidRequest(f"Invalid value for '{param}': {msg}.", param=param, code="invalid_value")
 
 
+async def _record_rejection(request: Request, exc: ImagegateError) -> None:
+    """Every /v1/images request gets a ledger row, also those refused before the service
+    saw them (authentication, parsing, validation). Rows the service wrote are not doubled."""
+    path = request.url.path
+    service = getattr(request.app.state, "service", None)
+    if service is None or not path.startswith("/v1/images/") or path.startswith("/v1/images/content"):
+        return
+    from .routes.deps import _bearer
+    from .service import RequestContext, hash_key
+
+    ctx = getattr(request.state, "ctx", None)
+    if ctx is None:
+        endpoint = "images." + path.rstrip("/").rsplit("/", 1)[-1]
+        ctx = RequestContext(request_id=request.state.request_id, endpoint=endpoint, base_url=str(request.base_url),
+                             api_key=hash_key(_bearer(request)))
+    if not ctx.recorded:
+        await service.record_rejection(ctx, exc)
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ImagegateError)
     async def _ours(request: Request, exc: ImagegateError) -> JSONResponse:
+        await _record_rejection(request, exc)
         return _error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return _error_response(validation_error(list(exc.errors())))
+        err = validation_error(list(exc.errors()))
+        await _record_rejection(request, err)
+        return _error_response(err)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -80,6 +80,8 @@ class ImageSpec:
     requested: Requested
     user: str | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    lora: str | None = None
+    lora_scale: float = 1.0
 
     @property
     def size(self) -> str:
@@ -227,6 +229,8 @@ def build_spec(
     resolution: str | None = None,
     input_fidelity: str | None = None,
     first_image_size: tuple[int, int] | None = None,
+    lora: str | None = None,
+    lora_scale: float | None = None,
 ) -> ImageSpec:
     notes: list[str] = []
     name = requested_model or ""
@@ -273,6 +277,18 @@ def build_spec(
         strength = model.strength[input_fidelity or "low"]
     elif task == "variation":
         strength = model.variation_strength
+    if strength is not None and strength > 0 and int(steps * strength) < 1:
+        # Image-to-image runs int(steps * strength) denoising steps (diffusers' rule); zero
+        # fails inside the pipeline, so run the fewest steps that give one.
+        wanted = steps
+        while int(steps * strength) < 1:
+            steps += 1
+        notes.append(f"num_inference_steps raised from {wanted} to {steps}: at strength {strength} fewer steps denoise nothing")
+    if lora is not None and lora not in model.loras:
+        known = ", ".join(sorted(model.loras)) or "none"
+        raise InvalidRequest(f"Unknown lora '{lora}' for model '{model.name}' (declared: {known}).", param="lora")
+    if lora_scale is not None and lora is None:
+        raise InvalidRequest("lora_scale needs lora.", param="lora_scale")
     partial = partial_images or 0
     if partial and not stream:
         raise InvalidRequest("partial_images needs stream=true.", param="partial_images")
@@ -300,4 +316,6 @@ def build_spec(
         requested=Requested(size=size_req, quality=quality or "auto", background=bg_req, output_format=fmt),
         user=user,
         notes=tuple(notes),
+        lora=lora,
+        lora_scale=1.0 if lora_scale is None else lora_scale,
     )

@@ -26,6 +26,8 @@ class _Extensions(BaseModel):
     guidance_scale: Annotated[float, Field(ge=0.0, le=50.0)] | None = Field(None, description="Extension: overrides the quality preset.")
     aspect_ratio: str | None = Field(None, description='Extension: "16:9"; `size` wins over it.')
     resolution: Literal["0.5K", "1K", "2K", "4K"] | None = Field(None, description="Extension; `size` wins over it.")
+    lora: str | None = Field(None, description="Extension: a LoRA adapter declared for the model in the models file.")
+    lora_scale: Annotated[float, Field(ge=0.0, le=4.0)] | None = Field(None, description="Extension: LoRA weight (1.0).")
 
 
 class _Common(_Extensions):

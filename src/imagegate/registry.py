@@ -55,6 +55,8 @@ class ModelConfig:
     # Most images one pipeline call may carry (memory-bound on GPUs).
     max_batch_images: int = 8
     builtin: bool = False
+    # LoRA adapters selectable per request by name: name -> .safetensors file or folder.
+    loras: dict[str, str] = field(default_factory=dict)
     # Load at start-up (else on first use); either way subject to the memory budget.
     preload: bool = True
     # A second checkpoint used for masks (e.g. FLUX.1 Fill beside FLUX.1 dev).
@@ -125,6 +127,9 @@ def _config_from_table(table: dict[str, Any], base_dir: Path) -> ModelConfig:
         if missing:
             raise ValueError(f"model {kw['name']!r}: quality needs low, medium and high (missing {sorted(missing)})")
         kw["quality"] = q
+    if "loras" in kw:
+        kw["loras"] = {str(k): str((base_dir / str(v)).resolve()) if not Path(str(v)).is_absolute()
+                       and (base_dir / str(v)).exists() else str(v) for k, v in kw["loras"].items()}
     if "strength" in kw:
         kw["strength"] = {k: float(v) for k, v in kw["strength"].items()}
     return ModelConfig(**kw)

@@ -54,6 +54,7 @@ class RequestContext:
     timings: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     composited: int = 0
+    model: str | None = None  # the served model, once resolved
     recorded: bool = False
     priority: str = "interactive"
     batch: tuple[int, int, int] | None = None  # (batch id, requests in it, images in it)
@@ -163,6 +164,7 @@ class ImageService:
     ) -> Prepared:
         # 1. Resolve model (and refuse early while it loads or its queue is full)
         model = self.registry.resolve(req.model)
+        ctx.model = model.name
         self.scheduler.worker(model.name).check_capacity()
         if req.negative_prompt and not _negative_prompt_ok(self.scheduler.worker(model.name).backend):
             raise InvalidRequest(f"Model '{model.name}' does not take a negative_prompt.", param="negative_prompt")
@@ -199,9 +201,15 @@ class ImageService:
             aspect_ratio=req.aspect_ratio,
             resolution=req.resolution,
             input_fidelity=fidelity,
+            lora=req.lora,
+            lora_scale=req.lora_scale,
             first_image_size=inputs[0].size if inputs and task == "edit" else None,
         )
         ctx.notes.extend(spec.notes)
+        if spec.negative_prompt and spec.guidance <= 1.0:
+            # diffusers pipelines run classifier-free guidance only above 1 (turbo presets use 0),
+            # and the negative prompt is the unconditional half of it: say it went unused.
+            ctx.notes.append("negative_prompt has no effect at guidance_scale <= 1 (no classifier-free guidance)")
         if moderation == "low":
             ctx.notes.append("moderation=low: no moderation model is configured, both levels behave alike")
         # 3. Moderate prompt: no moderation stage is configured yet (see README).
@@ -210,6 +218,11 @@ class ImageService:
         backend = self.scheduler.worker(model.name).backend
         job = await asyncio.get_running_loop().run_in_executor(
             self.pool, build_job, spec, inputs, edit_mask, backend.modes, _multi_image(backend), ctx)
+        if getattr(req, "input_fidelity", None) and job.mode in ("edit", "inpaint"):
+            # It maps to image-to-image strength; native editing and inpainting (strength 1)
+            # have no such knob: say so rather than drop it silently.
+            ctx.notes.append(f"input_fidelity={req.input_fidelity} has no effect in {job.mode} mode "
+                             "(it sets image-to-image strength only)")
         return Prepared(model=model, spec=spec, job=job, inputs=inputs, edit_mask=edit_mask, fidelity=fidelity)
 
     def _decode_inputs(self, uploads: list[Upload], mask: Upload | None) -> tuple[list[InputImage], Image.Image | None]:
@@ -321,6 +334,10 @@ class ImageService:
         return base64.b64encode(postprocess.encode(img, fmt, spec.compression)).decode("ascii")
 
     # -- the ledger ------------------------------------------------------------------
+    async def record_rejection(self, ctx: RequestContext, error: ImagegateError) -> None:
+        """A request refused before the flow started (auth, body parsing, validation)."""
+        await self._record(ctx, None, None, "error", error.status, error=error)
+
     async def _record(
         self,
         ctx: RequestContext,
@@ -344,7 +361,7 @@ class ImageService:
             api_key=ctx.api_key,
             user=(spec.user if spec else getattr(req, "user", None)),
             model_requested=getattr(req, "model", None) if not isinstance(req, ImageSpec) else None,
-            model=p.model.name if p else None,
+            model=p.model.name if p else ctx.model,
             params=params,
             status=status,
             http_status=http_status,

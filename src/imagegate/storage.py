@@ -53,7 +53,8 @@ class Storage:
         return f"{base_url.rstrip('/')}{URL_PREFIX}/{name}?sig={self._sig(name)}"
 
     def resolve(self, name: str, sig: str | None, now: float | None = None) -> Path:
-        if not sig or not hmac.compare_digest(self._sig(name), sig):
+        # Bytes, not str: compare_digest raises TypeError on non-ASCII strings (a 500 for `?sig=%C2%80`).
+        if not sig or not hmac.compare_digest(self._sig(name).encode(), sig.encode()):
             raise Forbidden("This image link is invalid.", code="invalid_signature")
         try:
             expires = int(name.split("-", 1)[0])

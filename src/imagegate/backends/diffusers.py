@@ -66,6 +66,10 @@ def detect_family(source: str) -> str:
         # shapes it reads without loading every tensor.
         checkpoint = _shape_view(path, keys)
         kind = infer_diffusers_model_type(checkpoint)
+        if kind == "v1" and not any(k.startswith("model.diffusion_model.") for k in keys):
+            # "v1" is infer_diffusers_model_type's fallback for any file it does not know
+            # (a LoRA, a bare denoiser in diffusers layout): refuse it here, not deep in loading.
+            raise ValueError(f"{source}: not a recognised single-file checkpoint (no model.diffusion_model.* keys)")
         if kind not in SINGLE_FILE_TYPES:
             raise ValueError(f"{source}: single-file checkpoints of type {kind!r} are not supported")
         return SINGLE_FILE_TYPES[kind]
@@ -87,8 +91,15 @@ def _shape_view(path: Path, keys: dict[str, None]) -> dict[str, Any]:
 
     class _Lazy(dict):  # type: ignore[type-arg]
         def __getitem__(self, key: str) -> Any:
+            if not dict.__contains__(self, key):
+                raise KeyError(key)
             with safe_open(str(path), framework="pt") as f:
                 return f.get_tensor(key)
+
+        # dict.get would skip __getitem__ and answer None for a present key
+        # (infer_diffusers_model_type reads some keys with .get).
+        def get(self, key: str, default: Any = None) -> Any:
+            return self[key] if key in self else default
 
     return _Lazy(keys)
 
@@ -102,6 +113,9 @@ class DiffusersBackend:
         self.family: Family | None = None
         self.pipes: dict[str, Any] = {}
         self.preview_vae: Any = None
+        # The family of `inpaint_source` (FLUX.1 Fill beside FLUX.1 dev), for its own presets.
+        self.inpaint_family: Family | None = None
+        self.main: Any = None  # the loaded checkpoint's own pipeline (owns the LoRA adapters)
 
     @property
     def modes(self) -> frozenset[str]:
@@ -190,6 +204,15 @@ class DiffusersBackend:
                     self.config.inpaint_source, torch_dtype=self.dtype,
                     local_files_only=Path(self.config.inpaint_source).exists())
                 self.pipes["inpaint"] = inp
+                fam = family_for_class(type(inp).__name__)
+                self.inpaint_family = FAMILIES[fam] if fam else None
+            # LoRA adapters are loaded once into the shared denoiser; each batch selects its
+            # own (see _select_lora).
+            for name, path in self.config.loras.items():
+                main.load_lora_weights(path, adapter_name=name)
+            if self.config.loras:
+                main.disable_lora()
+            self.main = main
             if self.config.preview_vae:
                 self.preview_vae = diffusers.AutoencoderTiny.from_pretrained(
                     self.config.preview_vae, torch_dtype=self.dtype,
@@ -223,7 +246,8 @@ class DiffusersBackend:
         spec = job.spec
         mode = job.mode
         return (mode, spec.gen_width, spec.gen_height, spec.steps, round(spec.guidance, 4),
-                spec.strength if mode in ("img2img",) else None, id(job) if mode == "edit" else None)
+                spec.strength if mode in ("img2img",) else None, id(job) if mode == "edit" else None,
+                spec.lora, spec.lora_scale if spec.lora else None)
 
     def run(self, job: Job) -> list[Image.Image]:
         return self.run_batch([job])[0]
@@ -259,7 +283,7 @@ class DiffusersBackend:
             "num_inference_steps": spec.steps,
             "generator": generators,
             "output_type": "pil",
-            family.cfg_param: spec.guidance,
+            family.cfg_param: self._guidance(head),
         }
         if head.mode == "edit":
             # Native editing: one request, its reference image(s), n samples.
@@ -282,13 +306,20 @@ class DiffusersBackend:
             kwargs.update(image=images, mask_image=masks, strength=1.0)
         elif head.mode == "img2img":
             kwargs.update(image=images, strength=spec.strength)
-        if "height" in params and head.mode != "img2img":
+        if "height" in params:
+            # img2img too: the init image is already at the bucket, and FluxImg2ImgPipeline
+            # otherwise resizes it to a 1024x1024 default, whatever the aspect.
             kwargs.update(height=spec.gen_height, width=spec.gen_width)
+        if "max_area" in params:
+            # Kontext rescales height x width to max_area (default 1024²), which can move it off
+            # our bucket (and off the size previews unpack at): the bucket's own area keeps it.
+            kwargs["max_area"] = spec.gen_height * spec.gen_width
         if "use_resolution_binning" in params:
             kwargs["use_resolution_binning"] = False  # our own buckets already fit the model
         if "_auto_resize" in params:
             kwargs["_auto_resize"] = False  # keep the bucket we chose (Kontext)
         self._attach_callback(kwargs, params, jobs)
+        self._select_lora(spec.lora, spec.lora_scale)
         with torch.inference_mode():
             out = pipe(**kwargs)
         flat = [im.convert("RGB") for im in out.images]
@@ -297,6 +328,29 @@ class DiffusersBackend:
             result.append(flat[at:at + job.spec.n])
             at += job.spec.n
         return result
+
+    def _guidance(self, job: Job) -> float:
+        """The preset's guidance belongs to the main checkpoint; a separate inpainting
+        checkpoint has its own (FLUX.1 Fill is distilled for 30, where dev's preset is 3.5
+        and schnell's 0). A guidance the request set itself (any other value) is kept."""
+        spec = job.spec
+        inp = self.inpaint_family
+        if job.mode == "inpaint" and inp is not None and spec.guidance == self.config.quality[spec.quality][1]:
+            return inp.quality[spec.quality][1]
+        return spec.guidance
+
+    def _select_lora(self, name: str | None, scale: float) -> None:
+        """Activate this batch's adapter (or none). This touches the shared denoiser, which is
+        safe here and only here: calls into a model are serialised on its one worker thread
+        and a batch never mixes adapters (they are in the batching key), so no request can
+        observe another's adapter."""
+        if not self.config.loras or self.main is None:
+            return
+        if name is None:
+            self.main.disable_lora()
+        else:
+            self.main.enable_lora()
+            self.main.set_adapters([name], adapter_weights=[scale])
 
     # -- progress, cancellation, previews -------------------------------------------
     def _attach_callback(self, kwargs: dict[str, Any], params: Any, jobs: list[Job]) -> None:
@@ -349,7 +403,9 @@ class DiffusersBackend:
         else:
             cfg = vae.config
             x = latents.to(vae.dtype)
-            if getattr(cfg, "latents_mean", None) is not None and getattr(cfg, "latents_std", None) is not None:
+            if self.family.latents == "flux2":
+                pass  # _unpack_flux2 already undid FLUX.2's latent batch-norm: the VAE's own input
+            elif getattr(cfg, "latents_mean", None) is not None and getattr(cfg, "latents_std", None) is not None:
                 shape = [1, -1] + [1] * (x.ndim - 2)
                 mean = torch.tensor(cfg.latents_mean, device=x.device, dtype=x.dtype).view(*shape)
                 std = torch.tensor(cfg.latents_std, device=x.device, dtype=x.dtype).view(*shape)
@@ -365,8 +421,19 @@ class DiffusersBackend:
 
 
 def _unpack_flux2(pipe: Any, latents: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """FLUX.2 keeps packed, batch-normalised latents; undo both as its pipeline does at the end."""
-    unpack = getattr(pipe, "_unpack_latents", None)
-    if unpack is None:
-        raise NotImplementedError("this diffusers version's Flux2Pipeline has no _unpack_latents")
-    return unpack(latents, height, width, pipe.vae_scale_factor)
+    """FLUX.2's packed (B, h·w, C·4), batch-normalised latents → its VAE's input, as the end
+    of Flux2Pipeline.__call__ does before vae.decode: scatter the tokens back to
+    (B, C·4, h, w) by their position ids, undo the VAE's latent batch-norm, unfold the 2x2
+    patches into (B, C, 2h, 2w)."""
+    for name in ("_prepare_latent_ids", "_unpack_latents_with_ids", "_unpatchify_latents"):
+        if not hasattr(pipe, name):
+            raise NotImplementedError(f"this diffusers version's {type(pipe).__name__} has no {name}")
+    # The pipeline's own arithmetic (prepare_latents): the patched grid of the bucket.
+    h = int(height) // (pipe.vae_scale_factor * 2)
+    w = int(width) // (pipe.vae_scale_factor * 2)
+    ids = pipe._prepare_latent_ids(latents.new_empty(latents.shape[0], 1, h, w)).to(latents.device)
+    x = pipe._unpack_latents_with_ids(latents, ids)
+    bn = pipe.vae.bn
+    mean = bn.running_mean.view(1, -1, 1, 1).to(x.device, x.dtype)
+    std = torch.sqrt(bn.running_var.view(1, -1, 1, 1) + pipe.vae.config.batch_norm_eps).to(x.device, x.dtype)
+    return pipe._unpatchify_latents(x * std + mean)
