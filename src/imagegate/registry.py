@@ -55,6 +55,10 @@ class ModelConfig:
     # Most images one pipeline call may carry (memory-bound on GPUs).
     max_batch_images: int = 8
     builtin: bool = False
+    # A text-prompted segmentation model (CLIPSeg, transformers format): mask-less edits on
+    # families without native editing inpaint the region it finds for the prompt.
+    segmenter: str | None = None
+    segment_threshold: float = 0.4
     # LoRA adapters selectable per request by name: name -> .safetensors file or folder.
     loras: dict[str, str] = field(default_factory=dict)
     # Load at start-up (else on first use); either way subject to the memory budget.
@@ -112,7 +116,7 @@ def _config_from_table(table: dict[str, Any], base_dir: Path) -> ModelConfig:
     if source.startswith((".", "/")) or (base_dir / source).exists():
         source = str((base_dir / source).resolve()) if not Path(source).is_absolute() else source
     kw["source"] = source
-    for key in ("inpaint_source", "single_file_config", "preview_vae"):
+    for key in ("inpaint_source", "single_file_config", "preview_vae", "segmenter"):
         if key in kw and (str(kw[key]).startswith((".", "/")) or (base_dir / str(kw[key])).exists()):
             kw[key] = str((base_dir / str(kw[key])).resolve()) if not Path(str(kw[key])).is_absolute() else str(kw[key])
     if "family" in kw:

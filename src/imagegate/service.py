@@ -217,7 +217,10 @@ class ImageService:
             spec = _replace(spec, prompt=self.matter.steer(spec.prompt))
         backend = self.scheduler.worker(model.name).backend
         job = await asyncio.get_running_loop().run_in_executor(
-            self.pool, build_job, spec, inputs, edit_mask, backend.modes, _multi_image(backend), ctx)
+            self.pool, build_job, spec, inputs, edit_mask, backend.modes, _multi_image(backend), ctx,
+            backend.segment if getattr(backend, "segmenter", None) is not None else None)
+        if job.inferred_region is not None:
+            edit_mask = job.inferred_region
         if getattr(req, "input_fidelity", None) and job.mode in ("edit", "inpaint"):
             # It maps to image-to-image strength; native editing and inpainting (strength 1)
             # have no such knob: say so rather than drop it silently.
@@ -398,7 +401,8 @@ def _negative_prompt_ok(backend: Any) -> bool:
 
 
 def build_job(spec: ImageSpec, inputs: list[InputImage], edit_mask: Image.Image | None, modes: frozenset[str],
-              multi_image: bool, ctx: RequestContext) -> Job:
+              multi_image: bool, ctx: RequestContext, segment: Callable[[Image.Image, str], Image.Image | None] | None = None,
+              ) -> Job:
     """Choose how the model serves the request, from what it can do:
 
     - no input image: text-to-image;
@@ -428,6 +432,14 @@ def build_job(spec: ImageSpec, inputs: list[InputImage], edit_mask: Image.Image 
             ctx.notes.append(f"{len(inputs)} images composited into one reference")
             refs = [postprocess.layout_references([i.image for i in inputs], gw, gh)]
         return Job(spec=spec, mode="edit", references=refs)
+    if segment is not None and "inpaint" in modes:
+        region = segment(inputs[0].image, spec.prompt)
+        if region is not None:
+            ctx.notes.append("no mask: the edit region was inferred from the prompt (segmenter)")
+            job = build_job(spec, inputs[:1], region, modes, multi_image, ctx)
+            job.inferred_region = region
+            return job
+        ctx.notes.append("no mask: the segmenter found no region for the prompt; image-to-image instead")
     if "img2img" not in modes:
         raise InvalidRequest(f"Model '{spec.model}' cannot edit images.", param="image", code="unsupported_mode")
     if len(inputs) > 1:

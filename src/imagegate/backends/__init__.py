@@ -24,6 +24,8 @@ class Job:
     spec: ImageSpec
     mode: str = "txt2img"  # txt2img | img2img | inpaint | edit (native instruction editing)
     references: list[Image.Image] = field(default_factory=list)  # edit: the reference image(s)
+    # The edit region at the first input's size when it was inferred (segmenter), for compositing.
+    inferred_region: Image.Image | None = None
     init_image: Image.Image | None = None  # RGB at the generation size (img2img / inpaint)
     edit_mask: Image.Image | None = None  # 'L' at the generation size, 255 = repaint
     on_preview: PreviewSink | None = None

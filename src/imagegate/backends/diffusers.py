@@ -116,6 +116,7 @@ class DiffusersBackend:
         # The family of `inpaint_source` (FLUX.1 Fill beside FLUX.1 dev), for its own presets.
         self.inpaint_family: Family | None = None
         self.main: Any = None  # the loaded checkpoint's own pipeline (owns the LoRA adapters)
+        self.segmenter: Any = None  # (CLIPSeg model, processor) when configured
 
     @property
     def modes(self) -> frozenset[str]:
@@ -147,6 +148,39 @@ class DiffusersBackend:
             raise ValueError(f"model {self.name!r}: cannot detect the family of {src}: {exc}") from exc
         self.family = family
         self.config = self.config.resolved(family.name)
+        if self.config.segmenter and self.segmenter is None:
+            self._load_segmenter(self.config.segmenter)
+
+    def _load_segmenter(self, source: str) -> None:
+        """CLIPSeg is small (~150M parameters): loaded with the model's validation so that
+        mask inference works before (and independently of) the diffusion weights."""
+        from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
+
+        local = Path(source).exists()
+        try:
+            model = CLIPSegForImageSegmentation.from_pretrained(source, local_files_only=local).to(self.device).eval()
+            processor = CLIPSegProcessor.from_pretrained(source, local_files_only=local)
+        except Exception as exc:  # noqa: BLE001 - one clear start-up error naming the model
+            raise ValueError(f"model {self.name!r}: cannot load segmenter {source}: {exc}") from exc
+        self.segmenter = (model, processor)
+
+    def segment(self, image: Image.Image, text: str) -> Image.Image | None:
+        """The region of `image` that `text` describes, as an 'L' edit mask (255 = edit) at
+        the image's size, slightly dilated to cover edges; None when nothing scores above
+        the threshold."""
+        from PIL import ImageFilter
+
+        model, processor = self.segmenter
+        inputs = processor(text=[text], images=[image.convert("RGB")], return_tensors="pt", padding=True)
+        with torch.inference_mode():
+            logits = model(**{k: v.to(self.device) for k, v in inputs.items()}).logits
+        prob = torch.sigmoid(logits.float()).reshape(1, 1, *logits.shape[-2:])
+        prob = torch.nn.functional.interpolate(prob, size=(image.height, image.width), mode="bilinear")[0, 0]
+        region = (prob >= self.config.segment_threshold).cpu().numpy()
+        if not region.any():
+            return None
+        mask = Image.fromarray((region * 255).astype("uint8"), "L")
+        return mask.filter(ImageFilter.MaxFilter(max(3, (min(image.size) // 64) | 1)))
 
     def estimated_bytes(self) -> int:
         """Weights on disk, a proxy for memory before loading (measured exactly after)."""
