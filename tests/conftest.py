@@ -41,6 +41,8 @@ def tiny_sd_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def tiny_config(path: Path, name: str = "tiny-sd", **kw: Any) -> ModelConfig:
+    # fp32 explicitly: "auto" picks bf16 on CPUs with native bf16, and tests compare pixels.
+    kw.setdefault("dtype", "float32")
     return ModelConfig(name=name, source=str(path), family="sd", native_size=64, size_multiple=16,
                        quality=dict(TINY_QUALITY), **kw)
 
@@ -53,7 +55,7 @@ def make_settings(tmp_path: Path, **kw: Any) -> Settings:
 async def running(app: Any) -> AsyncIterator[Any]:
     """Run the app's lifespan and wait until /health says every model is ready."""
     async with app.router.lifespan_context(app):
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 300  # compile warm-ups on a loaded 2-core machine take a while
         while not app.state.scheduler.ready:
             if any(w.load_error for w in app.state.scheduler.workers.values()):
                 raise RuntimeError("model failed to load")

@@ -59,6 +59,16 @@ class ModelConfig:
     # families without native editing inpaint the region it finds for the prompt.
     segmenter: str | None = None
     segment_threshold: float = 0.4
+    # Speed settings (docs/performance.md): None/off defaults are the safe ones; GPU
+    # users opt in after measuring on their card with bench/bench_engine.py.
+    channels_last: bool | None = None  # None: on for UNets on CUDA
+    compile: str = "off"  # off | regional (repeated blocks) | full
+    vae_tiling: bool = False
+    vae_slicing: bool = False
+    cache: str = "off"  # off | first-block (diffusers' first-block cache hook; a quality/speed trade)
+    cache_threshold: float = 0.1
+    fp8: bool = False  # torchao float8 dynamic quantisation of the denoiser (CUDA, DiT families)
+    warmup_sizes: tuple[str, ...] = ()  # sizes generated once at load, before /health says ready
     # LoRA adapters selectable per request by name: name -> .safetensors file or folder.
     loras: dict[str, str] = field(default_factory=dict)
     # Load at start-up (else on first use); either way subject to the memory budget.
@@ -134,6 +144,12 @@ def _config_from_table(table: dict[str, Any], base_dir: Path) -> ModelConfig:
     if "loras" in kw:
         kw["loras"] = {str(k): str((base_dir / str(v)).resolve()) if not Path(str(v)).is_absolute()
                        and (base_dir / str(v)).exists() else str(v) for k, v in kw["loras"].items()}
+    if "warmup_sizes" in kw:
+        kw["warmup_sizes"] = tuple(str(s) for s in kw["warmup_sizes"])
+    if kw.get("compile", "off") not in ("off", "regional", "full"):
+        raise ValueError(f"model {kw['name']!r}: compile must be off, regional or full")
+    if kw.get("cache", "off") not in ("off", "first-block"):
+        raise ValueError(f"model {kw['name']!r}: cache must be off or first-block")
     if "strength" in kw:
         kw["strength"] = {k: float(v) for k, v in kw["strength"].items()}
     return ModelConfig(**kw)

@@ -55,7 +55,7 @@ def make_vae():
     return AutoencoderKL(
         in_channels=3, out_channels=3,
         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(16, 32, 64, 64), layers_per_block=1, latent_channels=4,
+        block_out_channels=(8, 16, 32, 64), layers_per_block=1, latent_channels=4,
         norm_num_groups=8, sample_size=NATIVE_SIZE,
     )
 
