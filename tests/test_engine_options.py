@@ -74,3 +74,13 @@ async def test_regional_compile_with_warm_up(tmp_path, tiny_sd_path) -> None:  #
         r = await client.images.generate(model="tiny-sd", prompt="x", size="1024x1024", quality="low")
         assert Image.open(io.BytesIO(base64.b64decode(r.data[0].b64_json))).size == (1024, 1024)
         await client.close()
+
+
+def test_every_mode_keeps_the_configured_dtype(tiny_sd_path) -> None:  # type: ignore[no-untyped-def]
+    """diffusers' from_pipe casts shared components to float32 unless given the dtype."""
+    backend = DiffusersBackend(dataclasses.replace(tiny_config(tiny_sd_path), dtype="bfloat16"))
+    backend.load()
+    for mode, pipe in backend.pipes.items():
+        for name, comp in pipe.components.items():
+            if isinstance(comp, torch.nn.Module):
+                assert next(comp.parameters()).dtype == torch.bfloat16, (mode, name)

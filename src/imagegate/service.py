@@ -400,6 +400,11 @@ def _negative_prompt_ok(backend: Any) -> bool:
     return family is None or family.negative_prompt
 
 
+# Native-edit pipelines (FLUX.2, Kontext, Qwen-Image-Edit) refuse references more extreme
+# than this (FLUX.2 checks 8:1); a clear 400 instead of the pipeline's 500.
+MAX_REFERENCE_ASPECT = 8.0
+
+
 def build_job(spec: ImageSpec, inputs: list[InputImage], edit_mask: Image.Image | None, modes: frozenset[str],
               multi_image: bool, ctx: RequestContext, segment: Callable[[Image.Image, str], Image.Image | None] | None = None,
               ) -> Job:
@@ -425,6 +430,11 @@ def build_job(spec: ImageSpec, inputs: list[InputImage], edit_mask: Image.Image 
         m = edit_mask.resize((gw, gh), Image.Resampling.BILINEAR)
         return Job(spec=spec, mode="inpaint", init_image=init, edit_mask=m)
     if "edit" in modes:
+        for k, i in enumerate(inputs):
+            w, h = i.size
+            if max(w, h) / min(w, h) > MAX_REFERENCE_ASPECT:
+                raise InvalidRequest(f"image[{k}] is {w}x{h}; native editing takes references up to "
+                                     f"{MAX_REFERENCE_ASPECT:g}:1.", param="image", code="invalid_image")
         if multi_image or len(inputs) == 1:
             refs = [postprocess.fit_area(i.image, gw * gh) for i in inputs]
         else:

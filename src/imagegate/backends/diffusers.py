@@ -291,12 +291,14 @@ class DiffusersBackend:
             built: dict[str, Any] = {type(main).__name__: main}
             for mode, cls_name in family.modes.items():
                 if cls_name not in built:
-                    built[cls_name] = getattr(diffusers, cls_name).from_pipe(main)
+                    # from_pipe casts every shared component to float32 unless told the dtype.
+                    built[cls_name] = getattr(diffusers, cls_name).from_pipe(main, dtype=self.dtype)
                 self.pipes[mode] = built[cls_name]
             if self.config.inpaint_source:
                 inp = diffusers.DiffusionPipeline.from_pretrained(
                     self.config.inpaint_source, torch_dtype=self.dtype,
-                    local_files_only=Path(self.config.inpaint_source).exists())
+                    local_files_only=Path(self.config.inpaint_source).exists(),
+                    **self._shared_with_inpaint(main))
                 self.pipes["inpaint"] = inp
                 fam = family_for_class(type(inp).__name__)
                 self.inpaint_family = FAMILIES[fam] if fam else None
@@ -374,6 +376,20 @@ class DiffusersBackend:
                               size=size, quality="low", background=None, output_format="png", output_compression=None,
                               response_format="b64_json", stream=False, partial_images=None, seed=0)
             self.run(Job(spec=spec))
+
+    def _shared_with_inpaint(self, main: Any) -> dict[str, Any]:
+        """FLUX.1 Fill ships the same text encoders, tokenizers and VAE as FLUX.1: reuse the
+        loaded ones instead of holding a second copy (T5-XXL alone is ~10 GB in bf16)."""
+        src = self.config.inpaint_source
+        if not src or self.family is None or not self.family.name.startswith("flux"):
+            return {}
+        try:
+            if detect_family(src) != "flux-fill":
+                return {}
+        except Exception:  # noqa: BLE001 - then load it whole; errors surface in from_pretrained
+            return {}
+        names = ("text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "vae")
+        return {n: main.components[n] for n in names if main.components.get(n) is not None}
 
     def _load_main(self, diffusers: Any, family: Family, src: str, local: bool) -> Any:
         if src.endswith(".safetensors"):
