@@ -283,7 +283,8 @@ def build_spec(
         wanted = steps
         while int(steps * strength) < 1:
             steps += 1
-        notes.append(f"num_inference_steps raised from {wanted} to {steps}: at strength {strength} fewer steps denoise nothing")
+        notes.append(f"num_inference_steps raised from {wanted} to {steps}: "
+                     f"at strength {strength} fewer steps denoise nothing")
     if lora is not None and lora not in model.loras:
         known = ", ".join(sorted(model.loras)) or "none"
         raise InvalidRequest(f"Unknown lora '{lora}' for model '{model.name}' (declared: {known}).", param="lora")
