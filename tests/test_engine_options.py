@@ -84,3 +84,26 @@ def test_every_mode_keeps_the_configured_dtype(tiny_sd_path) -> None:  # type: i
         for name, comp in pipe.components.items():
             if isinstance(comp, torch.nn.Module):
                 assert next(comp.parameters()).dtype == torch.bfloat16, (mode, name)
+
+
+def test_preview_vae_decodes_previews(tiny_sd_path, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A tiny autoencoder (TAESD-style), when configured, decodes the streaming previews."""
+    from diffusers import AutoencoderTiny
+
+    from imagegate.backends import Job
+    from imagegate.normalize import build_spec
+
+    AutoencoderTiny(encoder_block_out_channels=(8, 8), decoder_block_out_channels=(8, 8), num_encoder_blocks=(1, 1),
+                    num_decoder_blocks=(1, 1), latent_channels=4).save_pretrained(tmp_path / "taesd")
+    backend = DiffusersBackend(dataclasses.replace(tiny_config(tiny_sd_path), preview_vae=str(tmp_path / "taesd")))
+    backend.load()
+    calls = []
+    real = backend.preview_vae.decode
+    backend.preview_vae.decode = lambda *a, **k: calls.append(1) or real(*a, **k)  # spy
+    previews: list[Image.Image] = []
+    spec = build_spec(task="generate", model=backend.config, requested_model=None, prompt="x", n=1, size="256x256",
+                      quality="high", background=None, output_format="png", output_compression=None,
+                      response_format="b64_json", stream=True, partial_images=2, seed=1)
+    backend.run(Job(spec=spec, on_preview=lambda i, k, im: previews.append(im)))
+    assert len(previews) == 2 and len(calls) == 2
+    assert previews[0].size == (spec.gen_width, spec.gen_height)
