@@ -62,7 +62,7 @@ class ModelConfig:
     # Speed settings (docs/performance.md): None/off defaults are the safe ones; GPU
     # users opt in after measuring on their card with bench/bench_engine.py.
     channels_last: bool | None = None  # None: on for UNets on CUDA
-    compile: str = "off"  # off | regional (repeated blocks) | full
+    compile: str = "off"  # off | regional (repeated blocks) | full | graphs (full + CUDA graphs)
     vae_tiling: bool = False
     vae_slicing: bool = False
     cache: str = "off"  # off | first-block (diffusers' first-block cache hook; a quality/speed trade)
@@ -146,8 +146,8 @@ def _config_from_table(table: dict[str, Any], base_dir: Path) -> ModelConfig:
                        and (base_dir / str(v)).exists() else str(v) for k, v in kw["loras"].items()}
     if "warmup_sizes" in kw:
         kw["warmup_sizes"] = tuple(str(s) for s in kw["warmup_sizes"])
-    if kw.get("compile", "off") not in ("off", "regional", "full"):
-        raise ValueError(f"model {kw['name']!r}: compile must be off, regional or full")
+    if kw.get("compile", "off") not in ("off", "regional", "full", "graphs"):
+        raise ValueError(f"model {kw['name']!r}: compile must be off, regional, full or graphs")
     if kw.get("cache", "off") not in ("off", "first-block"):
         raise ValueError(f"model {kw['name']!r}: cache must be off or first-block")
     if "strength" in kw:

@@ -356,8 +356,11 @@ class DiffusersBackend:
         if cfg.compile == "regional" and getattr(type(denoiser), "_repeated_blocks", None):
             # Compile each repeated block once and reuse it: seconds of cold start instead of minutes.
             denoiser.compile_repeated_blocks(fullgraph=True)
-        elif cfg.compile in ("regional", "full"):
-            compiled = torch.compile(denoiser, fullgraph=False)
+        elif cfg.compile in ("regional", "full", "graphs"):
+            # "graphs": inductor's reduce-overhead mode captures CUDA graphs, which pays for
+            # few-step, small-batch workloads where kernel launches dominate (SD-Turbo).
+            mode = "reduce-overhead" if cfg.compile == "graphs" else None
+            compiled = torch.compile(denoiser, fullgraph=False, mode=mode)
             for pipe in self.pipes.values():
                 for attr in ("unet", "transformer"):
                     if getattr(pipe, attr, None) is denoiser:

@@ -55,8 +55,8 @@ def make_vae():
     return AutoencoderKL(
         in_channels=3, out_channels=3,
         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 16, 32, 64), layers_per_block=1, latent_channels=4,
-        norm_num_groups=8, sample_size=NATIVE_SIZE,
+        block_out_channels=(16, 32, 64, 64), layers_per_block=1, latent_channels=4,
+        norm_num_groups=1, sample_size=NATIVE_SIZE,  # 1 group: keeps absolute colour of flat regions
     )
 
 
@@ -68,7 +68,7 @@ def make_unet():
         block_out_channels=(64, 128, 192),
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=128, attention_head_dim=4, norm_num_groups=32,
+        cross_attention_dim=128, attention_head_dim=4, norm_num_groups=8,
     )
 
 
