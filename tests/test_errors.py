@@ -666,3 +666,27 @@ async def test_failed_uploads_leave_no_temporary_files(sdk: AsyncOpenAI, tmp_pat
     check(ei.value, 400, "quality")
     assert sorted(os.listdir(spool)) == before
     assert open_files_under(spool) == []
+
+
+async def test_steps_above_the_server_limit_are_refused(client) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(openai.BadRequestError) as e:
+        await client.images.generate(prompt="x", extra_body={"num_inference_steps": 101})
+    assert e.value.param == "num_inference_steps"
+
+
+async def test_model_failures_do_not_leak_internals(app, client) -> None:  # type: ignore[no-untyped-def]
+    backend = app.state.scheduler.worker("tiny-sd").backend
+    real = backend.run_batch
+
+    def broken(jobs):  # type: ignore[no-untyped-def]  # fake at the GPU edge
+        raise RuntimeError("CUDA error at /secret/path/kernel.cu:42")
+
+    backend.run_batch = broken
+    try:
+        with pytest.raises(openai.InternalServerError) as e:
+            await client.images.generate(prompt="x", size="256x256")
+    finally:
+        backend.run_batch = real
+    assert "secret" not in e.value.message and e.value.code == "generation_failed"
+    row = await app.state.ledger.get(e.value.response.headers["x-request-id"])
+    assert "secret/path" in row.error_message  # the detail is kept for the operator

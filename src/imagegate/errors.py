@@ -94,6 +94,13 @@ class Cancelled(ImagegateError):
 
 
 class GenerationFailed(ImagegateError):
+    """The model failed. The client gets a plain message; the internal detail goes to the
+    log and the ledger only (exception texts can reveal paths, shapes and versions)."""
+
     status = 500
     type = "server_error"
     code = "generation_failed"
+
+    def __init__(self, message: str, *, detail: str | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.detail = detail

@@ -130,7 +130,7 @@ class ModelWorker:
                 try:
                     await self.ensure_loaded(self)
                 except ValueError as exc:  # bad weights found at first use: the server's fault, not the client's
-                    raise GenerationFailed(str(exc)) from exc
+                    raise GenerationFailed(f"The model '{self.backend.name}' could not be loaded.", detail=str(exc)) from exc
             self.last_used = time.monotonic()
             entry.enqueued = time.perf_counter()
             self.pending.append(entry)
@@ -185,7 +185,8 @@ class ModelWorker:
             except Exception as exc:  # noqa: BLE001 - one bad batch must not kill the dispatcher
                 log.exception("model %s failed", self.backend.name)
                 self._settle(batch, exc=GenerationFailed(
-                    f"The model '{self.backend.name}' failed to generate: {type(exc).__name__}: {exc}"))
+                    f"The model '{self.backend.name}' failed to generate this request; the server log has the details.",
+                    detail=f"{type(exc).__name__}: {exc}"))
                 continue
             run_s = time.perf_counter() - started
             self._avg_run_s = 0.8 * self._avg_run_s + 0.2 * run_s

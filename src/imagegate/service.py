@@ -166,6 +166,10 @@ class ImageService:
         model = self.registry.resolve(req.model)
         ctx.model = model.name
         self.scheduler.worker(model.name).check_capacity()
+        steps = getattr(req, "num_inference_steps", None)
+        if steps is not None and steps > self.settings.max_inference_steps:
+            raise InvalidRequest(f"num_inference_steps is {steps}; this server allows at most "
+                                 f"{self.settings.max_inference_steps}.", param="num_inference_steps")
         if req.negative_prompt and not _negative_prompt_ok(self.scheduler.worker(model.name).backend):
             raise InvalidRequest(f"Model '{model.name}' does not take a negative_prompt.", param="negative_prompt")
         # 2. Normalise: decode and check inputs (in a thread: decoding is CPU work), then the spec
@@ -369,7 +373,7 @@ class ImageService:
             status=status,
             http_status=http_status,
             error_code=error.code if error else None,
-            error_message=error.message if error else None,
+            error_message=(getattr(error, "detail", None) or error.message) if error else None,
             n=spec.n if spec else None,
             seed=p.job.seed_used if p else None,
             queue_s=ctx.timings.get("queue"),

@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     max_input_images: int = Field(16, ge=1, description="Most images one edit request may carry.")
     memory_budget_gb: float | None = Field(
         None, gt=0, description="Weights allowed in memory per device; least recently used idle models are unloaded.")
+    max_inference_steps: int = Field(
+        100, ge=1, le=200, description="Most denoising steps a request may ask for (num_inference_steps); bounds its cost.")
     queue_size: int = Field(32, ge=1, description="Requests that may be queued or running per model before 503 + Retry-After.")
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads; default: the machine's cores.")
     encode_workers: int | None = Field(None, ge=1, description="Threads for image encoding; default: the machine's cores.")
