@@ -49,15 +49,15 @@ def models_toml(tmp_path: Path, tiny_sd_path: Path) -> Path:
 
 
 # -- serve --------------------------------------------------------------------------------
-def test_serve_refuses_a_public_bind_without_a_key(tmp_path: Path, served: list[dict[str, Any]]) -> None:
-    r = runner.invoke(app, ["serve", "--host", "0.0.0.0", "--data-dir", str(tmp_path / "d")])
+def test_serve_refuses_a_public_bind_without_a_key(tmp_path: Path, served: list[dict[str, Any]], models_toml: Path) -> None:
+    r = runner.invoke(app, ["serve", "--models", str(models_toml), "--host", "0.0.0.0", "--data-dir", str(tmp_path / "d")])
     assert r.exit_code != 0
     assert "no API key" in r.output and "--allow-anonymous" in r.output and "--api-key" in r.output
     assert served == []
 
 
-def test_serve_allow_anonymous_passes_the_check(tmp_path: Path, served: list[dict[str, Any]]) -> None:
-    r = runner.invoke(app, ["serve", "--host", "0.0.0.0", "--port", "9123", "--allow-anonymous",
+def test_serve_allow_anonymous_passes_the_check(tmp_path: Path, served: list[dict[str, Any]], models_toml: Path) -> None:
+    r = runner.invoke(app, ["serve", "--models", str(models_toml), "--host", "0.0.0.0", "--port", "9123", "--allow-anonymous",
                             "--data-dir", str(tmp_path / "d")])
     assert r.exit_code == 0, r.output
     assert len(served) == 1
@@ -65,18 +65,18 @@ def test_serve_allow_anonymous_passes_the_check(tmp_path: Path, served: list[dic
     assert served[0]["app"].title == "imagegate"
 
 
-def test_serve_public_bind_with_a_key_and_loopback_without(tmp_path: Path, served: list[dict[str, Any]]) -> None:
-    r = runner.invoke(app, ["serve", "--host", "0.0.0.0", "--api-key", "k1", "--data-dir", str(tmp_path / "d")])
+def test_serve_public_bind_with_a_key_and_loopback_without(tmp_path: Path, served: list[dict[str, Any]], models_toml: Path) -> None:
+    r = runner.invoke(app, ["serve", "--models", str(models_toml), "--host", "0.0.0.0", "--api-key", "k1", "--data-dir", str(tmp_path / "d")])
     assert r.exit_code == 0, r.output
-    r = runner.invoke(app, ["serve", "--host", "127.0.0.1", "--data-dir", str(tmp_path / "d")])
+    r = runner.invoke(app, ["serve", "--models", str(models_toml), "--host", "127.0.0.1", "--data-dir", str(tmp_path / "d")])
     assert r.exit_code == 0, r.output
     assert [c["host"] for c in served] == ["0.0.0.0", "127.0.0.1"]
 
 
-def test_serve_with_the_key_from_the_environment(tmp_path: Path, served: list[dict[str, Any]],
+def test_serve_with_the_key_from_the_environment(tmp_path: Path, served: list[dict[str, Any]], models_toml: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IMAGEGATE_API_KEYS", '["from-env"]')
-    r = runner.invoke(app, ["serve", "--host", "0.0.0.0", "--data-dir", str(tmp_path / "d")])
+    r = runner.invoke(app, ["serve", "--models", str(models_toml), "--host", "0.0.0.0", "--data-dir", str(tmp_path / "d")])
     assert r.exit_code == 0, r.output
     assert len(served) == 1
 
@@ -176,3 +176,18 @@ def test_models_without_a_file_lists_the_builtin_model() -> None:
     r = runner.invoke(app, ["models"])
     assert r.exit_code == 0, r.output
     assert r.output.splitlines()[0].startswith("imagegate-mini\t")
+
+
+def test_serve_refuses_a_models_file_with_missing_files(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A bad models file is reported before the server binds, naming the model."""
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from imagegate.cli import app as cli_app
+
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: (_ for _ in ()).throw(AssertionError("must not serve")))
+    models = tmp_path / "models.toml"
+    models.write_text('[[models]]\nname = "ghost"\nsource = "./nowhere"\n')
+    result = CliRunner().invoke(cli_app, ["serve", "--models", str(models), "--data-dir", str(tmp_path / "d")])
+    assert result.exit_code == 2
+    assert "ghost" in result.output and "does not exist" in result.output

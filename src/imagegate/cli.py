@@ -58,6 +58,13 @@ def serve(
         raise typer.Exit(2)
     try:
         application = create_app(settings)
+        # Fail before binding: a models file naming missing files or unknown checkpoints is
+        # an operator error to see now, not a 503 on /health later.
+        from .app import model_configs
+        from .backends.diffusers import DiffusersBackend
+
+        for config in model_configs(settings):
+            DiffusersBackend(config).validate()
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
@@ -85,7 +92,6 @@ def _run_local(task: str, prompt: str, out: Path, images: list[Path], mask: Opti
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from . import postprocess
-    from .backends import Job
     from .errors import ImagegateError
     from .inputs import decode_image, decode_mask
     from .normalize import build_spec

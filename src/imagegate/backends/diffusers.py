@@ -193,6 +193,12 @@ class DiffusersBackend:
     def prepare(self) -> None:
         """Check the files and detect the family without loading weights, so a bad models
         file fails at start-up naming the model, and lazy models know their presets."""
+        self.validate()
+        if self.config.segmenter and self.segmenter is None:
+            self._load_segmenter(self.config.segmenter)
+
+    def validate(self) -> None:
+        """Files present, family known: no weights read (a hub id reads model_index.json)."""
         src = self.config.source
         local = Path(src)
         if local.exists() and local.is_dir() and not (local / "model_index.json").exists():
@@ -208,8 +214,6 @@ class DiffusersBackend:
             raise ValueError(f"model {self.name!r}: cannot detect the family of {src}: {exc}") from exc
         self.family = family
         self.config = self.config.resolved(family.name)
-        if self.config.segmenter and self.segmenter is None:
-            self._load_segmenter(self.config.segmenter)
 
     def _load_segmenter(self, source: str) -> None:
         """CLIPSeg is small (~150M parameters): loaded with the model's validation so that
