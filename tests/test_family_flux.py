@@ -11,13 +11,8 @@ size, is read by an observer around the backend's batch call (the real call runs
 
 from __future__ import annotations
 
-import base64
 import inspect
-import io
-import json
-import sqlite3
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -28,7 +23,6 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import live_server, make_settings
 from families.flux_family import (
     build_tiny_flux,
     build_tiny_flux2,
@@ -36,11 +30,9 @@ from families.flux_family import (
     build_tiny_flux_kontext,
     model_class,
 )
-from imagegate.app import create_app
+from families.harness import Live, bucket, decode, edit, gen, noise, png, rect_mask, serve
 from imagegate.backends.diffusers import detect_family
 from imagegate.families import FAMILIES
-from imagegate.normalize import generation_bucket
-from imagegate.registry import load_models_file
 
 # Tiny models: 2 steps at every tier unless a test asks for more.
 QUALITY = "{low = [2, 5.0], medium = [2, 5.0], high = [2, 5.0]}"
@@ -70,102 +62,10 @@ def flux_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@dataclass
-class Call:
-    mode: str
-    pipeline: str
-    sizes: list[tuple[int, int]]  # the pipeline's own output, before resizing to the request
-    references: list[tuple[int, int]]
-    guidance: float
-
-
-class Live:
-    def __init__(self, app: Any, base: str, db: Path) -> None:
-        self.app, self.base, self.db = app, base, db
-        self.sdk = openai.OpenAI(base_url=base + "/v1", api_key="x", max_retries=0, timeout=120)
-        self.calls: dict[str, list[Call]] = {}
-
-    def backend(self, model: str) -> Any:
-        return self.app.state.scheduler.worker(model).backend
-
-    def observe(self, model: str) -> list[Call]:
-        """Record each batch call of `model`: the pipeline class that ran, its raw output
-        size and the guidance it was given. Observer only: the real call runs."""
-        if model in self.calls:
-            return self.calls[model]
-        backend = self.backend(model)
-        real = backend.run_batch
-        calls: list[Call] = []
-
-        def run_batch(jobs: list[Any]) -> list[list[Image.Image]]:
-            out = real(jobs)
-            pipe = backend.pipes[jobs[0].mode]
-            calls.append(Call(jobs[0].mode, type(pipe).__name__, [im.size for ims in out for im in ims],
-                              [r.size for r in jobs[0].references], float(pipe.guidance_scale)))
-            return out
-
-        backend.run_batch = run_batch
-        self.calls[model] = calls
-        return calls
-
-    def row(self, raw: Any) -> dict[str, Any]:
-        with sqlite3.connect(self.db) as c:
-            c.row_factory = sqlite3.Row
-            row = c.execute("SELECT * FROM requests WHERE id = ?", (raw.headers["x-request-id"],)).fetchone()
-        assert row is not None, "no ledger row"
-        return {**dict(row), "params": json.loads(row["params"]), "notes": json.loads(row["notes"])}
-
-
 @pytest.fixture(scope="module")
 def live(flux_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    configs = load_models_file(flux_models / "models.toml")
-    settings = make_settings(tmp_path_factory.mktemp("flux-family-app"))
-    app = create_app(settings, configs)
-    with live_server(app) as base:
-        yield Live(app, base, settings.data_dir / "imagegate.db")
-
-
-# -- helpers ------------------------------------------------------------------------------
-def decode(b64: str | None) -> Image.Image:
-    assert b64, "expected b64_json"
-    img = Image.open(io.BytesIO(base64.b64decode(b64)))
-    img.load()
-    return img
-
-
-def noise(width: int, height: int, seed: int = 0) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), "RGB")
-
-
-def png(img: Image.Image, name: str = "image.png") -> tuple[str, bytes, str]:
-    buf = io.BytesIO()
-    img.save(buf, "PNG")
-    return (name, buf.getvalue(), "image/png")
-
-
-def rect_mask(size: tuple[int, int], box: tuple[int, int, int, int]) -> Image.Image:
-    mask = Image.new("RGBA", size, (0, 0, 0, 255))
-    mask.paste((0, 0, 0, 0), box)  # alpha 0 = edit
-    return mask
-
-
-def gen(live: Live, model: str, **kw: Any) -> tuple[Any, Any]:
-    extra = {"seed": 7, **kw.pop("extra_body", {})}
-    raw = live.sdk.images.with_raw_response.generate(model=model, prompt=kw.pop("prompt", "a red circle"),
-                                                      extra_body=extra, **kw)
-    return raw, raw.parse()
-
-
-def edit(live: Live, model: str, **kw: Any) -> tuple[Any, Any]:
-    extra = {"seed": 7, **kw.pop("extra_body", {})}
-    raw = live.sdk.images.with_raw_response.edit(model=model, prompt=kw.pop("prompt", "make it blue"),
-                                                  extra_body=extra, **kw)
-    return raw, raw.parse()
-
-
-def bucket(live: Live, model: str, width: int, height: int) -> tuple[int, int]:
-    return generation_bucket(live.backend(model).config, width, height)
+    with serve(flux_models / "models.toml", tmp_path_factory.mktemp("flux-family-app")) as live:
+        yield live
 
 
 # -- detection and the family rows -------------------------------------------------------

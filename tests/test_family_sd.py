@@ -10,14 +10,9 @@ SQLite: the server's engine lives on its own event loop."""
 
 from __future__ import annotations
 
-import base64
-import io
-import json
 import shutil
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import openai
@@ -25,10 +20,9 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import live_server, make_settings
+from families.harness import Live, decode, edit, gen, noise, png, rect_mask, serve
 from families.sd_family import (build_tiny_sd3, build_tiny_sd_inpaint, build_tiny_sdxl, config_only_copy,
                                 write_single_file)
-from imagegate.app import create_app
 from imagegate.backends.diffusers import detect_family
 from imagegate.families import FAMILIES
 from imagegate.registry import load_models_file
@@ -67,64 +61,10 @@ def sd_models(tmp_path_factory: pytest.TempPathFactory, tiny_sd_path: Path) -> P
     return root
 
 
-class Live:
-    def __init__(self, app: Any, base: str, db: Path) -> None:
-        self.app, self.base, self.db = app, base, db
-        self.sdk = openai.OpenAI(base_url=base + "/v1", api_key="x", max_retries=0, timeout=120)
-
-    def backend(self, model: str) -> Any:
-        return self.app.state.scheduler.worker(model).backend
-
-    def row(self, raw: Any) -> dict[str, Any]:
-        with sqlite3.connect(self.db) as c:
-            c.row_factory = sqlite3.Row
-            row = c.execute("SELECT * FROM requests WHERE id = ?", (raw.headers["x-request-id"],)).fetchone()
-        assert row is not None, "no ledger row"
-        return {**dict(row), "params": json.loads(row["params"]), "notes": json.loads(row["notes"])}
-
-
 @pytest.fixture(scope="module")
 def live(sd_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    configs = load_models_file(sd_models / "models.toml")
-    settings = make_settings(tmp_path_factory.mktemp("sd-family-app"))
-    app = create_app(settings, configs)
-    with live_server(app) as base:
-        live = Live(app, base, settings.data_dir / "imagegate.db")
+    with serve(sd_models / "models.toml", tmp_path_factory.mktemp("sd-family-app")) as live:
         yield live
-        live.sdk.close()
-
-
-# -- helpers ------------------------------------------------------------------------------
-def decode(b64: str | None) -> Image.Image:
-    assert b64, "expected b64_json"
-    img = Image.open(io.BytesIO(base64.b64decode(b64)))
-    img.load()
-    return img
-
-
-def noise(width: int, height: int, seed: int = 0) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), "RGB")
-
-
-def png(img: Image.Image, name: str = "image.png") -> tuple[str, bytes, str]:
-    buf = io.BytesIO()
-    img.save(buf, "PNG")
-    return (name, buf.getvalue(), "image/png")
-
-
-def gen(live: Live, model: str, **kw: Any) -> tuple[Any, Any]:
-    extra = {"seed": 7, **kw.pop("extra_body", {})}
-    raw = live.sdk.images.with_raw_response.generate(model=model, prompt=kw.pop("prompt", "a red circle"),
-                                                      extra_body=extra, **kw)
-    return raw, raw.parse()
-
-
-def edit(live: Live, model: str, **kw: Any) -> tuple[Any, Any]:
-    extra = {"seed": 7, **kw.pop("extra_body", {})}
-    raw = live.sdk.images.with_raw_response.edit(model=model, prompt=kw.pop("prompt", "make it blue"),
-                                                  extra_body=extra, **kw)
-    return raw, raw.parse()
 
 
 # -- detection and the family rows -------------------------------------------------------
@@ -181,9 +121,8 @@ def test_image_to_image_strength_follows_input_fidelity(live: Live, family: str)
 def test_inpaint_keeps_every_pixel_outside_the_mask(live: Live, family: str) -> None:
     src = noise(160, 112, seed=3)
     box = (40, 24, 120, 88)
-    mask = Image.new("RGBA", src.size, (0, 0, 0, 255))
-    mask.paste((0, 0, 0, 0), box)  # alpha 0 = edit
-    raw, r = edit(live, family, image=png(src), mask=png(mask, "mask.png"), size="auto", input_fidelity="high")
+    raw, r = edit(live, family, image=png(src), mask=png(rect_mask(src.size, box), "mask.png"), size="auto",
+                  input_fidelity="high")
     # inpainting runs at strength 1: input_fidelity has nothing to set, and the reply says so
     assert "input_fidelity=high has no effect in inpaint mode" in raw.headers["x-imagegate-notes"]
     out = np.asarray(decode(r.data[0].b64_json).convert("RGB"))
@@ -197,9 +136,7 @@ def test_inpaint_keeps_every_pixel_outside_the_mask(live: Live, family: str) -> 
 def test_a_dedicated_inpainting_checkpoint_serves_the_masks(live: Live) -> None:
     src = noise(160, 112, seed=4)
     box = (0, 0, 80, 112)
-    mask = Image.new("RGBA", src.size, (0, 0, 0, 255))
-    mask.paste((0, 0, 0, 0), box)
-    raw, r = edit(live, "sd-with-inpaint", image=png(src), mask=png(mask, "mask.png"), size="auto")
+    raw, r = edit(live, "sd-with-inpaint", image=png(src), mask=png(rect_mask(src.size, box), "mask.png"), size="auto")
     out = np.asarray(decode(r.data[0].b64_json).convert("RGB"))
     np.testing.assert_array_equal(out[:, 80:], np.asarray(src)[:, 80:])
     backend = live.backend("sd-with-inpaint")

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 
 def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte → printable character table (what ByteLevel pre-tokenizers emit)."""
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     cs = bs[:]
     n = 0
@@ -19,6 +21,23 @@ def _bytes_to_unicode() -> dict[int, str]:
             cs.append(256 + n)
             n += 1
     return dict(zip(bs, [chr(c) for c in cs]))
+
+
+def byte_level_tokenizer(specials: list[str], *, use_regex: bool) -> Any:
+    """A `tokenizers` byte-level BPE without merges (every byte is a token), with `specials`
+    as added special tokens at ids 0..len(specials)-1; `use_regex` is the ByteLevel
+    pre-tokenizer's GPT-2 word split."""
+    from tokenizers import AddedToken, Tokenizer, decoders, pre_tokenizers
+    from tokenizers.models import BPE
+
+    vocab: dict[str, int] = {s: i for i, s in enumerate(specials)}
+    for ch in _bytes_to_unicode().values():
+        vocab.setdefault(ch, len(vocab))
+    tok = Tokenizer(BPE(vocab=vocab, merges=[], fuse_unk=False, byte_fallback=False))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=use_regex)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in specials])
+    return tok
 
 
 def write_char_clip_tokenizer(folder: Path) -> int:

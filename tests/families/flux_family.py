@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tiny import _bytes_to_unicode, write_char_clip_tokenizer  # noqa: E402
+from tiny import byte_level_tokenizer, write_char_clip_tokenizer  # noqa: E402
 
 CLIP_DIM = 16
 T5_DIM = 16
@@ -38,22 +38,6 @@ FLUX2_LATENT_CHANNELS = 8  # 32 in the release; the transformer sees 2x2 patches
 FLUX2_TEXT_DIM = 16
 FLUX2_TEXT_LAYERS = 30  # Flux2Pipeline stacks hidden_states[10], [20], [30]
 FLUX2_STACKED = 3
-
-
-def char_tokenizer(specials: list[str]) -> Any:
-    """A `tokenizers` byte-level BPE without merges (every byte is a token), with `specials`
-    as added special tokens at ids 0..len(specials)-1."""
-    from tokenizers import AddedToken, Tokenizer, decoders, pre_tokenizers
-    from tokenizers.models import BPE
-
-    vocab: dict[str, int] = {s: i for i, s in enumerate(specials)}
-    for ch in _bytes_to_unicode().values():
-        vocab.setdefault(ch, len(vocab))
-    tok = Tokenizer(BPE(vocab=vocab, merges=[], fuse_unk=False, byte_fallback=False))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in specials])
-    return tok
 
 
 def build_t5_tokenizer() -> Any:
@@ -95,8 +79,8 @@ def build_flux2_tokenizer() -> Any:
     from transformers import PreTrainedTokenizerFast
 
     specials = ["<unk>", "<s>", "</s>", "<pad>", "[INST]", "[/INST]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]", "[IMG]"]
-    return PreTrainedTokenizerFast(tokenizer_object=char_tokenizer(specials), bos_token="<s>", eos_token="</s>",
-                                   unk_token="<unk>", pad_token="<pad>", model_max_length=512,
+    return PreTrainedTokenizerFast(tokenizer_object=byte_level_tokenizer(specials, use_regex=False), bos_token="<s>",
+                                   eos_token="</s>", unk_token="<unk>", pad_token="<pad>", model_max_length=512,
                                    truncation_side="left", chat_template=FLUX2_CHAT_TEMPLATE)
 
 

@@ -21,6 +21,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from tiny import byte_level_tokenizer
+
 # The chat-template tokens Qwen-Image's prompt templates use (pipeline_qwenimage*.py).
 QWEN_SPECIAL_TOKENS = [
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
@@ -33,40 +35,11 @@ VAE_SCALE = 16  # 2 ** len(temperal_downsample) below
 SIZE_MULTIPLE = VAE_SCALE * 2  # the pipelines pack 2x2 latent patches
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's byte → printable character table (what ByteLevel pre-tokenizers emit)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, [chr(c) for c in cs]))
-
-
-def byte_level_tokenizer(specials: list[str]) -> Any:
-    """A `tokenizers` byte-level BPE without merges (every byte is a token), with `specials`
-    as added special tokens at ids 0..len(specials)-1."""
-    from tokenizers import AddedToken, Tokenizer, decoders, pre_tokenizers
-    from tokenizers.models import BPE
-
-    vocab: dict[str, int] = {s: i for i, s in enumerate(specials)}
-    for ch in _bytes_to_unicode().values():
-        vocab.setdefault(ch, len(vocab))
-    tok = Tokenizer(BPE(vocab=vocab, merges=[], fuse_unk=False, byte_fallback=False))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    tok.decoder = decoders.ByteLevel()
-    tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in specials])
-    return tok
-
-
 def build_qwen_tokenizer() -> Any:
     from transformers import Qwen2TokenizerFast
 
     return Qwen2TokenizerFast(
-        tokenizer_object=byte_level_tokenizer(QWEN_SPECIAL_TOKENS),
+        tokenizer_object=byte_level_tokenizer(QWEN_SPECIAL_TOKENS, use_regex=True),
         eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token=None, model_max_length=2048,
     )
 
