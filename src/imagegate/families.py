@@ -30,6 +30,9 @@ class Family:
     negative_prompt: bool = True
     # Latent layout, for decoding previews: "spatial" (B,C,h,w) or "packed" (B, seq, C·4) as in FLUX.
     latents: str = "spatial"
+    # T5 prompt length where the family's reference differs from the pipeline default
+    # (FLUX.1-schnell was distilled with 256 tokens; FluxPipeline defaults to 512).
+    max_sequence_length: int | None = None
     description: str = ""
 
 
@@ -58,7 +61,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
     Family("flux-schnell", {"txt2img": "FluxPipeline", "img2img": "FluxImg2ImgPipeline",
                             "inpaint": "FluxInpaintPipeline"},
            quality={"low": (1, 0.0), "medium": (4, 0.0), "high": (8, 0.0)}, negative_prompt=False, latents="packed",
-           description="FLUX.1 schnell"),
+           max_sequence_length=256, description="FLUX.1 schnell"),
     Family("flux-fill", {"inpaint": "FluxFillPipeline"}, quality={"low": (14, 30.0), "medium": (28, 30.0),
                                                                  "high": (40, 30.0)},
            negative_prompt=False, latents="packed", description="FLUX.1 Fill (masks only)"),

@@ -486,6 +486,8 @@ class DiffusersBackend:
             # Kontext rescales height x width to max_area (default 1024²), which can move it off
             # our bucket (and off the size previews unpack at): the bucket's own area keeps it.
             kwargs["max_area"] = spec.gen_height * spec.gen_width
+        if family.max_sequence_length and "max_sequence_length" in params:
+            kwargs["max_sequence_length"] = family.max_sequence_length
         if "use_resolution_binning" in params:
             kwargs["use_resolution_binning"] = False  # our own buckets already fit the model
         if "_auto_resize" in params:

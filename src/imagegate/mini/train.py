@@ -165,10 +165,66 @@ def contact_sheet(model_dir: Path, path: Path, seed: int, n: int = 16) -> None:
 
 
 # ----------------------------------------------------------------- stage 1
+def _eye(conv, n=None, scale=1.0):
+    w = conv.weight
+    w.zero_()
+    k = w.shape[-1] // 2
+    for i in range(n if n is not None else min(w.shape[0], w.shape[1])):
+        w[i, i, k, k] = scale
+    if conv.bias is not None:
+        conv.bias.zero_()
+
+
+@torch.no_grad()
+def identity_init(vae) -> None:
+    """Start the auto-encoder close to "8x8 box-average down, nearest up" of the colours.
+
+    Every residual branch ends at zero (ReZero style), attention outputs are zero,
+    shortcuts/up-samplers carry the first channels through, down-samplers are 2x2
+    box filters.  Channels 0-2 of the encoder carry RGB and channel 3 a constant,
+    so the group norms cannot erase the absolute colour of flat regions.  Training
+    then only has to learn the edges; without this the colours of flat regions
+    take thousands of steps to separate.
+    """
+    from diffusers.models.attention_processor import Attention
+    from diffusers.models.resnet import ResnetBlock2D
+    from diffusers.models.downsampling import Downsample2D
+    from diffusers.models.upsampling import Upsample2D
+
+    for m in vae.modules():
+        if isinstance(m, ResnetBlock2D):
+            m.conv2.weight.zero_()
+            m.conv2.bias.zero_()
+            if m.conv_shortcut is not None:
+                _eye(m.conv_shortcut)
+        elif isinstance(m, Attention):
+            m.to_out[0].weight.zero_()
+            m.to_out[0].bias.zero_()
+        elif isinstance(m, Downsample2D):
+            w = m.conv.weight
+            w.zero_()
+            for i in range(min(w.shape[0], w.shape[1])):
+                w[i, i, 0:2, 0:2] = 0.25
+            m.conv.bias.zero_()
+        elif isinstance(m, Upsample2D):
+            _eye(m.conv)
+    ci = vae.encoder.conv_in
+    ci.weight[:4].zero_()
+    ci.bias[:4].zero_()
+    for i in range(3):
+        ci.weight[i, i, 1, 1] = 1.0
+    ci.bias[3] = 1.0
+    _eye(vae.encoder.conv_out, 4)
+    _eye(vae.quant_conv)
+    _eye(vae.post_quant_conv)
+    _eye(vae.decoder.conv_in, 4)
+
+
 def train_vae(args, work: Path):
     torch.manual_seed(args.seed)
     rng = random.Random(f"vae-{args.seed}")
     vae = make_vae()
+    identity_init(vae)
     log(f"VAE params {n_params(vae):,}")
     opt = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0)
     t0 = time.time()
@@ -210,6 +266,63 @@ def train_vae(args, work: Path):
     log(f"VAE done: {step + 1} steps, {time.time() - t0:.0f}s, latent mean {z.mean().item():.3f} std {std:.3f}")
     vae.save_pretrained(work / "vae", safe_serialization=True)
     return vae
+
+
+# ----------------------------------------------------------------- stage 3
+def finetune_decoder(args, vae, work: Path, minutes: float, save_every: float = 4.0):
+    """Stage 3: more decoder-only training.  The encoder (hence the latent space the
+    UNet was trained on) is frozen, so this can run after (or alongside) stage 2."""
+    torch.manual_seed(args.seed + 1)
+    rng = random.Random(f"dec-{args.seed}")
+    vae.requires_grad_(False)
+    params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    vae.train()
+    opt = torch.optim.AdamW(params, lr=args.dec_lr, weight_decay=0.0)
+    out = work / "vae_decoder"
+    t0 = last = time.time()
+    step = 0
+    for step in range(args.dec_steps):
+        frac = min(1.0, max((time.time() - t0) / (minutes * 60), step / args.dec_steps))
+        for g in opt.param_groups:
+            g["lr"] = args.dec_lr * min(1.0, (step + 1) / 20) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+        x, w = render_batch([sample_scene(rng) for _ in range(args.vae_batch)])
+        with torch.no_grad():
+            z = vae.encode(x).latent_dist.mean
+        err = vae.decode(z).sample - x
+        loss = (w * (err.abs() + err.pow(2))).mean() / w.mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        if step % 25 == 0:
+            log(f"decoder step {step} loss {loss.item():.4f} {time.time() - t0:.0f}s")
+        if time.time() - last > save_every * 60:
+            vae.eval().save_pretrained(out, safe_serialization=True)
+            vae.train()
+            last = time.time()
+        if time.time() - t0 > minutes * 60:
+            break
+    vae.eval().requires_grad_(False)
+    vae.save_pretrained(out, safe_serialization=True)
+    log(f"decoder fine-tune done: {step + 1} steps -> {out}")
+    return vae
+
+
+def swap_decoder(model_dir: Path, vae_dir: Path) -> None:
+    """Put a fine-tuned decoder (same encoder) into a saved pipeline folder."""
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_pretrained(vae_dir, dtype=torch.float32)
+    old = AutoencoderKL.from_pretrained(Path(model_dir) / "vae", dtype=torch.float32)
+    enc_same = all(torch.allclose(a.float(), b.float(), atol=1e-2) for a, b in
+                   zip(vae.encoder.state_dict().values(), old.encoder.state_dict().values()))
+    if not enc_same:
+        raise SystemExit("encoder differs: refusing to swap decoder")
+    vae.register_to_config(scaling_factor=old.config.scaling_factor)
+    vae.half().save_pretrained(Path(model_dir) / "vae", safe_serialization=True)
+    log(f"decoder from {vae_dir} swapped into {model_dir}")
 
 
 # ----------------------------------------------------------------- stage 2
@@ -340,7 +453,11 @@ def main(argv=None):
     ap.add_argument("--ema", type=float, default=0.998)
     ap.add_argument("--ckpt-minutes", type=float, default=10.0)
     ap.add_argument("--no-sheets", dest="sheets", action="store_false")
-    ap.add_argument("--stage", choices=["all", "vae"], default="all")
+    ap.add_argument("--dec-minutes", type=float, default=0.0, help="stage 3 decoder fine-tune (0 = skip)")
+    ap.add_argument("--dec-steps", type=int, default=100000)
+    ap.add_argument("--dec-lr", type=float, default=3e-4)
+    ap.add_argument("--stage", choices=["all", "vae", "decoder", "swap-decoder"], default="all",
+                    help="decoder: only stage 3 on --vae-from; swap-decoder: put --vae-from's decoder into --out")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -348,6 +465,9 @@ def main(argv=None):
     work = Path(args.work or f".mini-runs/work-seed{args.seed}")
     work.mkdir(parents=True, exist_ok=True)
     log("args", vars(args))
+    if args.stage == "swap-decoder":
+        swap_decoder(Path(args.out), Path(args.vae_from))
+        return
     tok_dir = build_tokenizer(work / "tokenizer", corpus(args.seed))
     if args.vae_from:
         from diffusers import AutoencoderKL
@@ -358,8 +478,14 @@ def main(argv=None):
         vae = train_vae(args, work)
     if args.stage == "vae":
         return
+    if args.stage == "decoder":
+        finetune_decoder(args, vae, work, args.dec_minutes)
+        return
     vae.eval().requires_grad_(False)
     train_unet(args, vae, work, tok_dir)
+    if args.dec_minutes > 0:
+        finetune_decoder(args, vae, work, args.dec_minutes)
+        swap_decoder(Path(args.out), work / "vae_decoder")
 
 
 if __name__ == "__main__":
