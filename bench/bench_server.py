@@ -11,6 +11,7 @@ png/jpeg/webp/avif and b64_json/url, and measures requests/s at concurrency 1/8/
 from __future__ import annotations
 
 import argparse
+import os
 import asyncio
 import statistics
 import sys
@@ -123,8 +124,11 @@ async def main() -> None:
     print()
     print(t2)
     if not args.no_record:
+        load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"]
         append_results("Server overhead and throughput (tiny pipeline, 1024x1024)",
-                       "python bench/bench_server.py", t1 + "\n\n" + t2)
+                       "python bench/bench_server.py", t1 + "\n\n" + t2,
+                       notes=f"float32; load average at the end {'/'.join(load)} on {os.cpu_count()} cores "
+                             "(a shared machine: compare rows of one run, not runs)")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,95 @@
+"""Benchmark the shipped imagegate-mini model at each quality preset.
+
+    .venv/bin/python bench/bench_mini.py [--n 20] [--threads 1] [--model DIR] [--no-append]
+
+End-to-end StableDiffusionPipeline calls (text encoding, CFG denoising,
+VAE decode, PIL conversion) at 128x128, one image per call.  Prints a
+markdown table and appends it to bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def pct(xs, q):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, max(0, round(q * (len(xs) - 1))))]
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--n", type=int, default=20, help="images per preset")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--no-append", action="store_true")
+    args = ap.parse_args(argv)
+
+    import os
+
+    import torch
+
+    from imagegate.mini import QUALITY_PRESETS, WEIGHTS_DIR
+    from imagegate.mini.evaluate import load_pipeline
+    from imagegate.mini.prompts import heldout_examples
+
+    torch.set_num_threads(args.threads)
+    model = Path(args.model) if args.model else WEIGHTS_DIR
+    pipe = load_pipeline(model)
+    prompts = [p for _, p, _ in heldout_examples(0, args.n)]
+    pipe("warm up", num_inference_steps=2, guidance_scale=2.0)
+    rows = []
+    for name, (steps, cfg) in QUALITY_PRESETS.items():
+        ts = []
+        for k, p in enumerate(prompts):
+            t0 = time.perf_counter()
+            pipe(p, num_inference_steps=steps, guidance_scale=cfg, generator=torch.Generator().manual_seed(k))
+            ts.append(time.perf_counter() - t0)
+        rows.append((name, steps, cfg, statistics.median(ts), pct(ts, 0.95), statistics.mean(ts)))
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    device = (f"{cpu_model()}, {os.cpu_count()} logical CPUs visible, torch {torch.__version__}, "
+              f"threads={torch.get_num_threads()}")
+    cmd = "python bench/bench_mini.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    lines = [
+        f"## imagegate-mini — {date}",
+        "",
+        f"- device: {device}",
+        f"- model: `{model.relative_to(ROOT) if model.is_relative_to(ROOT) else model}`, 128x128, "
+        f"StableDiffusionPipeline end to end, CFG on, {args.n} images per preset",
+        f"- command: `{cmd.strip()}`",
+        "",
+        "| quality | steps | guidance | p50 s/image | p95 s/image | mean s/image |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, steps, cfg, p50, p95, mean in rows:
+        lines.append(f"| {name} | {steps} | {cfg} | {p50:.3f} | {p95:.3f} | {mean:.3f} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if not args.no_append:
+        res = ROOT / "bench" / "RESULTS.md"
+        prefix = "" if res.exists() else "# Benchmark results\n\n"
+        with open(res, "a") as f:
+            f.write(prefix + text + "\n")
+
+
+if __name__ == "__main__":
+    main()
