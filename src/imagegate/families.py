@@ -46,12 +46,17 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
     Family("sd-turbo", {"txt2img": "StableDiffusionPipeline", "img2img": "StableDiffusionImg2ImgPipeline",
                         "inpaint": "StableDiffusionInpaintPipeline"}, native_size=512, size_multiple=64,
            quality=_TURBO_Q, description="SD-Turbo (1-4 steps, no CFG)"),
+    Family("sd-inpaint", {"inpaint": "StableDiffusionInpaintPipeline"}, native_size=512, size_multiple=64,
+           quality=_SD_Q, description="SD 1.x/2.x inpainting checkpoints (9-channel UNet: masks only)"),
     Family("sdxl", {"txt2img": "StableDiffusionXLPipeline", "img2img": "StableDiffusionXLImg2ImgPipeline",
                     "inpaint": "StableDiffusionXLInpaintPipeline"}, native_size=1024, size_multiple=64,
            quality={"low": (15, 5.0), "medium": (30, 6.0), "high": (40, 7.0)}, description="SDXL"),
     Family("sdxl-turbo", {"txt2img": "StableDiffusionXLPipeline", "img2img": "StableDiffusionXLImg2ImgPipeline",
                           "inpaint": "StableDiffusionXLInpaintPipeline"}, native_size=512, size_multiple=64,
            quality=_TURBO_Q, description="SDXL-Turbo / Lightning"),
+    Family("sdxl-inpaint", {"inpaint": "StableDiffusionXLInpaintPipeline"}, native_size=1024, size_multiple=64,
+           quality={"low": (15, 5.0), "medium": (30, 6.0), "high": (40, 7.0)},
+           description="SDXL inpainting checkpoints (9-channel UNet: masks only)"),
     Family("sd3", {"txt2img": "StableDiffusion3Pipeline", "img2img": "StableDiffusion3Img2ImgPipeline",
                    "inpaint": "StableDiffusion3InpaintPipeline"},
            quality={"low": (14, 4.5), "medium": (28, 5.0), "high": (40, 5.5)}, description="Stable Diffusion 3 / 3.5"),
@@ -106,11 +111,19 @@ CLASS_TO_FAMILY = {
 
 # diffusers' single-file model types (single_file_utils.infer_diffusers_model_type) → family.
 SINGLE_FILE_TYPES = {
-    "v1": "sd", "v2": "sd", "inpainting": "sd", "inpainting_v2": "sd", "xl_base": "sdxl", "xl_inpaint": "sdxl",
+    "v1": "sd", "v2": "sd", "inpainting": "sd-inpaint", "inpainting_v2": "sd-inpaint", "xl_base": "sdxl",
+    "xl_inpaint": "sdxl-inpaint",
     "playground-v2-5": "sdxl", "sd3": "sd3", "sd35_medium": "sd3", "sd35_large": "sd3",
     "flux-dev": "flux", "flux-schnell": "flux-schnell", "flux-fill": "flux-fill",
 }
 
 
-def family_for_class(class_name: str) -> str | None:
-    return CLASS_TO_FAMILY.get(class_name)
+# A 9-channel UNet (latents + mask + masked image) can only inpaint, whatever the class says.
+INPAINT_ONLY = {"sd": "sd-inpaint", "sdxl": "sdxl-inpaint"}
+
+
+def family_for_class(class_name: str, unet_in_channels: int | None = None) -> str | None:
+    family = CLASS_TO_FAMILY.get(class_name)
+    if family in INPAINT_ONLY and unet_in_channels == 9:
+        return INPAINT_ONLY[family]
+    return family

@@ -92,7 +92,10 @@ def detect_family(source: str) -> str:
 
         index = DiffusionPipeline.load_config(source)
     cls = index.get("_class_name", "")
-    fam = family_for_class(cls)
+    in_channels = None
+    if path.is_dir() and (path / "unet" / "config.json").exists():
+        in_channels = json.loads((path / "unet" / "config.json").read_text()).get("in_channels")
+    fam = family_for_class(cls, in_channels)
     if fam is None:
         raise ValueError(f"{source}: pipeline class {cls!r} is not a supported family; known: {sorted(FAMILIES)}")
     return fam

@@ -133,6 +133,7 @@ def save_pipeline(out: Path, vae, unet, text_encoder, tokenizer_dir: Path) -> No
     if tmp.exists():
         shutil.rmtree(tmp)
     pipe.save_pretrained(tmp, safe_serialization=True)
+    copy_tokenizer_files(tokenizer_dir, tmp / "tokenizer")
     old = out.parent / (out.name + ".old")
     if out.exists():
         if old.exists():
@@ -141,6 +142,12 @@ def save_pipeline(out: Path, vae, unet, text_encoder, tokenizer_dir: Path) -> No
     tmp.rename(out)
     if old.exists():
         shutil.rmtree(old)
+
+
+def copy_tokenizer_files(tokenizer_dir: Path, dest: Path) -> None:
+    """transformers 5 saves only tokenizer.json; also ship CLIP's classic files."""
+    for name in ("vocab.json", "merges.txt", "special_tokens_map.json"):
+        shutil.copy(Path(tokenizer_dir) / name, Path(dest) / name)
 
 
 def contact_sheet(model_dir: Path, path: Path, seed: int, n: int = 16) -> None:
@@ -357,6 +364,14 @@ def train_unet(args, vae, work: Path, tok_dir: Path):
     sf = vae.config.scaling_factor
     unet = make_unet()
     te = make_text_encoder(tok)
+    if args.init_from:  # continue from a saved pipeline (its EMA weights); fresh optimizer
+        from diffusers import UNet2DConditionModel
+        from transformers import CLIPTextModel
+
+        src = Path(args.init_from)
+        unet.load_state_dict(UNet2DConditionModel.from_pretrained(src / "unet", dtype=torch.float32).state_dict())
+        te.load_state_dict(CLIPTextModel.from_pretrained(src / "text_encoder", dtype=torch.float32).state_dict())
+        log("initialised UNet and text encoder from", src)
     log(f"UNet params {n_params(unet):,}  text encoder params {n_params(te):,}")
     params = list(unet.parameters()) + list(te.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.99))
@@ -391,7 +406,10 @@ def train_unet(args, vae, work: Path, tok_dir: Path):
         target = sched.get_velocity(z0, noise, t)
         enc = te(ids).last_hidden_state
         pred = unet(zt, t, enc).sample
-        w = torch.clamp(snr[t], max=5.0) / (snr[t] + 1)
+        if args.weighting == "minsnr":
+            w = torch.clamp(snr[t], max=5.0) / (snr[t] + 1)
+        else:  # plain v-loss: more weight on high-noise steps (background colour, layout)
+            w = torch.ones_like(snr[t])
         loss = (w * (pred - target).pow(2).mean(dim=(1, 2, 3))).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -417,7 +435,7 @@ def train_unet(args, vae, work: Path, tok_dir: Path):
         checkpoint(args, vae, ema_unet, ema_te, tok_dir, work, step)
     meta = {"steps": step + 1, "batch": args.batch, "seconds": round(time.time() - t0), "seed": args.seed,
             "n_scenes": args.n_scenes, "final_loss": float(np.mean(losses[-100:]))}
-    (work / "train_meta.json").write_text(json.dumps(meta, indent=2))
+    (work / f"train_meta_{Path(args.out).name}.json").write_text(json.dumps(meta, indent=2))
     log("done", meta)
 
 
@@ -453,6 +471,9 @@ def main(argv=None):
     ap.add_argument("--ema", type=float, default=0.998)
     ap.add_argument("--ckpt-minutes", type=float, default=10.0)
     ap.add_argument("--no-sheets", dest="sheets", action="store_false")
+    ap.add_argument("--weighting", choices=["minsnr", "v"], default="minsnr",
+                    help="loss weighting: min-SNR-5 or plain v-prediction MSE")
+    ap.add_argument("--init-from", default=None, help="continue stage 2 from a saved pipeline folder")
     ap.add_argument("--dec-minutes", type=float, default=0.0, help="stage 3 decoder fine-tune (0 = skip)")
     ap.add_argument("--dec-steps", type=int, default=100000)
     ap.add_argument("--dec-lr", type=float, default=3e-4)
