@@ -11,7 +11,9 @@ test:
 # Retrain the built-in model from scratch (deterministic from the seed).
 train-mini:
 	bash scripts/bootstrap.sh
-	.venv/bin/python -m imagegate.mini.train --out src/imagegate/mini/weights --seed 0
+	OMP_WAIT_POLICY=PASSIVE .venv/bin/python -m imagegate.mini.train --out src/imagegate/mini/weights --seed 0 \
+	  --vae-minutes 7 --vae-batch 8 --n-scenes 16000 --batch 32 --steps 2400 --minutes 60 --lr 8e-4 --ema 0.995 \
+	  --weighting v --dec-minutes 20
 
 eval-mini:
 	.venv/bin/python -m imagegate.mini.evaluate --model src/imagegate/mini/weights --n 300

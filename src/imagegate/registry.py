@@ -110,6 +110,8 @@ def builtin_mini_config() -> ModelConfig:
         native_size=mini.NATIVE_SIZE,
         size_multiple=16,
         quality=dict(mini.QUALITY_PRESETS),
+        # Evaluated and benchmarked in float32 (docs/imagegate-mini.md); not bf16, whatever the CPU.
+        dtype="float32",
         builtin=True,
     )
 

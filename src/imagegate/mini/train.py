@@ -382,8 +382,9 @@ def train_unet(args, vae, work: Path, tok_dir: Path):
     sched = make_scheduler_train()
     alphas = sched.alphas_cumprod
     snr = alphas / (1 - alphas)
-    rng = random.Random(f"prompts-{args.seed}")
-    gen = torch.Generator().manual_seed(args.seed)
+    bseed = args.seed if args.batch_seed is None else args.batch_seed
+    rng = random.Random(f"prompts-{bseed}")
+    gen = torch.Generator().manual_seed(bseed)
     empty_ids = tok([""], padding="max_length", max_length=MAX_LENGTH, truncation=True, return_tensors="pt").input_ids
     t0 = time.time()
     last_ckpt = t0
@@ -473,6 +474,8 @@ def main(argv=None):
     ap.add_argument("--no-sheets", dest="sheets", action="store_false")
     ap.add_argument("--weighting", choices=["minsnr", "v"], default="minsnr",
                     help="loss weighting: min-SNR-5 or plain v-prediction MSE")
+    ap.add_argument("--batch-seed", type=int, default=None,
+                    help="seed for batch order/noise/prompts in stage 2 (default --seed); vary it when continuing")
     ap.add_argument("--init-from", default=None, help="continue stage 2 from a saved pipeline folder")
     ap.add_argument("--dec-minutes", type=float, default=0.0, help="stage 3 decoder fine-tune (0 = skip)")
     ap.add_argument("--dec-steps", type=int, default=100000)

@@ -1,0 +1,73 @@
+"""Fast checks of the scene world: renderer, prompts, checker, tokenizer (no weights needed)."""
+
+import random
+
+import pytest
+
+from imagegate.mini import NATIVE_SIZE, QUALITY_PRESETS, WEIGHTS_DIR
+from imagegate.mini.checker import check, read
+from imagegate.mini.prompts import corpus, describe, heldout_examples, is_heldout, train_prompt
+from imagegate.mini.scenes import render, sample_scene
+
+
+def test_package_surface_is_cheap():
+    import subprocess
+    import sys
+
+    code = "import sys, imagegate.mini as m; assert 'torch' not in sys.modules; print(m.NATIVE_SIZE)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={"PYTHONPATH": str(WEIGHTS_DIR.parents[2])})
+    assert out.returncode == 0, out.stderr
+    assert NATIVE_SIZE == 128
+    assert set(QUALITY_PRESETS) == {"low", "medium", "high"}
+    assert all(isinstance(s, int) and isinstance(g, float) for s, g in QUALITY_PRESETS.values())
+
+
+def test_checker_on_renderer_images():
+    ok = tot = 0
+    for scene, prompt, claims in heldout_examples(123, 60):
+        res = check(render(scene), scene, claims)
+        res.pop("count", None)
+        ok += sum(res.values())
+        tot += len(res)
+    assert ok / tot >= 0.99
+
+
+def test_renderer_is_deterministic_and_antialiased():
+    s1 = sample_scene(random.Random(5))
+    s2 = sample_scene(random.Random(5))
+    a, b = render(s1), render(s2)
+    assert a.size == (NATIVE_SIZE, NATIVE_SIZE)
+    assert a.tobytes() == b.tobytes()
+    assert len(set(a.getdata())) > len(s1.objects) + 1  # edge pixels blend
+
+
+def test_heldout_never_in_training():
+    rng = random.Random(0)
+    for _ in range(2000):
+        assert not is_heldout(train_prompt(sample_scene(rng), rng))
+    for _, prompt, _ in heldout_examples(0, 30):
+        assert is_heldout(prompt)
+
+
+def test_prompts_vary():
+    scene = sample_scene(random.Random(1), 2)
+    texts = {describe(scene, random.Random(i))[0] for i in range(50)}
+    assert len(texts) > 30
+
+
+def test_tokenizer_round_trip(tmp_path):
+    from transformers import CLIPTokenizer
+
+    from imagegate.mini.tokenizer import build_tokenizer
+
+    d = build_tokenizer(tmp_path / "tok", corpus(0, 2000))
+    tok = CLIPTokenizer.from_pretrained(d)
+    text = "a small red circle in the top left corner on a blue background"
+    ids = tok(text).input_ids
+    assert ids[0] == tok.bos_token_id and ids[-1] == tok.eos_token_id
+    assert len(ids) == len(text.split()) + 2  # every known word is one token
+    assert tok.decode(ids, skip_special_tokens=True) == text
+    odd = "Zebra quantum 東京 🚀 blorp"
+    ids = tok(odd).input_ids  # unknown words fall back to byte-level symbols
+    assert tok.decode(ids, skip_special_tokens=True).replace(" ", "") == odd.lower().replace(" ", "")
