@@ -12,15 +12,9 @@ from typing import Any
 
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2's byte → printable character table (what ByteLevel pre-tokenizers emit)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, [chr(c) for c in cs]))
+    from imagegate.mini.tokenizer import bytes_to_unicode
+
+    return bytes_to_unicode()
 
 
 def byte_level_tokenizer(specials: list[str], *, use_regex: bool) -> Any:
