@@ -12,8 +12,9 @@ test:
 train-mini:
 	bash scripts/bootstrap.sh
 	OMP_WAIT_POLICY=PASSIVE .venv/bin/python -m imagegate.mini.train --out src/imagegate/mini/weights --seed 0 \
-	  --vae-minutes 7 --vae-batch 8 --n-scenes 16000 --batch 32 --steps 2400 --minutes 60 --lr 8e-4 --ema 0.995 \
-	  --weighting v --dec-minutes 20
+	  --vae-steps 1300 --vae-minutes 9 --vae-batch 8 --text-steps 300 --text-batch 192 \
+	  --n-scenes 20000 --steps 5000 --batch 32 --lr 8e-4 --ema 0.998 --weighting v --minutes 72 --ckpt-minutes 15 \
+	  --no-sheets
 
 eval-mini:
 	.venv/bin/python -m imagegate.mini.evaluate --model src/imagegate/mini/weights --n 300

@@ -71,3 +71,36 @@ def test_tokenizer_round_trip(tmp_path):
     odd = "Zebra quantum 東京 🚀 blorp"
     ids = tok(odd).input_ids  # unknown words fall back to byte-level symbols
     assert tok.decode(ids, skip_special_tokens=True).replace(" ", "") == odd.lower().replace(" ", "")
+
+
+def test_parse_targets_follow_claims():
+    """The text encoder's pre-training targets say exactly what the prompt claims, keyed by colour."""
+    from imagegate.mini.prompts import Claims, ObjClaim
+    from imagegate.mini.scenes import COLOUR_NAMES, POSITION_NAMES, SHAPES, Obj, Scene
+    from imagegate.mini.train import AUX_GROUPS, IGNORE, RELS, text_targets
+
+    n = len(COLOUR_NAMES)
+    scene = Scene("blue", [Obj("star", "red", "small", "top left", 30, 30),
+                           Obj("ring", "green", "large", "bottom right", 98, 98)])
+
+    def group(t, name):
+        i = [g for g, _ in AUX_GROUPS].index(name)
+        return dict(zip(COLOUR_NAMES, t[1 + i * n:1 + (i + 1) * n]))
+
+    full = text_targets(scene, Claims(True, [ObjClaim(), ObjClaim()]))
+    assert len(full) == 1 + n * len(AUX_GROUPS)
+    assert full[0] == COLOUR_NAMES.index("blue")
+    assert group(full, "present")["red"] == 1 and group(full, "present")["pink"] == 0
+    assert group(full, "shape")["green"] == SHAPES.index("ring") and group(full, "shape")["pink"] == IGNORE
+    assert group(full, "pos")["red"] == POSITION_NAMES.index("top left")
+    assert set(group(full, "rel").values()) == {IGNORE}
+
+    rel = text_targets(scene, Claims(False, [ObjClaim(position=False), ObjClaim(position=False, shape=False)],
+                                     relation=(0, "above", 1)))
+    assert rel[0] == IGNORE
+    assert group(rel, "rel")["red"] == RELS.index("above") and group(rel, "rel")["green"] == RELS.index("below")
+    assert group(rel, "pos")["red"] == IGNORE and group(rel, "shape")["green"] == IGNORE
+    # an object named without its colour: presence of every colour is unknown, not "absent"
+    anon = text_targets(scene, Claims(True, [ObjClaim(colour=False), ObjClaim()]))
+    assert group(anon, "present")["pink"] == IGNORE and group(anon, "present")["green"] == 1
+    assert set(text_targets(scene, None)) == {IGNORE}  # the empty (unconditional) prompt

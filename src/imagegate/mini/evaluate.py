@@ -2,7 +2,8 @@
 
     python -m imagegate.mini.evaluate --model DIR --n 300 [--seed 0] [--quality medium]
 
-Prints: the checker's own accuracy on rendered images (must be >= 99%),
+Prints: the checker's own accuracy on rendered images (must be >= 99%), the
+same checks after the model's VAE round trip (the ceiling it puts on the model),
 per-attribute accuracy of the model, the inpainting evaluation, and as its
 last line ``adherence: X`` (mean over prompts of the fraction of the prompt's
 checks that pass; see docs/imagegate-mini.md).
@@ -76,6 +77,23 @@ def validate_checker(n: int, seed: int) -> float:
     ok = tot = 0
     for scene, _, claims in heldout_examples(seed + 777, n):
         res = checks_of(check(render(scene), scene, claims))
+        ok += sum(res.values())
+        tot += len(res)
+    return ok / tot
+
+
+def validate_vae(pipe, n: int, seed: int) -> float:
+    """The same checks on rendered scenes sent through the model's own VAE (encode, decode): the ceiling
+    the VAE puts on everything the UNet draws."""
+    import torch
+
+    ok = tot = 0
+    proc = pipe.image_processor
+    for scene, _, claims in heldout_examples(seed + 555, n):
+        x = proc.preprocess(render(scene)).to(pipe.vae.dtype)
+        with torch.no_grad():
+            y = pipe.vae.decode(pipe.vae.encode(x).latent_dist.mean).sample
+        res = checks_of(check(proc.postprocess(y, output_type="pil")[0], scene, claims))
         ok += sum(res.values())
         tot += len(res)
     return ok / tot
@@ -159,6 +177,8 @@ def evaluate(model_dir, n: int = 300, seed: int = 0, quality: str = "medium", n_
     chk = validate_checker(200, seed)
     log(f"checker accuracy on rendered images: {chk:.4f} (n=200 scenes)")
     pipe = load_pipeline(model_dir, threads)
+    vae_rt = validate_vae(pipe, 100, seed)
+    log(f"VAE round trip (rendered scenes encoded and decoded, same checks): {vae_rt:.4f} (n=100)")
     ex = heldout_examples(seed, n)
     per = collections.defaultdict(list)  # "group/attr" -> [bool]
     adher, strict = [], []
@@ -195,6 +215,7 @@ def evaluate(model_dir, n: int = 300, seed: int = 0, quality: str = "medium", n_
     summary = {k: float(np.mean(v)) for k, v in per.items()}
     summary.update({f"inpaint/{k}": v for k, v in inp.items()})
     summary["checker"] = chk
+    summary["vae_round_trip"] = vae_rt
     summary["strict_all_checks"] = float(np.mean(strict))
     summary["adherence"] = float(np.mean(adher))
     log(f"all checks of a prompt right (strict): {np.mean(strict):.3f}")

@@ -196,13 +196,18 @@ def describe(scene: Scene, rng: random.Random, full: bool = False, form: str | N
     return _fix_articles(text), claims
 
 
+def train_example(scene: Scene, rng: random.Random) -> tuple[str, Claims | None]:
+    """A training prompt for ``scene`` that is never in the held-out bucket, with its claims."""
+    for _ in range(50):
+        text, claims = describe(scene, rng)
+        if not is_heldout(text):
+            return text, claims
+    return "", None  # (practically unreachable) falls back to the unconditional prompt
+
+
 def train_prompt(scene: Scene, rng: random.Random) -> str:
     """A training prompt for ``scene`` that is never in the held-out bucket."""
-    for _ in range(50):
-        text, _ = describe(scene, rng)
-        if not is_heldout(text):
-            return text
-    return ""  # (practically unreachable) falls back to the unconditional prompt
+    return train_example(scene, rng)[0]
 
 
 def heldout_examples(seed: int, n: int, mix: tuple[float, float, float] = (0.5, 0.4, 0.1)):

@@ -2,21 +2,26 @@
 
     python -m imagegate.mini.train --out DIR [--seed 0] [--minutes N]
 
-Two stages, both deterministic given ``--seed`` and the step counts (the
-``--minutes`` budget only caps wall time: if it is hit, training stops early
-and the last checkpoint is kept):
+Stages, all deterministic given ``--seed`` and the step counts (the
+``--minutes``/``--vae-minutes`` budgets only cap wall time: if one is hit,
+that stage stops early and the last checkpoint is kept):
 
-1. AutoencoderKL (factor 8, 4 latent channels) on freshly rendered scenes
+1. AutoencoderKL (factor 4, 4 latent channels) on freshly rendered scenes
    (object-weighted L1 + MSE, tiny KL).  ``scaling_factor`` = 1/std(latents).
-2. VAE frozen; ``--n-scenes`` scenes are rendered and encoded once; the
-   UNet2DConditionModel and a tiny CLIPTextModel are trained jointly with the
-   v-prediction DDPM loss (min-SNR-5 weighting), a new random English prompt
-   for every draw of a scene, 10% empty prompts (for CFG), AdamW + warmup and
-   an EMA of the weights, which is what gets saved.
+2a. The tiny CLIPTextModel learns to parse prompts: linear heads on its
+   pooled state predict the background and, per object colour, presence,
+   shape, size, position and relation (``text_targets``).  No images.
+2b. VAE frozen; ``--n-scenes`` scenes are rendered and encoded once; the
+   UNet2DConditionModel and the text encoder are trained jointly with the
+   v-prediction DDPM loss (object pixels weigh 5x), the parse loss kept on at
+   ``--aux-weight``, a new random English prompt for every draw of a scene,
+   10% empty prompts (for CFG), AdamW + warmup and an EMA of the weights,
+   which is what gets saved.
+3. Optional decoder-only fine-tune (``--dec-minutes``).
 
 Checkpoints are complete diffusers folders (fp16 safetensors) written to
-``--out`` atomically every ``--ckpt-minutes``; a contact sheet of samples is
-written next to the work dir at each checkpoint.
+``--out`` atomically every ``--ckpt-minutes``; unless ``--no-sheets``, a contact
+sheet of samples is written to the work dir at each checkpoint.
 """
 
 from __future__ import annotations
@@ -37,11 +42,13 @@ import torch
 import torch.nn.functional as F
 
 from . import NATIVE_SIZE
-from .prompts import corpus, train_prompt
-from .scenes import COLOURS, render, sample_scene
+from .prompts import REL_WORDS, Claims, corpus, train_example
+from .scenes import COLOUR_NAMES, COLOURS, POSITION_NAMES, SHAPES, SIZE_NAMES, Scene, render, sample_scene
 from .tokenizer import MAX_LENGTH, build_tokenizer
 
-LATENT = NATIVE_SIZE // 8
+VAE_FACTOR = 4  # factor 8 lost the shape of small objects (VAE round trip: 80% of objects right)
+LATENT = NATIVE_SIZE // VAE_FACTOR
+COOLDOWN = 0.5  # fraction of stage 2b at constant LR before the linear cool-down
 
 
 def log(*a):
@@ -54,9 +61,10 @@ def make_vae():
 
     return AutoencoderKL(
         in_channels=3, out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(16, 32, 64, 64), layers_per_block=1, latent_channels=4,
+        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(16, 32, 64), layers_per_block=1, latent_channels=4,
         norm_num_groups=1, sample_size=NATIVE_SIZE,  # 1 group: keeps absolute colour of flat regions
+        mid_block_add_attention=False,  # 1024-token attention at 32x32 costs time and buys nothing for flat shapes
     )
 
 
@@ -64,10 +72,11 @@ def make_unet():
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(
+        # 32x32 latents: plain convs at 32x32, cross-attention at 16x16 and 8x8 and in the 4x4 mid block
         sample_size=LATENT, in_channels=4, out_channels=4, layers_per_block=1,
-        block_out_channels=(64, 128, 192),
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        block_out_channels=(32, 64, 128, 128),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
         cross_attention_dim=128, attention_head_dim=4, norm_num_groups=8,
     )
 
@@ -76,18 +85,22 @@ def make_text_encoder(tok):
     from transformers import CLIPTextConfig, CLIPTextModel
 
     cfg = CLIPTextConfig(
-        vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=3,
+        vocab_size=len(tok), hidden_size=128, intermediate_size=384, num_hidden_layers=4,
         num_attention_heads=4, max_position_embeddings=MAX_LENGTH, hidden_act="quick_gelu",
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
     )
     return CLIPTextModel(cfg)
 
 
+# The SD noise schedule leaves signal at t=999 (sqrt(alpha_bar) = 0.068): on flat scenes the
+# noise mean then gives away the background colour, and the model learns to read it from
+# the noise instead of the prompt. Zero terminal SNR (Lin et al. 2023) removes that leak.
 def make_scheduler_train():
     from diffusers import DDPMScheduler
 
     return DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
-                         beta_schedule="scaled_linear", prediction_type="v_prediction", clip_sample=False)
+                         beta_schedule="scaled_linear", prediction_type="v_prediction", clip_sample=False,
+                         rescale_betas_zero_snr=True)
 
 
 def make_scheduler_infer():
@@ -97,6 +110,7 @@ def make_scheduler_infer():
         num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
         prediction_type="v_prediction", algorithm_type="dpmsolver++", solver_order=2,
         timestep_spacing="trailing", final_sigmas_type="zero", lower_order_final=True, steps_offset=1,
+        rescale_betas_zero_snr=True,
     )
 
 
@@ -332,27 +346,125 @@ def swap_decoder(model_dir: Path, vae_dir: Path) -> None:
     log(f"decoder from {vae_dir} swapped into {model_dir}")
 
 
-# ----------------------------------------------------------------- stage 2
+# ----------------------------------------------------------------- stage 2a
+# The text encoder first learns to parse prompts: from the pooled (end-of-text) state, linear heads
+# predict what the prompt claims, keyed by object colour (colours in a scene are distinct).  This is
+# cheap (no images) and gives the UNet a text representation that already separates colour, shape,
+# size, position and relation, instead of one it must discover through the diffusion loss alone.
+RELS = list(REL_WORDS)
+_INVERSE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
+AUX_GROUPS = (("present", 2), ("shape", len(SHAPES)), ("size", len(SIZE_NAMES)), ("pos", len(POSITION_NAMES)),
+              ("rel", len(RELS)))
+N_COL = len(COLOUR_NAMES)
+IGNORE = -100
+
+
+def text_targets(scene: Scene, claims: Claims | None) -> list[int]:
+    """Flat target vector: background, then per colour (present, shape, size, position, relation)."""
+    t = {g: [IGNORE] * N_COL for g, _ in AUX_GROUPS}
+    bg = IGNORE
+    if claims is not None:
+        if claims.background:
+            bg = COLOUR_NAMES.index(scene.background)
+        if all(c.colour for c in claims.objects):
+            t["present"] = [0] * N_COL
+        for o, c in zip(scene.objects, claims.objects):
+            if not c.colour:
+                continue
+            k = COLOUR_NAMES.index(o.colour)
+            t["present"][k] = 1
+            if c.shape:
+                t["shape"][k] = SHAPES.index(o.shape)
+            if c.size:
+                t["size"][k] = SIZE_NAMES.index(o.size)
+            if c.position:
+                t["pos"][k] = POSITION_NAMES.index(o.pos)
+        if claims.relation is not None:
+            a, rel, b = claims.relation
+            if claims.objects[a].colour and claims.objects[b].colour:
+                t["rel"][COLOUR_NAMES.index(scene.objects[a].colour)] = RELS.index(rel)
+                t["rel"][COLOUR_NAMES.index(scene.objects[b].colour)] = RELS.index(_INVERSE[rel])
+    out = [bg]
+    for g, _ in AUX_GROUPS:
+        out += t[g]
+    return out
+
+
+class ParseHead(torch.nn.Module):
+    """Training-only linear heads on the pooled text state (not shipped)."""
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.bg = torch.nn.Linear(hidden, N_COL)
+        self.groups = torch.nn.ModuleList(torch.nn.Linear(hidden, N_COL * k) for _, k in AUX_GROUPS)
+
+    def loss(self, pooled: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, float]:
+        logits = [self.bg(pooled)]
+        tg = [targets[:, 0]]
+        for i, (head, (_, k)) in enumerate(zip(self.groups, AUX_GROUPS)):
+            logits.append(head(pooled).view(-1, N_COL, k).reshape(-1, k))
+            tg.append(targets[:, 1 + i * N_COL:1 + (i + 1) * N_COL].reshape(-1))
+        loss = sum(F.cross_entropy(lg, t, ignore_index=IGNORE) for lg, t in zip(logits, tg) if (t != IGNORE).any())
+        with torch.no_grad():
+            hit = tot = 0
+            for lg, t in zip(logits, tg):
+                m = t != IGNORE
+                hit += (lg.argmax(-1)[m] == t[m]).sum().item()
+                tot += m.sum().item()
+        return loss, hit / max(tot, 1)
+
+
+def sample_batch(scenes, idx, rng: random.Random, p_empty: float = 0.1):
+    prompts, targets = [], []
+    for i in idx:
+        text, claims = train_example(scenes[i], rng) if rng.random() >= p_empty else ("", None)
+        prompts.append(text)
+        targets.append(text_targets(scenes[i], claims if text else None))
+    return prompts, torch.tensor(targets)
+
+
+def pretrain_text(args, te, head, tok) -> None:
+    rng = random.Random(f"text-{args.seed}")
+    scene_rng = random.Random(f"text-scenes-{args.seed}")
+    params = list(te.parameters()) + list(head.parameters())
+    opt = torch.optim.AdamW(params, lr=args.text_lr, weight_decay=0.01)
+    t0 = time.time()
+    for step in range(args.text_steps):
+        lr = args.text_lr * min(1.0, (step + 1) / 50) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / args.text_steps)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        scenes = [sample_scene(scene_rng) for _ in range(args.text_batch)]
+        prompts, targets = sample_batch(scenes, range(len(scenes)), rng, p_empty=0.0)
+        ids = tok(prompts, padding="max_length", max_length=MAX_LENGTH, truncation=True, return_tensors="pt").input_ids
+        loss, acc = head.loss(te(ids).pooler_output, targets)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        if step % 50 == 0 or step == args.text_steps - 1:
+            log(f"text step {step} loss {loss.item():.4f} parse accuracy {acc:.3f} {time.time() - t0:.0f}s")
+
+
+# ----------------------------------------------------------------- stage 2b
 def encode_dataset(vae, n: int, seed: int, work: Path):
     cache = work / f"latents_{n}_{seed}.pt"
     rng = random.Random(f"data-{seed}")
     scenes = [sample_scene(rng) for _ in range(n)]
     if cache.exists():
         d = torch.load(cache)
-        return scenes, d["mean"], d["std"]
-    means, stds = [], []
+        return scenes, d["mean"], d["weight"]
+    means, weights = [], []
     t0 = time.time()
     with torch.no_grad():
         for i in range(0, n, 128):
-            x, _ = render_batch(scenes[i:i + 128])
-            post = vae.encode(x).latent_dist
-            means.append(post.mean.half())
-            stds.append(post.std.half())
+            x, w = render_batch(scenes[i:i + 128])
+            means.append(vae.encode(x).latent_dist.mean.half())
+            weights.append(F.avg_pool2d(w, VAE_FACTOR).half())  # object weight per latent pixel
             if i % 5120 == 0:
                 log(f"encoded {i}/{n} {time.time() - t0:.0f}s")
-    mean, std = torch.cat(means), torch.cat(stds)
-    torch.save({"mean": mean, "std": std}, cache)
-    return scenes, mean, std
+    mean, weight = torch.cat(means), torch.cat(weights)
+    torch.save({"mean": mean, "weight": weight}, cache)
+    return scenes, mean, weight
 
 
 def train_unet(args, vae, work: Path, tok_dir: Path):
@@ -360,7 +472,7 @@ def train_unet(args, vae, work: Path, tok_dir: Path):
 
     tok = CLIPTokenizer.from_pretrained(tok_dir)
     torch.manual_seed(args.seed)
-    scenes, lat_mean, lat_std = encode_dataset(vae, args.n_scenes, args.seed, work)
+    scenes, lat_mean, lat_weight = encode_dataset(vae, args.n_scenes, args.seed, work)
     sf = vae.config.scaling_factor
     unet = make_unet()
     te = make_text_encoder(tok)
@@ -373,10 +485,14 @@ def train_unet(args, vae, work: Path, tok_dir: Path):
         te.load_state_dict(CLIPTextModel.from_pretrained(src / "text_encoder", dtype=torch.float32).state_dict())
         log("initialised UNet and text encoder from", src)
     log(f"UNet params {n_params(unet):,}  text encoder params {n_params(te):,}")
-    params = list(unet.parameters()) + list(te.parameters())
+    head = ParseHead(te.config.hidden_size)
+    if not args.init_from and args.text_steps:
+        pretrain_text(args, te, head, tok)
+    params = list(unet.parameters()) + list(te.parameters()) + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.99))
     ema_unet, ema_te = copy.deepcopy(unet).eval(), copy.deepcopy(te).eval()
     ema_params = list(ema_unet.parameters()) + list(ema_te.parameters())
+    live_params = list(unet.parameters()) + list(te.parameters())
     for p in ema_params:
         p.requires_grad_(False)
     sched = make_scheduler_train()
@@ -393,36 +509,41 @@ def train_unet(args, vae, work: Path, tok_dir: Path):
     stopped_early = False
     for step in range(args.steps):
         lr = args.lr * min(1.0, (step + 1) / args.warmup)
-        if step > 0.7 * args.steps:  # short linear cool-down at the end
-            lr *= max(0.1, 1 - (step - 0.7 * args.steps) / (0.3 * args.steps))
+        if step > COOLDOWN * args.steps:  # linear cool-down over the second half
+            lr *= max(0.1, 1 - (step - COOLDOWN * args.steps) / ((1 - COOLDOWN) * args.steps))
         for g in opt.param_groups:
             g["lr"] = lr
         idx = torch.randint(0, len(scenes), (args.batch,), generator=gen)
-        prompts = [train_prompt(scenes[i], rng) if rng.random() >= 0.1 else "" for i in idx.tolist()]
+        prompts, targets = sample_batch(scenes, idx.tolist(), rng)
         ids = tok(prompts, padding="max_length", max_length=MAX_LENGTH, truncation=True, return_tensors="pt").input_ids
         z0 = lat_mean[idx].float() * sf
         noise = torch.randn(z0.shape, generator=gen)
         t = torch.randint(0, 1000, (args.batch,), generator=gen)
         zt = sched.add_noise(z0, noise, t)
         target = sched.get_velocity(z0, noise, t)
-        enc = te(ids).last_hidden_state
-        pred = unet(zt, t, enc).sample
+        te_out = te(ids)
+        pred = unet(zt, t, te_out.last_hidden_state).sample
         if args.weighting == "minsnr":
             w = torch.clamp(snr[t], max=5.0) / (snr[t] + 1)
         else:  # plain v-loss: more weight on high-noise steps (background colour, layout)
             w = torch.ones_like(snr[t])
-        loss = (w * (pred - target).pow(2).mean(dim=(1, 2, 3))).mean()
+        # objects weigh 5x the flat background per latent pixel (they are a few % of the image)
+        pw = lat_weight[idx].float()
+        per = (pw * (pred - target).pow(2)).mean(dim=(1, 2, 3)) / pw.mean(dim=(1, 2, 3))
+        aux, acc = head.loss(te_out.pooler_output, targets)
+        loss = (w * per).mean() + args.aux_weight * aux
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         decay = min(args.ema, (1 + step) / (10 + step))
         with torch.no_grad():
-            torch._foreach_lerp_(ema_params, params, 1 - decay)
+            torch._foreach_lerp_(ema_params, live_params, 1 - decay)
         losses.append(loss.item())
         if step % 25 == 0:
             el = time.time() - t0
-            log(f"step {step} loss {np.mean(losses[-25:]):.4f} lr {lr:.2e} {el:.0f}s ({el / (step + 1):.2f}s/step)")
+            log(f"step {step} loss {np.mean(losses[-25:]):.4f} parse {acc:.3f} lr {lr:.2e} {el:.0f}s "
+                f"({el / (step + 1):.2f}s/step)")
         now = time.time()
         out_of_time = now - t0 > args.minutes * 60
         if now - last_ckpt > args.ckpt_minutes * 60 or out_of_time:
@@ -456,23 +577,27 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="output diffusers folder")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--minutes", type=float, default=60.0, help="wall-time cap for the UNet stage")
+    ap.add_argument("--minutes", type=float, default=72.0, help="wall-time cap for the UNet stage")
     ap.add_argument("--work", default=None, help="work dir (default: .mini-runs/work-seedN)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--vae-steps", type=int, default=1500)
-    ap.add_argument("--vae-minutes", type=float, default=12.0)
+    ap.add_argument("--vae-steps", type=int, default=1300)
+    ap.add_argument("--vae-minutes", type=float, default=9.0)
     ap.add_argument("--vae-batch", type=int, default=8)
     ap.add_argument("--vae-lr", type=float, default=1e-3)
     ap.add_argument("--vae-from", default=None, help="reuse a trained VAE folder (skips stage 1)")
-    ap.add_argument("--n-scenes", type=int, default=30000)
-    ap.add_argument("--steps", type=int, default=2200)
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=6e-4)
+    ap.add_argument("--n-scenes", type=int, default=20000)
+    ap.add_argument("--steps", type=int, default=5000)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=8e-4)
     ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--ema", type=float, default=0.998)
-    ap.add_argument("--ckpt-minutes", type=float, default=10.0)
+    ap.add_argument("--ckpt-minutes", type=float, default=15.0)
+    ap.add_argument("--text-steps", type=int, default=300, help="stage 2a: text encoder parse pre-training")
+    ap.add_argument("--text-batch", type=int, default=192)
+    ap.add_argument("--text-lr", type=float, default=2e-3)
+    ap.add_argument("--aux-weight", type=float, default=0.1, help="parse loss weight during stage 2b")
     ap.add_argument("--no-sheets", dest="sheets", action="store_false")
-    ap.add_argument("--weighting", choices=["minsnr", "v"], default="minsnr",
+    ap.add_argument("--weighting", choices=["minsnr", "v"], default="v",
                     help="loss weighting: min-SNR-5 or plain v-prediction MSE")
     ap.add_argument("--batch-seed", type=int, default=None,
                     help="seed for batch order/noise/prompts in stage 2 (default --seed); vary it when continuing")
