@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import math
 import os
@@ -419,7 +420,7 @@ def sample_batch(scenes, idx, rng: random.Random, p_empty: float = 0.1):
     for i in idx:
         text, claims = train_example(scenes[i], rng) if rng.random() >= p_empty else ("", None)
         prompts.append(text)
-        targets.append(text_targets(scenes[i], claims if text else None))
+        targets.append(text_targets(scenes[i], claims))
     return prompts, torch.tensor(targets)
 
 
@@ -450,9 +451,16 @@ def encode_dataset(vae, n: int, seed: int, work: Path):
     cache = work / f"latents_{n}_{seed}.pt"
     rng = random.Random(f"data-{seed}")
     scenes = [sample_scene(rng) for _ in range(n)]
+    # the cache is valid only for the VAE that wrote it: a retrained or changed VAE re-encodes
+    h = hashlib.sha1()
+    for v in vae.state_dict().values():
+        h.update(v.detach().cpu().numpy().tobytes())
+    key = h.hexdigest()
     if cache.exists():
         d = torch.load(cache)
-        return scenes, d["mean"], d["weight"]
+        if d.get("vae") == key:
+            return scenes, d["mean"], d["weight"]
+        log("latent cache", cache, "was written by another VAE; encoding again")
     means, weights = [], []
     t0 = time.time()
     with torch.no_grad():
@@ -463,7 +471,7 @@ def encode_dataset(vae, n: int, seed: int, work: Path):
             if i % 5120 == 0:
                 log(f"encoded {i}/{n} {time.time() - t0:.0f}s")
     mean, weight = torch.cat(means), torch.cat(weights)
-    torch.save({"mean": mean, "weight": weight}, cache)
+    torch.save({"mean": mean, "weight": weight, "vae": key}, cache)
     return scenes, mean, weight
 
 
@@ -501,7 +509,6 @@ def train_unet(args, vae, work: Path, tok_dir: Path):
     bseed = args.seed if args.batch_seed is None else args.batch_seed
     rng = random.Random(f"prompts-{bseed}")
     gen = torch.Generator().manual_seed(bseed)
-    empty_ids = tok([""], padding="max_length", max_length=MAX_LENGTH, truncation=True, return_tensors="pt").input_ids
     t0 = time.time()
     last_ckpt = t0
     losses = []
