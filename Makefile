@@ -13,7 +13,7 @@ train-mini:
 	bash scripts/bootstrap.sh
 	OMP_WAIT_POLICY=PASSIVE .venv/bin/python -m imagegate.mini.train --out src/imagegate/mini/weights --seed 0 \
 	  --vae-steps 1300 --vae-minutes 9 --vae-batch 8 --text-steps 300 --text-batch 192 \
-	  --n-scenes 20000 --steps 5000 --batch 32 --lr 8e-4 --ema 0.998 --weighting v --minutes 72 --ckpt-minutes 15 \
+	  --n-scenes 20000 --steps 6000 --batch 32 --lr 8e-4 --ema 0.998 --weighting v --minutes 74 --ckpt-minutes 15 \
 	  --no-sheets
 
 eval-mini:
