@@ -8,13 +8,11 @@ serve:
 test:
 	bash scripts/test.sh
 
-# Retrain the built-in model from scratch (deterministic from the seed).
+# Retrain the built-in model from scratch (deterministic from the seed); the recipe is
+# train.py's defaults (docs/imagegate-mini.md lists them).
 train-mini:
 	bash scripts/bootstrap.sh
-	OMP_WAIT_POLICY=PASSIVE .venv/bin/python -m imagegate.mini.train --out src/imagegate/mini/weights --seed 0 \
-	  --vae-steps 1300 --vae-minutes 9 --vae-batch 8 --text-steps 300 --text-batch 192 \
-	  --n-scenes 20000 --steps 6000 --batch 32 --lr 8e-4 --ema 0.998 --weighting v --minutes 74 --ckpt-minutes 15 \
-	  --no-sheets
+	OMP_WAIT_POLICY=PASSIVE .venv/bin/python -m imagegate.mini.train --out src/imagegate/mini/weights --seed 0 --no-sheets
 
 eval-mini:
 	.venv/bin/python -m imagegate.mini.evaluate --model src/imagegate/mini/weights --n 300

@@ -33,7 +33,6 @@ import copy
 import hashlib
 import json
 import math
-import os
 import random
 import shutil
 import sys
@@ -346,13 +345,17 @@ class ParseHead(torch.nn.Module):
         self.bg = torch.nn.Linear(hidden, N_COL)
         self.groups = torch.nn.ModuleList(torch.nn.Linear(hidden, N_COL * k) for _, k in AUX_GROUPS)
 
-    def loss(self, pooled: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, float]:
+    def loss(self, pooled: torch.Tensor, targets: torch.Tensor, with_acc: bool = False
+             ) -> tuple[torch.Tensor, float | None]:
+        """Summed cross-entropy; the accuracy (a host sync per head) only when asked, for logging."""
         logits = [self.bg(pooled)]
         tg = [targets[:, 0]]
         for i, (head, (_, k)) in enumerate(zip(self.groups, AUX_GROUPS)):
             logits.append(head(pooled).view(-1, N_COL, k).reshape(-1, k))
             tg.append(targets[:, 1 + i * N_COL:1 + (i + 1) * N_COL].reshape(-1))
         loss = sum(F.cross_entropy(lg, t, ignore_index=IGNORE) for lg, t in zip(logits, tg) if (t != IGNORE).any())
+        if not with_acc:
+            return loss, None
         with torch.no_grad():
             hit = tot = 0
             for lg, t in zip(logits, tg):
@@ -362,13 +365,15 @@ class ParseHead(torch.nn.Module):
         return loss, hit / max(tot, 1)
 
 
-def sample_batch(scenes, idx, rng: random.Random, p_empty: float = 0.1):
+def sample_batch(scenes, idx, rng: random.Random, tok, device, p_empty: float = 0.1):
+    """Token ids and parse targets for a fresh training prompt per scene (``p_empty`` of them empty)."""
     prompts, targets = [], []
     for i in idx:
         text, claims = train_example(scenes[i], rng) if rng.random() >= p_empty else ("", None)
         prompts.append(text)
         targets.append(text_targets(scenes[i], claims))
-    return prompts, torch.tensor(targets)
+    ids = tok(prompts, padding="max_length", max_length=MAX_LENGTH, truncation=True, return_tensors="pt").input_ids
+    return ids.to(device), torch.tensor(targets).to(device)
 
 
 def pretrain_text(args, te, head, tok) -> None:
@@ -382,14 +387,14 @@ def pretrain_text(args, te, head, tok) -> None:
         for g in opt.param_groups:
             g["lr"] = lr
         scenes = [sample_scene(scene_rng) for _ in range(args.text_batch)]
-        prompts, targets = sample_batch(scenes, range(len(scenes)), rng, p_empty=0.0)
-        ids = tok(prompts, padding="max_length", max_length=MAX_LENGTH, truncation=True, return_tensors="pt").input_ids
-        loss, acc = head.loss(te(ids.to(args.device)).pooler_output, targets.to(args.device))
+        ids, targets = sample_batch(scenes, range(len(scenes)), rng, tok, args.device, p_empty=0.0)
+        report = step % 50 == 0 or step == args.text_steps - 1
+        loss, acc = head.loss(te(ids).pooler_output, targets, with_acc=report)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        if step % 50 == 0 or step == args.text_steps - 1:
+        if report:
             log(f"text step {step} loss {loss.item():.4f} parse accuracy {acc:.3f} {time.time() - t0:.0f}s")
 
 
@@ -470,9 +475,7 @@ def train_unet(args, vae, work: Path, tok_dir: Path):
         for g in opt.param_groups:
             g["lr"] = lr
         idx = torch.randint(0, len(scenes), (args.batch,), generator=gen)
-        prompts, targets = sample_batch(scenes, idx.tolist(), rng)
-        ids = tok(prompts, padding="max_length", max_length=MAX_LENGTH, truncation=True, return_tensors="pt").input_ids
-        ids, targets = ids.to(dev), targets.to(dev)
+        ids, targets = sample_batch(scenes, idx.tolist(), rng, tok, dev)
         z0 = lat_mean[idx].float() * sf
         noise = torch.randn(z0.shape, generator=gen)  # all random draws on the CPU generator
         t = torch.randint(0, 1000, (args.batch,), generator=gen)
@@ -490,7 +493,7 @@ def train_unet(args, vae, work: Path, tok_dir: Path):
         # objects weigh 5x the flat background per latent pixel (they are a few % of the image)
         pw = lat_weight[idx].float().to(dev)
         per = (pw * (pred - target).pow(2)).mean(dim=(1, 2, 3)) / pw.mean(dim=(1, 2, 3))
-        aux, acc = head.loss(te_out.pooler_output.float(), targets)
+        aux, acc = head.loss(te_out.pooler_output.float(), targets, with_acc=step % 25 == 0)
         loss = (w * per).mean() + args.aux_weight * aux
         opt.zero_grad(set_to_none=True)
         loss.backward()
