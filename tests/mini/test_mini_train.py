@@ -56,3 +56,21 @@ def test_same_seed_same_weights(trained):
             a, b = load_file(x), load_file(y)
             assert a.keys() == b.keys()
             assert all(torch.equal(a[k], b[k]) for k in a), part
+
+
+def test_edge_band_marks_the_outline_only():
+    import torch.nn.functional as F
+
+    from imagegate.mini.train import edge_band
+
+    img = torch.ones(1, 1, 64, 64)  # image-pixel weights: 1 background, 5 object
+    img[..., 18:38, 22:41] = 5.0  # a box whose sides fall inside latent pixels
+    pw = F.avg_pool2d(img, 4)  # per latent pixel, as the latent cache stores it
+    band = edge_band(pw)
+    assert set(band.unique().tolist()) == {0.0, 1.0}
+    outline = (pw > 1.01) & (pw < 4.99)
+    assert band[outline].eq(1).all()  # every mixed latent pixel is in the band ...
+    assert band[..., 0, :].eq(0).all() and band[..., 15, :].eq(0).all()  # ... far background is not
+    inner = (pw == 5.0)
+    inner_core = inner & (F.max_pool2d(outline.float(), 3, 1, 1) == 0)
+    assert inner_core.any() and band[inner_core].eq(0).all()  # nor is the object's core
