@@ -446,6 +446,11 @@ def train_unet(args, vae, work: Path, tok_dir: Path):
     tok = CLIPTokenizer.from_pretrained(tok_dir)
     torch.manual_seed(args.seed)
     scenes, lat_mean, lat_weight = encode_dataset(vae, args.n_scenes, args.seed, work)
+    # objects weigh 5x the flat background per latent pixel (they are a few % of the image), and the
+    # band around their outlines (corners, star points) weighs --edge-weight more again; fixed per scene
+    lat_weight = lat_weight.float()
+    if args.edge_weight:
+        lat_weight += args.edge_weight * edge_band(lat_weight)
     sf = vae.config.scaling_factor
     dev = args.device
     unet = make_unet().to(dev)
@@ -510,10 +515,7 @@ def train_unet(args, vae, work: Path, tok_dir: Path):
             w = torch.clamp(snr_t, max=5.0) / (snr_t + 1)
         else:  # plain v-loss: more weight on high-noise steps (background colour, layout)
             w = torch.ones_like(snr_t)
-        # objects weigh 5x the flat background per latent pixel (they are a few % of the image)
-        pw = lat_weight[idx].float().to(dev)
-        if args.edge_weight:  # and the band around their outlines (corners, star points) weighs more again
-            pw = pw + args.edge_weight * edge_band(pw)
+        pw = lat_weight[idx].to(dev)
         per = (pw * (pred - target).pow(2)).mean(dim=(1, 2, 3)) / pw.mean(dim=(1, 2, 3))
         aux, acc = head.loss(te_out.pooler_output.float(), targets, with_acc=step % 25 == 0)
         loss = (w * per).mean() + args.aux_weight * aux
