@@ -74,3 +74,20 @@ def test_edge_band_marks_the_outline_only():
     inner = (pw == 5.0)
     inner_core = inner & (F.max_pool2d(outline.float(), 3, 1, 1) == 0)
     assert inner_core.any() and band[inner_core].eq(0).all()  # nor is the object's core
+
+
+def test_cool_down_finishes_when_the_time_cap_comes_first():
+    from types import SimpleNamespace
+
+    from imagegate.mini.train import unet_lr
+
+    args = SimpleNamespace(lr=1.0, warmup=10, steps=1000, minutes=10.0)
+    assert unet_lr(args, 0, 0.0) == pytest.approx(0.1)  # warm-up
+    # a fast machine: the steps set the pace, full rate for the first half, then down to 0.1x
+    assert unet_lr(args, 400, 0.0) == 1.0
+    assert unet_lr(args, 750, 0.0) == pytest.approx(0.5)
+    assert unet_lr(args, 999, 0.0) == pytest.approx(0.1)
+    # a machine at 1.2 s/step makes only 500 steps in the 600 s cap: the clock sets the pace
+    assert unet_lr(args, 250, 300.0) == 1.0
+    assert unet_lr(args, 375, 450.0) == pytest.approx(0.5)
+    assert unet_lr(args, 499, 598.8) == pytest.approx(0.1)

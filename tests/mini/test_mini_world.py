@@ -104,3 +104,28 @@ def test_parse_targets_follow_claims():
     anon = text_targets(scene, Claims(True, [ObjClaim(colour=False), ObjClaim()]))
     assert group(anon, "present")["pink"] == IGNORE and group(anon, "present")["green"] == 1
     assert set(text_targets(scene, None)) == {IGNORE}  # the empty (unconditional) prompt
+
+
+def test_training_prompts_leave_positions_open_only_where_the_layout_fixes_them():
+    """Relation prompts come only with relation layouts and a single object goes unplaced only in the
+    centre: an open position has many right answers, and the model learned to draw their average."""
+    from imagegate.mini.scenes import RELATION_CELLS, relation_layout, sample_training_scene
+
+    rng = random.Random(0)
+    relations = unplaced = 0
+    for _ in range(3000):
+        scene = sample_training_scene(rng)
+        _, claims = describe(scene, rng)
+        if claims.relation is not None:
+            relations += 1
+            assert relation_layout(scene)
+            assert {o.pos for o in scene.objects} in [set(p) for p in RELATION_CELLS]
+        elif len(scene.objects) == 1 and not claims.objects[0].position:
+            unplaced += 1
+            assert scene.objects[0].pos == "centre"
+        else:
+            assert all(c.position for c in claims.objects)
+    assert 0.12 < relations / 3000 < 0.22 and unplaced > 50
+    # evaluation prompts are unchanged: relations between objects anywhere, all attributes stated
+    held = [(s, c) for s, _, c in heldout_examples(0, 120) if c.relation is not None]
+    assert held and not all(relation_layout(s) for s, _ in held)

@@ -17,7 +17,7 @@ import random
 import re
 from dataclasses import dataclass, field
 
-from .scenes import POSITIONS, Scene, sample_scene
+from .scenes import POSITIONS, Scene, relation_layout, sample_scene, sample_training_scene
 
 HELDOUT_MOD = 10
 
@@ -150,13 +150,17 @@ def describe(scene: Scene, rng: random.Random, full: bool = False, form: str | N
     if full:
         claims = Claims(background=True, objects=[ObjClaim() for _ in range(n)])
     else:
+        # Positions are left unsaid only where the layout says them anyway: a single object in the
+        # centre, and two objects in a relation layout (described by their relation). An open
+        # position has many right answers, and the model learns to draw their average.
         claims = Claims(
             background=rng.random() < 0.75,
             objects=[ObjClaim(colour=rng.random() < 0.93, shape=rng.random() < 0.95, size=rng.random() < 0.55,
-                              position=rng.random() < (0.8 if n == 1 else 0.95)) for _ in range(n)],
+                              position=n > 1 or o.pos != "centre" or rng.random() < 0.5)
+                     for o in scene.objects],
         )
     if n == 2 and form is None:
-        form = "relation" if rng.random() < 0.45 else "absolute"
+        form = "relation" if relation_layout(scene) and rng.random() < 0.8 else "absolute"
     body: str
     if n == 2 and form == "relation":
         a, b = rng.sample([0, 1], 2)
@@ -242,4 +246,4 @@ def heldout_examples(seed: int, n: int, mix: tuple[float, float, float] = (0.5, 
 def corpus(seed: int = 0, n: int = 20000) -> list[str]:
     """Prompt corpus used to build the tokenizer (training prompts only)."""
     rng = random.Random(f"corpus-{seed}")
-    return [train_prompt(sample_scene(rng), rng) for _ in range(n)]
+    return [train_prompt(sample_training_scene(rng), rng) for _ in range(n)]
