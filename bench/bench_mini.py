@@ -66,7 +66,8 @@ def main(argv=None):
             ts.append(time.perf_counter() - t0)
         rows.append((name, steps, cfg, statistics.median(ts), pct(ts, 0.95), statistics.mean(ts)))
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    device = (f"{cpu_model()}, {os.cpu_count()} logical CPUs visible, torch {torch.__version__}, "
+    device = (f"{cpu_model()} ({torch.backends.cpu.get_cpu_capability()}), {os.cpu_count()} logical CPUs visible, "
+              f"torch {torch.__version__}, "
               f"threads={torch.get_num_threads()}")
     cmd = "python bench/bench_mini.py " + " ".join(argv if argv is not None else sys.argv[1:])
     lines = [

@@ -24,7 +24,9 @@ def device_description() -> str:
                 break
     except OSError:
         pass
-    return f"{cpu} ({os.cpu_count()} cores), torch {torch.__version__}, {torch.get_num_threads()} thread(s)"
+    # the model name alone ("AMD EPYC") hid a 3.5x speed gap between AVX-512 and AVX2-only hosts
+    isa = torch.backends.cpu.get_cpu_capability()
+    return f"{cpu} ({os.cpu_count()} cores, {isa}), torch {torch.__version__}, {torch.get_num_threads()} thread(s)"
 
 
 def commit() -> str:
