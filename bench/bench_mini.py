@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import platform
 import statistics
 import sys
 import time
@@ -20,15 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from common import device_description  # noqa: E402
 
 
 def pct(xs, q):
@@ -43,8 +34,6 @@ def main(argv=None):
     ap.add_argument("--model", default=None)
     ap.add_argument("--no-append", action="store_true")
     args = ap.parse_args(argv)
-
-    import os
 
     import torch
 
@@ -66,9 +55,7 @@ def main(argv=None):
             ts.append(time.perf_counter() - t0)
         rows.append((name, steps, cfg, statistics.median(ts), pct(ts, 0.95), statistics.mean(ts)))
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    device = (f"{cpu_model()} ({torch.backends.cpu.get_cpu_capability()}), {os.cpu_count()} logical CPUs visible, "
-              f"torch {torch.__version__}, "
-              f"threads={torch.get_num_threads()}")
+    device = device_description()
     cmd = "python bench/bench_mini.py " + " ".join(argv if argv is not None else sys.argv[1:])
     lines = [
         f"## imagegate-mini — {date}",

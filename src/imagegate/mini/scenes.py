@@ -87,7 +87,7 @@ class Scene:
 # positions: shipped weights, evaluate --n 300, 2026-12-01). One layout per relation removes that
 # ambiguity, and the prompt is still obeyed: the checker judges only colour, shape and the relation.
 RELATION_CELLS = (("left", "right"), ("top", "bottom"))
-RELATION_SHARE = 0.45  # of two-object training scenes; the same share of relation prompts as before
+RELATION_SHARE = 0.45  # of two-object training scenes: 16.8% of training prompts are relations (was 19%)
 
 
 def relation_layout(scene: Scene) -> bool:

@@ -118,18 +118,6 @@ def make_scheduler_infer():
     )
 
 
-def native_bf16(device: torch.device) -> bool:
-    """Whether bf16 autocast pays on ``device``. On a CPU it needs native bf16 instructions
-    (AVX-512 BF16 or AMX): with them a UNet training step was 20% faster than fp32; on an AVX2-only
-    CPU oneDNN emulates bf16 and the same step was 13x slower (40.6 vs 3.1 s, batch 32, 1 thread,
-    2026-12-01)."""
-    from ..backends.diffusers import cpu_has_native_bf16
-
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and cpu_has_native_bf16()
-
-
 def n_params(m) -> int:
     return sum(p.numel() for p in m.parameters())
 
@@ -623,7 +611,15 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
     args.device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    args.bf16 = args.bf16 == "on" or (args.bf16 == "auto" and native_bf16(args.device))
+    if args.bf16 == "auto":
+        # the server's dtype="auto" rule: bf16 only where the device computes it natively. On a CPU
+        # with AVX-512 BF16 a UNet training step was 20% faster than fp32; on an AVX2-only CPU oneDNN
+        # emulates bf16 and the same step was 13x slower (40.6 vs 3.1 s, batch 32, 1 thread, 2026-12-01)
+        from ..backends.diffusers import pick_dtype
+
+        args.bf16 = pick_dtype("auto", args.device.type) is torch.bfloat16
+    else:
+        args.bf16 = args.bf16 == "on"
     work = Path(args.work or f".mini-runs/work-seed{args.seed}")
     work.mkdir(parents=True, exist_ok=True)
     log("args", vars(args))
