@@ -5,7 +5,7 @@
 
 End-to-end StableDiffusionPipeline calls (text encoding, CFG denoising,
 VAE decode, PIL conversion) at 128x128, one image per call.  Prints a
-markdown table and appends it to bench/RESULTS.md.  ``--channels-last`` and
+markdown table and appends it to bench/RESULTS.md (bench/common.append_results).  ``--channels-last`` and
 ``--compile`` apply what the models file's ``channels_last = true`` and
 ``compile = "full"`` do to the UNet (the compile time is reported apart).
 """
@@ -13,7 +13,6 @@ markdown table and appends it to bench/RESULTS.md.  ``--channels-last`` and
 from __future__ import annotations
 
 import argparse
-import datetime
 import statistics
 import sys
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from common import device_description  # noqa: E402
+from common import append_results, device_description, markdown_table  # noqa: E402
 
 
 def pct(xs, q):
@@ -65,32 +64,17 @@ def main(argv=None):
             pipe(p, num_inference_steps=steps, guidance_scale=cfg, generator=torch.Generator().manual_seed(k))
             ts.append(time.perf_counter() - t0)
         rows.append((name, steps, cfg, statistics.median(ts), pct(ts, 0.95), statistics.mean(ts)))
-    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    device = device_description()
-    cmd = "python bench/bench_mini.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    lines = [
-        f"## imagegate-mini — {date}",
-        "",
-        f"- device: {device}",
-        f"- model: `{model.relative_to(ROOT) if model.is_relative_to(ROOT) else model}`, 128x128, "
-        f"StableDiffusionPipeline end to end, CFG on, {args.n} images per preset"
-        + (", UNet channels_last" if args.channels_last else "")
-        + (f", UNet torch.compile (first call {warm:.0f} s)" if args.compile else ""),
-        f"- command: `{cmd.strip()}`",
-        "",
-        "| quality | steps | guidance | p50 s/image | p95 s/image | mean s/image |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, steps, cfg, p50, p95, mean in rows:
-        lines.append(f"| {name} | {steps} | {cfg} | {p50:.3f} | {p95:.3f} | {mean:.3f} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
+    cmd = ("python bench/bench_mini.py " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
+    notes = (f"model: `{model.relative_to(ROOT) if model.is_relative_to(ROOT) else model}`, 128x128, "
+             f"StableDiffusionPipeline end to end, CFG on, {args.n} images per preset"
+             + (", UNet channels_last" if args.channels_last else "")
+             + (f", UNet torch.compile (first call {warm:.0f} s)" if args.compile else ""))
+    table = markdown_table(["quality", "steps", "guidance", "p50 s/image", "p95 s/image", "mean s/image"],
+                           [[name, steps, cfg, f"{p50:.3f}", f"{p95:.3f}", f"{mean:.3f}"]
+                            for name, steps, cfg, p50, p95, mean in rows])
+    print(f"device: {device_description()}\n{notes}\n\n{table}")
     if not args.no_append:
-        res = ROOT / "bench" / "RESULTS.md"
-        prefix = "" if res.exists() else "# Benchmark results\n\n"
-        with open(res, "a") as f:
-            f.write(prefix + text + "\n")
-
+        append_results("imagegate-mini", cmd, table, notes)
 
 if __name__ == "__main__":
     main()
