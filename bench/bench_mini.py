@@ -5,9 +5,10 @@
 
 End-to-end StableDiffusionPipeline calls (text encoding, CFG denoising,
 VAE decode, PIL conversion) at 128x128, one image per call.  Prints a
-markdown table and appends it to bench/RESULTS.md (bench/common.append_results).  ``--channels-last`` and
-``--compile`` apply what the models file's ``channels_last = true`` and
-``compile = "full"`` do to the UNet (the compile time is reported apart).
+markdown table and appends it to bench/RESULTS.md (bench/common.append_results).
+``--channels-last`` and ``--compile`` apply what the models file's
+``channels_last = true`` and ``compile = "full"`` do to the UNet (the compile
+time is reported apart).
 """
 
 from __future__ import annotations
