@@ -77,5 +77,6 @@ def main(argv=None):
     if not args.no_append:
         append_results("imagegate-mini", cmd, table, notes)
 
+
 if __name__ == "__main__":
     main()

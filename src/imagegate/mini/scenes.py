@@ -122,9 +122,14 @@ def _n_objects(rng: random.Random) -> int:
 
 
 def sample_scene(rng: random.Random, n_objects: int | None = None, cells: list[str] | None = None) -> Scene:
-    """A scene with objects in random distinct cells (or in ``cells``, one per object)."""
-    if n_objects is None:
-        n_objects = len(cells) if cells else _n_objects(rng)
+    """A scene with objects in random distinct cells, or one object per cell of ``cells`` (which then
+    sets the count)."""
+    if cells:
+        if n_objects not in (None, len(cells)):
+            raise ValueError(f"n_objects={n_objects} but {len(cells)} cells")
+        n_objects = len(cells)
+    elif n_objects is None:
+        n_objects = _n_objects(rng)
     background = rng.choice(COLOUR_NAMES)
     colours = rng.sample([c for c in COLOUR_NAMES if c != background], n_objects)
     while True:
@@ -146,7 +151,7 @@ def sample_training_scene(rng: random.Random) -> Scene:
     if n == 2 and rng.random() < RELATION_SHARE:
         cells = list(rng.choice(RELATION_CELLS))
         rng.shuffle(cells)
-        return sample_scene(rng, 2, cells)
+        return sample_scene(rng, cells=cells)
     return sample_scene(rng, n)
 
 
