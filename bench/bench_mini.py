@@ -6,9 +6,9 @@
 End-to-end StableDiffusionPipeline calls (text encoding, CFG denoising,
 VAE decode, PIL conversion) at 128x128, one image per call.  Prints a
 markdown table and appends it to bench/RESULTS.md (bench/common.append_results).
-``--channels-last`` and ``--compile`` apply what the models file's
-``channels_last = true`` and ``compile = "full"`` do to the UNet (the compile
-time is reported apart).
+The model is loaded by the server's DiffusersBackend; ``--channels-last`` and
+``--compile`` set the models file's ``channels_last = true`` and
+``compile = "full"`` (the compile time is reported apart).
 """
 
 from __future__ import annotations
@@ -40,20 +40,24 @@ def main(argv=None):
     ap.add_argument("--compile", action="store_true", help="torch.compile the UNet (inductor)")
     args = ap.parse_args(argv)
 
+    import dataclasses
+
     import torch
 
+    from imagegate.backends.diffusers import DiffusersBackend
     from imagegate.mini import QUALITY_PRESETS, WEIGHTS_DIR
-    from imagegate.mini.evaluate import load_pipeline
     from imagegate.mini.prompts import heldout_examples
+    from imagegate.registry import builtin_mini_config
 
     torch.set_num_threads(args.threads)
     model = Path(args.model) if args.model else WEIGHTS_DIR
-    pipe = load_pipeline(model)
+    # the server's loader, so the two flags are the models file's settings, not a copy of them
+    config = dataclasses.replace(builtin_mini_config(), source=str(model), channels_last=args.channels_last,
+                                 compile="full" if args.compile else "off")
+    backend = DiffusersBackend(config)
+    backend.load()
+    pipe = backend.pipes["txt2img"]
     prompts = [p for _, p, _ in heldout_examples(0, args.n)]
-    if args.channels_last:
-        pipe.unet.to(memory_format=torch.channels_last)
-    if args.compile:
-        pipe.unet = torch.compile(pipe.unet)
     t0 = time.perf_counter()
     pipe("warm up", num_inference_steps=2, guidance_scale=2.0)
     warm = time.perf_counter() - t0
