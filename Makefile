@@ -12,7 +12,7 @@ test:
 # train.py's defaults (docs/imagegate-mini.md lists them).
 train-mini:
 	bash scripts/bootstrap.sh
-	OMP_WAIT_POLICY=PASSIVE .venv/bin/python -m imagegate.mini.train --out src/imagegate/mini/weights --seed 0 --no-sheets
+	.venv/bin/python -m imagegate.mini.train --out src/imagegate/mini/weights --seed 0 --no-sheets
 
 eval-mini:
 	.venv/bin/python -m imagegate.mini.evaluate --model src/imagegate/mini/weights --n 300
