@@ -9,13 +9,13 @@ test:
 	bash scripts/test.sh
 
 # Retrain the built-in model from scratch (deterministic from the seed); the recipe is
-# train.py's defaults (docs/imagegate-mini.md lists them).
+# training/mini/train.py's defaults (docs/imagegate-mini.md lists them); runs from the repo root.
 train-mini:
 	bash scripts/bootstrap.sh
-	.venv/bin/python -m imagegate.mini.train --out src/imagegate/mini/weights --seed 0 --no-sheets
+	.venv/bin/python -m training.mini.train --out src/imagegate/mini/weights --seed 0 --no-sheets
 
 eval-mini:
-	.venv/bin/python -m imagegate.mini.evaluate --model src/imagegate/mini/weights --n 300
+	.venv/bin/python -m training.mini.evaluate --model src/imagegate/mini/weights --n 300
 
 bench-server:
 	bash scripts/bootstrap.sh test

@@ -21,6 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT))  # training.mini (the held-out prompts) is not installed
 
 from common import append_results, device_description, markdown_table  # noqa: E402
 
@@ -46,8 +47,8 @@ def main(argv=None):
 
     from imagegate.backends.diffusers import DiffusersBackend
     from imagegate.mini import QUALITY_PRESETS, WEIGHTS_DIR
-    from imagegate.mini.prompts import heldout_examples
     from imagegate.registry import builtin_mini_config
+    from training.mini.prompts import heldout_examples
 
     torch.set_num_threads(args.threads)
     model = Path(args.model) if args.model else WEIGHTS_DIR

@@ -11,10 +11,17 @@ from typing import Any
 
 
 def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's byte → printable character table (what ByteLevel pre-tokenizers emit)."""
-    from imagegate.mini.tokenizer import bytes_to_unicode
-
-    return bytes_to_unicode()
+    """GPT-2's byte → printable character table (what ByteLevel pre-tokenizers emit); the
+    same table as training/mini/tokenizer.py, which is not installed, so not imported here."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
 
 
 def byte_level_tokenizer(specials: list[str], *, use_regex: bool) -> Any:

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.skipif(not (WEIGHTS_DIR / "model_index.json").exists(),
 def pipe():
     import torch
 
-    from imagegate.mini.evaluate import load_pipeline
+    from training.mini.evaluate import load_pipeline
 
     torch.set_num_threads(1)
     return load_pipeline(WEIGHTS_DIR)
@@ -55,8 +55,8 @@ def test_generations_follow_prompt(pipe):
     """
     import torch
 
-    from imagegate.mini.checker import check
-    from imagegate.mini.prompts import heldout_examples
+    from training.mini.checker import check
+    from training.mini.prompts import heldout_examples
 
     steps, cfg = QUALITY_PRESETS["medium"]
     hits = 0
@@ -84,8 +84,8 @@ def test_img2img_and_inpaint_keep_outside_pixels(pipe):
     from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline
     from PIL import Image, ImageDraw
 
-    from imagegate.mini.evaluate import composite, psnr
-    from imagegate.mini.scenes import render, sample_scene
+    from training.mini.evaluate import composite, psnr
+    from training.mini.scenes import render, sample_scene
     import random
 
     scene = sample_scene(random.Random(3), 2)

@@ -5,9 +5,9 @@ import random
 import pytest
 
 from imagegate.mini import NATIVE_SIZE, QUALITY_PRESETS, WEIGHTS_DIR
-from imagegate.mini.checker import check, read
-from imagegate.mini.prompts import corpus, describe, heldout_examples, is_heldout, train_prompt
-from imagegate.mini.scenes import render, sample_scene
+from training.mini.checker import check, read
+from training.mini.prompts import corpus, describe, heldout_examples, is_heldout, train_prompt
+from training.mini.scenes import render, sample_scene
 
 
 def test_package_surface_is_cheap():
@@ -21,6 +21,12 @@ def test_package_surface_is_cheap():
     assert NATIVE_SIZE == 128
     assert set(QUALITY_PRESETS) == {"low", "medium", "high"}
     assert all(isinstance(s, int) and isinstance(g, float) for s, g in QUALITY_PRESETS.values())
+
+
+def test_package_keeps_weights_and_presets_only():
+    """Training and evaluation live in training/mini/, outside the installed package."""
+    package = WEIGHTS_DIR.parent
+    assert sorted(p.name for p in package.glob("*.py")) == ["__init__.py"]
 
 
 def test_checker_on_renderer_images():
@@ -59,7 +65,7 @@ def test_prompts_vary():
 def test_tokenizer_round_trip(tmp_path):
     from transformers import CLIPTokenizer
 
-    from imagegate.mini.tokenizer import build_tokenizer
+    from training.mini.tokenizer import build_tokenizer
 
     d = build_tokenizer(tmp_path / "tok", corpus(0, 2000))
     tok = CLIPTokenizer.from_pretrained(d)
@@ -75,9 +81,9 @@ def test_tokenizer_round_trip(tmp_path):
 
 def test_parse_targets_follow_claims():
     """The text encoder's pre-training targets say exactly what the prompt claims, keyed by colour."""
-    from imagegate.mini.prompts import Claims, ObjClaim
-    from imagegate.mini.scenes import COLOUR_NAMES, POSITION_NAMES, SHAPES, Obj, Scene
-    from imagegate.mini.train import AUX_GROUPS, IGNORE, RELS, text_targets
+    from training.mini.prompts import Claims, ObjClaim
+    from training.mini.scenes import COLOUR_NAMES, POSITION_NAMES, SHAPES, Obj, Scene
+    from training.mini.train import AUX_GROUPS, IGNORE, RELS, text_targets
 
     n = len(COLOUR_NAMES)
     scene = Scene("blue", [Obj("star", "red", "small", "top left", 30, 30),
@@ -109,7 +115,7 @@ def test_parse_targets_follow_claims():
 def test_training_prompts_leave_positions_open_only_where_the_layout_fixes_them():
     """Relation prompts come only with relation layouts and a single object goes unplaced only in the
     centre: an open position has many right answers, and the model learned to draw their average."""
-    from imagegate.mini.scenes import RELATION_CELLS, relation_layout, sample_training_scene
+    from training.mini.scenes import RELATION_CELLS, relation_layout, sample_training_scene
 
     rng = random.Random(0)
     relations = unplaced = 0

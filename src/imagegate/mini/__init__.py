@@ -1,6 +1,8 @@
 """imagegate-mini: the small built-in text-to-image model.
 
-Importing this package is cheap (no torch).  See docs/imagegate-mini.md.
+Importing this package is cheap (no torch).  It holds what serving needs: the weights
+and the presets.  Training and evaluation live in training/mini/ at the repository
+root, outside the installed package.  See docs/imagegate-mini.md.
 """
 
 from pathlib import Path

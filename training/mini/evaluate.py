@@ -1,6 +1,6 @@
 """Evaluate imagegate-mini on held-out prompts with the deterministic checker.
 
-    python -m imagegate.mini.evaluate --model DIR --n 300 [--seed 0] [--quality medium]
+    python -m training.mini.evaluate --model DIR --n 300 [--seed 0] [--quality medium]
 
 Prints: the checker's own accuracy on rendered images (must be >= 99%), the
 same checks after the model's VAE round trip (the ceiling it puts on the model),
@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from . import NATIVE_SIZE, QUALITY_PRESETS
+from imagegate.mini import NATIVE_SIZE, QUALITY_PRESETS
+
 from .checker import check, read
 from .prompts import ObjClaim, Claims, describe, heldout_examples, is_heldout
 from .scenes import COLOUR_NAMES, SHAPES, SIZES, Obj, Scene, render, sample_scene
@@ -234,7 +235,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--save-dir", default=None, help="write contact sheets here")
     args = ap.parse_args(argv)
-    from . import WEIGHTS_DIR
+    from imagegate.mini import WEIGHTS_DIR
 
     save_dir = Path(args.save_dir) if args.save_dir else None
     if save_dir:

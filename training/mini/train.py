@@ -1,6 +1,6 @@
 """Train imagegate-mini from scratch on procedurally rendered scenes.
 
-    python -m imagegate.mini.train --out DIR [--seed 0] [--minutes N]
+    python -m training.mini.train --out DIR [--seed 0] [--minutes N]
 
 Stages, all deterministic given ``--seed`` and the step counts (the
 ``--minutes``/``--vae-minutes`` budgets only cap wall time: if one is hit,
@@ -44,7 +44,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import NATIVE_SIZE
+from imagegate.mini import NATIVE_SIZE
+
 from .prompts import REL_WORDS, Claims, corpus, train_example
 from .scenes import (COLOUR_NAMES, COLOURS, POSITION_NAMES, SHAPES, SIZE_NAMES, Scene, render, sample_scene,
                      sample_training_scene)
@@ -615,7 +616,7 @@ def main(argv=None):
         # the server's dtype="auto" rule: bf16 only where the device computes it natively. On a CPU
         # with AVX-512 BF16 a UNet training step was 20% faster than fp32; on an AVX2-only CPU oneDNN
         # emulates bf16 and the same step was 13x slower (40.6 vs 3.1 s, batch 32, 1 thread, 2026-12-01)
-        from ..backends.diffusers import pick_dtype
+        from imagegate.backends.diffusers import pick_dtype
 
         args.bf16 = pick_dtype("auto", args.device.type) is torch.bfloat16
     else:
