@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Set up, then serve the built-in model on 127.0.0.1:8000 with SQLite and ./data.
+# Set up, then serve the built-in model (127.0.0.1:8000, SQLite and ./data unless
+# IMAGEGATE_HOST / IMAGEGATE_PORT / IMAGEGATE_DATA_DIR / ... say otherwise).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
-exec .venv/bin/imagegate serve --host "${IMAGEGATE_HOST:-127.0.0.1}" --port "${IMAGEGATE_PORT:-8000}" \
-  --data-dir "${IMAGEGATE_DATA_DIR:-data}" "$@"
+exec .venv/bin/imagegate serve "$@"

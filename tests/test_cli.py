@@ -10,42 +10,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from cli_fixtures import clean_env, models_toml, served  # noqa: F401 - fixtures
 from imagegate.cli import app
 
 runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Settings reads IMAGEGATE_*: a key or host from the environment must not leak in.
-    for k in list(os.environ):
-        if k.startswith("IMAGEGATE_"):
-            monkeypatch.delenv(k)
-    # The CLI sets torch's thread count from Settings; keep it at the test suite's one thread.
-    monkeypatch.setenv("IMAGEGATE_TORCH_THREADS", "1")
-
-
-@pytest.fixture
-def served(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """uvicorn.run replaced by a recorder: serve's checks run, nothing listens."""
-    import uvicorn
-
-    calls: list[dict[str, Any]] = []
-    monkeypatch.setattr(uvicorn, "run", lambda application, **kw: calls.append({"app": application, **kw}))
-    return calls
-
-
-@pytest.fixture
-def models_toml(tmp_path: Path, tiny_sd_path: Path) -> Path:
-    p = tmp_path / "models.toml"
-    p.write_text(
-        "[[models]]\n"
-        'name = "tiny"\n'
-        f'source = "{tiny_sd_path}"\n'
-        "native_size = 64\n"
-        "quality = { low = [2, 5.0], medium = [2, 5.0], high = [2, 5.0] }\n"
-    )
-    return p
 
 
 # -- serve --------------------------------------------------------------------------------

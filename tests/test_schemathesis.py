@@ -15,7 +15,6 @@ How it is wired, and why:
 from __future__ import annotations
 
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.python import asgi
 
 from conftest import make_settings, tiny_config
+from schema_support import cap_body, healthy_client
 from imagegate.app import create_app
 
 BASE_URL = f"http://{asgi.HOST}"
@@ -48,14 +48,7 @@ CAPS = {"num_inference_steps": (1, 200, 3), "n": (1, 10, 2)}
 
 @schema.hook("map_body")
 def cap_cost(context: Any, body: Any) -> Any:
-    if isinstance(body, dict):
-        for key, (lo, hi, cap) in CAPS.items():
-            value = body.get(key)
-            if isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi:
-                body[key] = min(value, cap)
-            elif isinstance(value, str) and value.isdigit() and lo <= int(value) <= hi:
-                body[key] = str(min(int(value), cap))
-    return body
+    return cap_body(body, CAPS)
 
 
 @pytest.fixture(scope="module")
@@ -65,11 +58,7 @@ def api_app(tmp_path_factory: pytest.TempPathFactory, tiny_sd_path: Path) -> Any
 
 @pytest.fixture
 def client(api_app: Any) -> Iterator[Any]:
-    with asgi.get_client(api_app) as c:  # starts the app's lifespan for this item
-        deadline = time.monotonic() + 60
-        while c.get("/health").status_code != 200:
-            assert time.monotonic() < deadline, "model did not load"
-            time.sleep(0.05)
+    with healthy_client(api_app) as c:  # starts the app's lifespan for this item
         yield c
 
 

@@ -46,9 +46,10 @@ class Live:
             return [dict(r) for r in c.execute("SELECT * FROM requests ORDER BY created_at")]
 
     async def wait_row(self, timeout: float = 20) -> dict[str, Any]:
+        """The request's final row (it is written `running` when accepted, then updated)."""
         deadline = time.monotonic() + timeout
-        while not (rows := self.rows()):
-            assert time.monotonic() < deadline, "no ledger row"
+        while not (rows := self.rows()) or rows[0]["status"] == "running":
+            assert time.monotonic() < deadline, "no final ledger row"
             await asyncio.sleep(0.05)
         assert len(rows) == 1
         return rows[0]

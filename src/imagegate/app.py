@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import time
@@ -19,9 +20,10 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .admission import Budget
 from .backends.diffusers import DiffusersBackend
 from .db import Ledger
-from .errors import ImagegateError, InvalidRequest, PayloadTooLarge
+from .errors import ImagegateError, Overloaded, PayloadTooLarge, validation_error
 from .registry import ModelConfig, Registry, builtin_mini_config, load_models_file
 from .scheduler import ModelWorker, Scheduler
 from .service import ImageService
@@ -29,6 +31,7 @@ from .settings import Settings
 from .storage import Storage, load_or_create_secret
 
 log = logging.getLogger("imagegate")
+access_log = logging.getLogger("imagegate.access")
 
 
 def model_configs(settings: Settings) -> list[ModelConfig]:
@@ -50,6 +53,9 @@ def create_app(settings: Settings, configs: list[ModelConfig] | None = None) -> 
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         ledger = Ledger(settings.resolved_database_url)
         await ledger.start()
+        interrupted = await ledger.mark_interrupted()
+        if interrupted:
+            log.warning("%d request(s) were still running when the server last stopped: marked interrupted", interrupted)
         storage = Storage(settings.data_dir / "images", load_or_create_secret(settings.data_dir / "url-signing.key"),
                           settings.url_ttl_seconds)
         workers = {c.name: ModelWorker(_backend_for(c), settings.queue_size, c.max_batch_images) for c in configs}
@@ -91,7 +97,11 @@ def create_app(settings: Settings, configs: list[ModelConfig] | None = None) -> 
     app.include_router(images.router)
     app.include_router(images.content_router)
     app.include_router(models.router)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.state.body_budget = Budget("request bodies", settings.max_inflight_body_bytes, "bytes", trim_after=64 * 2**20)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, budget=app.state.body_budget)
+    from .server import BodyTimeoutMiddleware
+
+    app.add_middleware(BodyTimeoutMiddleware, gap=settings.body_timeout_seconds, total=settings.body_total_timeout_seconds)
     app.add_middleware(RequestContextMiddleware)
     return app
 
@@ -107,6 +117,12 @@ async def _load(scheduler: Scheduler) -> None:
         await scheduler.load_all()
     except Exception:  # noqa: BLE001 - /health reports it; `serve` checks it at start-up
         log.exception("model loading failed")
+    # Everything alive now (modules, models, pipelines) lives as long as the process: keep
+    # it out of the cyclic collector's full passes. Without this a gen-2 collection walked
+    # torch's and diffusers' object graphs and stalled the event loop for 30-185 ms under
+    # load (measured with bench/bench_overload.py, 2-core Xeon, 2026-12-03).
+    gc.collect()
+    gc.freeze()
 
 
 async def _janitor(storage: Storage, interval: float) -> None:
@@ -123,29 +139,6 @@ async def _janitor(storage: Storage, interval: float) -> None:
 # -- errors --------------------------------------------------------------------------
 def _error_response(exc: ImagegateError) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
-
-
-def _param_from_loc(loc: tuple[Any, ...]) -> str | None:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "form")]
-    if not parts:
-        return None
-    out = parts[0]
-    for p in parts[1:]:
-        out += f"[{p}]" if p.isdigit() else f".{p}"
-    return out
-
-
-def validation_error(errors: list[dict[str, Any]]) -> InvalidRequest:
-    first = errors[0]
-    param = _param_from_loc(tuple(first.get("loc", ())))
-    if first.get("type") == "extra_forbidden":
-        return InvalidRequest(f"Unknown parameter: '{param}'.", param=param, code="unknown_parameter")
-    if first.get("type") == "missing":
-        return InvalidRequest(f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter")
-    if first.get("type") == "json_invalid":
-        return InvalidRequest("We could not parse the JSON body of your request.", param=None, code="invalid_json")
-    msg = first.get("msg", "Invalid value")
-    return InvalidRequest(f"Invalid value for '{param}': {msg}.", param=param, code="invalid_value")
 
 
 async def _record_rejection(request: Request, exc: ImagegateError) -> None:
@@ -197,7 +190,9 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 # -- middleware (plain ASGI: no BaseHTTPMiddleware, so streaming and disconnects pass through) --
 class RequestContextMiddleware:
-    """x-request-id on every response, and Server-Timing (queue, inference, encode, total)."""
+    """x-request-id on every response, Server-Timing (queue, inference, encode, total), and
+    the access log, written when the response has *ended* so that a stream the client cut
+    off is logged as such (uvicorn's own access log fires at the status line: `200 OK`)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -210,9 +205,15 @@ class RequestContextMiddleware:
         request_id = f"req_{uuid.uuid4().hex}"
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
+        status = 0
+        completed = False
 
         async def send_wrapper(message: Message) -> None:
+            nonlocal status, completed
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                completed = True
             if message["type"] == "http.response.start":
+                status = int(message["status"])
                 headers = list(message.get("headers", []))
                 ctx = state.get("ctx")
                 timings = dict(getattr(ctx, "timings", {}) or {})
@@ -227,41 +228,59 @@ class RequestContextMiddleware:
                 message["headers"] = headers
             await send(message)
 
-        await self.app(scope, receive, send_wrapper)
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            client = scope.get("client") or ("-", 0)
+            outcome = "" if completed else (" (response cut off)" if status else " (no response)")
+            access_log.info('%s:%s - "%s %s" %d %.1fms %s%s', client[0], client[1], scope.get("method"),
+                            scope.get("path"), status, (time.perf_counter() - started) * 1000, request_id, outcome)
 
 
 class BodyLimitMiddleware:
-    """413 for bodies over the limit, by Content-Length up front or by counting chunks."""
+    """413 for bodies over the limit, by Content-Length up front or by counting chunks; and
+    503 + Retry-After when the bodies of requests in flight would exceed the server-wide
+    budget (a body stays in memory, compressed, until its request ends)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, budget: Budget) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.budget = budget
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         too_large = PayloadTooLarge(f"The request body exceeds the limit of {self.max_bytes} bytes.")
+        declared = 0
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
-                    length = int(value)
+                    declared = max(0, int(value))
                 except ValueError:
-                    length = 0
-                if length > self.max_bytes:
+                    declared = 0
+                if declared > self.max_bytes:
                     await _error_response(too_large)(scope, receive, send)
                     return
+        if not self.budget.try_acquire(declared):
+            busy = Overloaded("The server is holding too many large request bodies; try again shortly.")
+            await _error_response(busy)(scope, receive, send)
+            return
+        held = declared
         seen = 0
         exceeded = started = replaced = False
 
         async def limited_receive() -> Message:
-            nonlocal seen, exceeded
+            nonlocal seen, exceeded, held
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
                     exceeded = True
                     raise too_large
+                if seen > held:  # chunked, or more than declared: count it as it arrives
+                    self.budget.acquire(seen - held)
+                    held = seen
             return message
 
         async def guarded_send(message: Message) -> None:
@@ -279,4 +298,7 @@ class BodyLimitMiddleware:
                 started = True
             await send(message)
 
-        await self.app(scope, limited_receive, guarded_send)
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        finally:
+            self.budget.release(held)

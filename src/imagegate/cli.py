@@ -25,37 +25,55 @@ def _is_loopback(host: str) -> bool:
             return False
 
 
-@app.command()
-def serve(
-    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-    data_dir: Annotated[Path, typer.Option("--data-dir", help="Ledger, stored images, signing key.")] = Path("data"),
-    models: Annotated[Optional[Path], typer.Option("--models", help="TOML models file.")] = None,
-    api_key: Annotated[Optional[list[str]], typer.Option("--api-key", help="Accepted bearer key (repeatable).")] = None,
-    allow_anonymous: Annotated[bool, typer.Option("--allow-anonymous", help="Allow a non-loopback bind with no key.")] = False,
-    log_level: Annotated[str, typer.Option(help="Log level.")] = "info",
-) -> None:
-    """Start the HTTP server."""
-    import uvicorn
+def _settings(**overrides: object):  # type: ignore[no-untyped-def]
+    """Settings from the environment with the options given on the command line on top; a
+    bad value (or an unreadable keys file) is a one-line error and exit 2, not a traceback."""
+    from pydantic import ValidationError
 
-    from .app import create_app
     from .settings import Settings
 
-    overrides: dict[str, object] = {"host": host, "port": port, "data_dir": data_dir, "log_level": log_level}
-    if models is not None:
-        overrides["models_file"] = models
-    if api_key:
-        overrides["api_keys"] = api_key
-    if allow_anonymous:
-        overrides["allow_anonymous"] = True
-    settings = Settings(**overrides)  # type: ignore[arg-type]
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        for err in exc.errors():
+            cause = (err.get("ctx") or {}).get("error")
+            where = ".".join(str(p) for p in err["loc"])
+            typer.echo(f"error: {cause}" if cause is not None and not where else f"error: {where}: {err['msg']}", err=True)
+        raise typer.Exit(2) from exc
+
+
+@app.command()
+def serve(
+    host: Annotated[Optional[str], typer.Option(help="Address to bind [IMAGEGATE_HOST; 127.0.0.1].")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port to listen on [IMAGEGATE_PORT; 8000].")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(
+        "--data-dir", help="Ledger, stored images, signing key [IMAGEGATE_DATA_DIR; data].")] = None,
+    models: Annotated[Optional[Path], typer.Option("--models", help="TOML models file [IMAGEGATE_MODELS_FILE].")] = None,
+    api_key: Annotated[Optional[list[str]], typer.Option(
+        "--api-key", help="Accepted bearer key (repeatable); visible in `ps`: prefer --api-keys-file.")] = None,
+    api_keys_file: Annotated[Optional[Path], typer.Option(
+        "--api-keys-file", help="File of accepted keys, one a line, # comments [IMAGEGATE_API_KEYS_FILE].")] = None,
+    allow_anonymous: Annotated[bool, typer.Option("--allow-anonymous", help="Allow a non-loopback bind with no key.")] = False,
+    log_level: Annotated[Optional[str], typer.Option(help="Log level [IMAGEGATE_LOG_LEVEL; info].")] = None,
+) -> None:
+    """Start the HTTP server. Options given here win over IMAGEGATE_* variables, which win over the defaults."""
+    given: dict[str, object | None] = {
+        "host": host, "port": port, "data_dir": data_dir, "models_file": models, "api_keys": api_key or None,
+        "api_keys_file": api_keys_file, "allow_anonymous": allow_anonymous or None, "log_level": log_level,
+    }
+    settings = _settings(**{k: v for k, v in given.items() if v is not None})
     if not _is_loopback(settings.host) and not settings.api_keys and not settings.allow_anonymous:
         typer.echo(
-            f"refusing to bind {settings.host} with no API key: set --api-key (or IMAGEGATE_API_KEYS), "
-            "or pass --allow-anonymous to serve everyone on the network.",
+            f"refusing to bind {settings.host} with no API key: set --api-keys-file (or IMAGEGATE_API_KEYS_FILE, "
+            "IMAGEGATE_API_KEYS, --api-key), or pass --allow-anonymous to serve everyone on the network.",
             err=True,
         )
         raise typer.Exit(2)
+    import uvicorn
+
+    from .app import create_app
+    from .server import uvicorn_options
+
     try:
         application = create_app(settings)
         # Fail before binding: a models file naming missing files or unknown checkpoints is
@@ -68,7 +86,7 @@ def serve(
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    uvicorn.run(application, host=settings.host, port=settings.port, log_level=settings.log_level)
+    uvicorn.run(application, **uvicorn_options(settings))
 
 
 def _local_pipeline(model: Optional[str], models: Optional[Path]):  # type: ignore[no-untyped-def]
@@ -77,9 +95,8 @@ def _local_pipeline(model: Optional[str], models: Optional[Path]):  # type: igno
     from .app import model_configs
     from .backends.diffusers import DiffusersBackend
     from .registry import Registry
-    from .settings import Settings
 
-    settings = Settings(models_file=models) if models else Settings()
+    settings = _settings(models_file=models) if models else _settings()
     torch.set_num_threads(settings.torch_threads or os.cpu_count() or 1)
     registry = Registry(model_configs(settings), default=settings.default_model)
     config = registry.resolve(model)
@@ -181,9 +198,8 @@ def list_models(models: Annotated[Optional[Path], typer.Option("--models", help=
     """List the models and aliases a models file (or the built-in default) serves."""
     from .app import model_configs
     from .registry import Registry
-    from .settings import Settings
 
-    registry = Registry(model_configs(Settings(models_file=models) if models else Settings()))
+    registry = Registry(model_configs(_settings(models_file=models) if models else _settings()))
     for name, c in registry.configs.items():
         typer.echo(f"{name}\t{c.source}")
     for alias, target in registry.aliases.items():

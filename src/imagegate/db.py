@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, Integer, String, Text, select
+from sqlalchemy import JSON, DateTime, Float, Integer, String, Text, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -27,8 +27,10 @@ class RequestRow(Base):
     model_requested: Mapped[str | None] = mapped_column(String(256))
     model: Mapped[str | None] = mapped_column(String(256))
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    status: Mapped[str] = mapped_column(String(32))  # ok | error | cancelled
-    http_status: Mapped[int] = mapped_column(Integer)
+    # running (accepted, not finished) | ok | error | cancelled | interrupted (the process
+    # stopped while it ran: marked at the next start)
+    status: Mapped[str] = mapped_column(String(32))
+    http_status: Mapped[int] = mapped_column(Integer)  # 0 while running / when interrupted
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
     n: Mapped[int | None] = mapped_column(Integer)
@@ -59,6 +61,23 @@ class Ledger:
         async with self.sessions() as s:
             s.add(row)
             await s.commit()
+
+    async def update(self, row: RequestRow) -> None:
+        """Replace the row written when the request was accepted with its final state."""
+        async with self.sessions() as s:
+            await s.merge(row)
+            await s.commit()
+
+    async def mark_interrupted(self) -> int:
+        """Rows still `running` at start-up belong to a process that stopped mid-request.
+        (One process per database: with several sharing one, this needs a per-process id.)"""
+        async with self.sessions() as s:
+            res = await s.execute(
+                update(RequestRow).where(RequestRow.status == "running").values(
+                    status="interrupted", error_code="interrupted",
+                    error_message="The server stopped before this request finished."))
+            await s.commit()
+            return int(getattr(res, "rowcount", 0) or 0)
 
     async def get(self, request_id: str) -> RequestRow | None:
         async with self.sessions() as s:

@@ -29,9 +29,16 @@ class ImagegateError(Exception):
         self.extra = extra or {}
 
     def body(self) -> dict[str, Any]:
-        err: dict[str, Any] = {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
+        err: dict[str, Any] = {"message": _printable(self.message), "type": self.type,
+                               "param": None if self.param is None else _printable(self.param), "code": self.code}
         err.update(self.extra)
         return {"error": err}
+
+
+def _printable(text: str) -> str:
+    """Messages and params can quote what the client sent: keep them encodable (a lone
+    surrogate made the error response itself fail with a 500)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class InvalidRequest(ImagegateError):
@@ -73,6 +80,14 @@ class PayloadTooLarge(ImagegateError):
     code = "request_too_large"
 
 
+class RequestTimeout(ImagegateError):
+    """The client stopped sending its request body (server.BodyTimeoutMiddleware)."""
+
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+
+
 class Overloaded(ImagegateError):
     """The queue is full or the model is still loading; the SDK retries 503 honouring Retry-After."""
 
@@ -104,3 +119,34 @@ class GenerationFailed(ImagegateError):
     def __init__(self, message: str, *, detail: str | None = None, **kw: Any) -> None:
         super().__init__(message, **kw)
         self.detail = detail
+
+
+# -- validation errors (pydantic's and FastAPI's) in OpenAI's terms --------------------------
+def _param_from_loc(loc: tuple[Any, ...]) -> str | None:
+    # Parameter names come from the client: cut long ones (a 100 KB unknown key was echoed whole).
+    parts = [quote_name(str(p)) for p in loc if p not in ("body", "query", "path", "form")]
+    if not parts:
+        return None
+    out = parts[0]
+    for p in parts[1:]:
+        out += f"[{p}]" if p.isdigit() else f".{p}"
+    return out
+
+
+def quote_name(name: str, limit: int = 64) -> str:
+    """A client-sent name as it may appear in a message or `param`: encodable and short."""
+    name = name.encode("utf-8", "backslashreplace").decode("utf-8")
+    return name if len(name) <= limit else name[:limit] + "…"
+
+
+def validation_error(errors: list[dict[str, Any]]) -> InvalidRequest:
+    first = errors[0]
+    param = _param_from_loc(tuple(first.get("loc", ())))
+    if first.get("type") == "extra_forbidden":
+        return InvalidRequest(f"Unknown parameter: '{param}'.", param=param, code="unknown_parameter")
+    if first.get("type") == "missing":
+        return InvalidRequest(f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter")
+    if first.get("type") == "json_invalid":
+        return InvalidRequest("We could not parse the JSON body of your request.", param=None, code="invalid_json")
+    msg = first.get("msg", "Invalid value")
+    return InvalidRequest(f"Invalid value for '{param}': {msg}.", param=param, code="invalid_value")

@@ -10,7 +10,6 @@ import base64
 import binascii
 import io
 import re
-import warnings
 from dataclasses import dataclass
 
 from PIL import Image, ImageOps
@@ -30,38 +29,69 @@ class InputImage:
         return self.image.size
 
 
-def decode_image(data: bytes, *, param: str, max_pixels: int, max_bytes: int) -> InputImage:
+def _open(data: bytes, *, param: str, max_pixels: int, max_bytes: int) -> Image.Image:
+    """Open (header only, nothing decoded) and check format, pixel count and animation."""
     if len(data) > max_bytes:
         raise InvalidRequest(f"{param} is {len(data)} bytes; the limit is {max_bytes}.", param=param, code="image_too_large")
     if not data:
         raise InvalidRequest(f"{param} is empty.", param=param, code="invalid_image")
+    too_large = InvalidRequest(f"{param} has more than {max_pixels} pixels, the limit for one input image.",
+                               param=param, code="image_too_large")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            fmt = img.format or ""
-            if fmt not in ACCEPTED_FORMATS:
-                raise InvalidRequest(
-                    f"{param} is a {fmt or 'unknown'} file; upload png, jpeg, webp or a non-animated gif.",
-                    param=param,
-                    code="invalid_image_format",
-                )
-            w, h = img.size
-            if w * h > max_pixels:
-                raise InvalidRequest(
-                    f"{param} is {w}x{h} = {w * h} pixels; the limit is {max_pixels}.", param=param, code="image_too_large"
-                )
-            if getattr(img, "is_animated", False) and fmt != "MPO":
-                raise InvalidRequest(f"{param} is animated; upload a still image.", param=param, code="invalid_image")
-            img.load()
-    except InvalidRequest:
+        # Pillow's own bomb guard raises in open() above twice its MAX_IMAGE_PIXELS; ours is
+        # max_pixels, reported the same way whichever fires first. (No warnings filter here:
+        # catch_warnings is process-global and this runs in several threads at once.)
+        img = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError:
+        raise too_large from None
+    except Exception as exc:  # noqa: BLE001 - any failure to parse an uploaded file is the file's fault
+        raise _undecodable(param, exc) from None
+    fmt = img.format or ""
+    if fmt not in ACCEPTED_FORMATS:
+        raise InvalidRequest(f"{param} is a {fmt} file; upload png, jpeg, webp or a non-animated gif.",
+                             param=param, code="invalid_image_format")
+    w, h = img.size
+    if w * h > max_pixels:
+        raise InvalidRequest(f"{param} is {w}x{h} = {w * h} pixels; the limit is {max_pixels}.", param=param,
+                             code="image_too_large")
+    if getattr(img, "is_animated", False) and fmt != "MPO":
+        raise InvalidRequest(f"{param} is animated; upload a still image.", param=param, code="invalid_image")
+    return img
+
+
+def _undecodable(param: str, exc: BaseException) -> InvalidRequest:
+    if isinstance(exc, Image.UnidentifiedImageError):
+        return InvalidRequest(f"{param} is not an image file we can read; upload png, jpeg, webp or a non-animated gif.",
+                              param=param, code="invalid_image")
+    # Pillow's messages can carry object reprs ("<_io.BytesIO object at 0x...>"): keep only plain text.
+    detail = _REPR.sub("", str(exc)).strip(" :") or type(exc).__name__
+    return InvalidRequest(f"{param} is not a valid image ({detail[:200]}).", param=param, code="invalid_image")
+
+
+_REPR = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")
+
+
+def probe_size(data: bytes, *, param: str, max_pixels: int, max_bytes: int) -> tuple[int, int]:
+    """An upload's width and height from its header, after the checks decode_image makes
+    before decoding: what admission control counts before any pixel is held in memory."""
+    with _open(data, param=param, max_pixels=max_pixels, max_bytes=max_bytes) as img:
+        w, h = img.size
+    return w, h
+
+
+def decode_image(data: bytes, *, param: str, max_pixels: int, max_bytes: int) -> InputImage:
+    img = _open(data, param=param, max_pixels=max_pixels, max_bytes=max_bytes)
+    fmt = img.format or ""
+    try:
+        img.load()
+        img = ImageOps.exif_transpose(img)
+        if img.mode not in ("RGB", "RGBA"):
+            has_alpha = img.mode in ("LA", "PA", "RGBa", "La") or (img.mode == "P" and "transparency" in img.info)
+            img = img.convert("RGBA" if has_alpha else "RGB")
+    except MemoryError:
         raise
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise InvalidRequest(f"{param} is not a valid image ({exc}).", param=param, code="invalid_image") from exc
-    img = ImageOps.exif_transpose(img)
-    if img.mode not in ("RGB", "RGBA"):
-        has_alpha = img.mode in ("LA", "PA") or (img.mode == "P" and "transparency" in img.info)
-        img = img.convert("RGBA" if has_alpha else "RGB")
+    except Exception as exc:  # noqa: BLE001 - truncated or corrupt pixel data is the file's fault
+        raise _undecodable(param, exc) from None
     return InputImage(image=img, format="JPEG" if fmt == "MPO" else fmt)
 
 

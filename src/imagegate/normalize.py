@@ -42,7 +42,8 @@ OUTPUT_TOKENS = {
     "high": {(1024, 1024): 4160, (1024, 1536): 6240, (1536, 1024): 6208},
 }
 
-_SIZE_RE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
+# [0-9], not \d (which takes other scripts' digits), and fullmatch: `$` accepts a trailing "\n".
+_SIZE_RE = re.compile(r"([0-9]{1,5})x([0-9]{1,5})")
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ class ImageSpec:
 
 def parse_size(size: str) -> tuple[int, int]:
     """A WxH size string, validated against OpenAI's standard sizes and gpt-image-2's free-form rule."""
-    m = _SIZE_RE.match(size)
+    m = _SIZE_RE.fullmatch(size)
     if not m:
         raise InvalidRequest(
             f"Invalid size '{size}'. Use 'auto', a standard size such as '1024x1024', or WIDTHxHEIGHT.", param="size",
@@ -118,7 +119,7 @@ def _round_to(x: float, m: int) -> int:
 
 
 def parse_aspect_ratio(text: str) -> float:
-    m = re.match(r"^\s*(\d+(?:\.\d+)?)\s*:\s*(\d+(?:\.\d+)?)\s*$", text)
+    m = re.fullmatch(r" *([0-9]{1,5}(?:\.[0-9]{1,5})?) *: *([0-9]{1,5}(?:\.[0-9]{1,5})?) *", text)
     if not m or float(m.group(1)) <= 0 or float(m.group(2)) <= 0:
         raise InvalidRequest(f"Invalid aspect_ratio '{text}'; expected 'W:H' such as '16:9'.", param="aspect_ratio")
     wanted = float(m.group(1)) / float(m.group(2))
@@ -240,7 +241,9 @@ def build_spec(
     if name == "dall-e-3" and n != 1:
         raise InvalidRequest("dall-e-3 only supports n=1.", param="n")
     # 2. size: `size` wins over aspect_ratio/resolution; `auto` = native square, or the input's size for edits
-    size_req = size or "auto"
+    size_req = "auto" if size is None else size
+    if aspect_ratio is not None:
+        parse_aspect_ratio(aspect_ratio)  # a bad value is a 400 even when `size` wins over it
     if size_req != "auto":
         width, height = parse_size(size_req)
         if aspect_ratio or resolution:

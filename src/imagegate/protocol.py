@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 Background = Literal["transparent", "opaque", "auto"]
 Quality = Literal["standard", "hd", "low", "medium", "high", "auto"]
@@ -17,16 +18,35 @@ ResponseFormat = Literal["url", "b64_json"]
 InputFidelity = Literal["high", "low"]
 
 
+def _encodable(value: str) -> str:
+    """Text must be valid Unicode: a lone UTF-16 surrogate ("\\ud800" in JSON) parses in
+    Python but cannot be encoded, and failed inside the tokenizer for every request batched
+    with it. Refused here, before anything is queued or written to the ledger."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise PydanticCustomError(
+            "invalid_unicode", "contains an unpaired UTF-16 surrogate at position {pos}; send valid Unicode text",
+            {"pos": exc.start}) from None
+    return value
+
+
+# Every free-text field of the wire models.
+Text = Annotated[str, AfterValidator(_encodable)]
+# A model name: a non-empty single line (an empty string is not "no model").
+ModelName = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$"), AfterValidator(_encodable)]
+
+
 class _Extensions(BaseModel):
     """Extensions users of open models expect (not in OpenAI's API)."""
 
     seed: Annotated[int, Field(ge=0, le=2**63 - 1)] | None = Field(None, description="Extension: reproducible seed.")
-    negative_prompt: Annotated[str, Field(max_length=32000)] | None = Field(None, description="Extension.")
+    negative_prompt: Annotated[Text, Field(max_length=32000)] | None = Field(None, description="Extension.")
     num_inference_steps: Annotated[int, Field(ge=1, le=200)] | None = Field(None, description="Extension: overrides the quality preset.")
     guidance_scale: Annotated[float, Field(ge=0.0, le=50.0)] | None = Field(None, description="Extension: overrides the quality preset.")
-    aspect_ratio: str | None = Field(None, description='Extension: "16:9"; `size` wins over it.')
+    aspect_ratio: Annotated[Text, Field(max_length=32)] | None = Field(None, description='Extension: "16:9"; `size` wins over it.')
     resolution: Literal["0.5K", "1K", "2K", "4K"] | None = Field(None, description="Extension; `size` wins over it.")
-    lora: str | None = Field(None, description="Extension: a LoRA adapter declared for the model in the models file.")
+    lora: Annotated[Text, Field(max_length=256)] | None = Field(None, description="Extension: a LoRA adapter declared for the model in the models file.")
     lora_scale: Annotated[float, Field(ge=0.0, le=4.0)] | None = Field(None, description="Extension: LoRA weight (1.0).")
 
 
@@ -40,15 +60,15 @@ class _Common(_Extensions):
     output_compression: Annotated[int, Field(ge=0, le=100)] | None = None
     stream: bool | None = False
     partial_images: Annotated[int, Field(ge=0, le=3)] | None = None
-    size: str | None = "auto"
+    size: Annotated[Text, Field(min_length=1, max_length=32)] | None = "auto"
     background: Background | None = "auto"
-    user: str | None = None
-    safety_identifier: str | None = None
+    user: Text | None = None
+    safety_identifier: Text | None = None
 
 
 class CreateImageRequest(_Common):
-    prompt: str
-    model: str | None = None
+    prompt: Text
+    model: ModelName | None = None
     moderation: Literal["low", "auto"] | None = "auto"
     style: Literal["vivid", "natural"] | None = None
 
@@ -64,9 +84,9 @@ class CreateImageEditJSONRequest(_Common):
     """The JSON form of /images/edits: images by reference (data URLs)."""
 
     images: Annotated[list[ImageRef], Field(min_length=1)]
-    prompt: str
+    prompt: Text
     mask: ImageRef | None = None
-    model: str | None = None
+    model: ModelName | None = None
     input_fidelity: InputFidelity | None = None
     moderation: Literal["low", "auto"] | None = "auto"
 
@@ -74,8 +94,8 @@ class CreateImageEditJSONRequest(_Common):
 class CreateImageEditForm(_Common):
     """The multipart form of /images/edits once its files have been read."""
 
-    prompt: str
-    model: str | None = None
+    prompt: Text
+    model: ModelName | None = None
     input_fidelity: InputFidelity | None = None
     moderation: Literal["low", "auto"] | None = "auto"
 
@@ -83,11 +103,11 @@ class CreateImageEditForm(_Common):
 class CreateImageVariationForm(_Extensions):
     model_config = ConfigDict(extra="forbid")
 
-    model: str | None = None
+    model: ModelName | None = None
     n: Annotated[int, Field(ge=1, le=10)] | None = 1
     response_format: ResponseFormat | None = None
-    size: str | None = None
-    user: str | None = None
+    size: Annotated[Text, Field(min_length=1, max_length=32)] | None = None
+    user: Text | None = None
     # Not in OpenAI's variation API but accepted for symmetry with generations.
     output_format: OutputFormat | None = "png"
     output_compression: Annotated[int, Field(ge=0, le=100)] | None = None

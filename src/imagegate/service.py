@@ -21,7 +21,8 @@ from . import metering, postprocess
 from .backends import Job
 from .db import Ledger, RequestRow
 from .errors import Cancelled, ImagegateError, InvalidRequest
-from .inputs import InputImage, decode_data_url, decode_image, decode_mask
+from .admission import Budget
+from .inputs import InputImage, decode_data_url, decode_image, decode_mask, probe_size
 from .normalize import ImageSpec, Task, build_spec
 from .protocol import (
     CompletedEvent,
@@ -55,7 +56,9 @@ class RequestContext:
     notes: list[str] = field(default_factory=list)
     composited: int = 0
     model: str | None = None  # the served model, once resolved
-    recorded: bool = False
+    created_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
+    recorded: bool = False  # the final ledger row is written
+    started_row: bool = False  # a `running` row was written when the request was accepted
     priority: str = "interactive"
     batch: tuple[int, int, int] | None = None  # (batch id, requests in it, images in it)
 
@@ -69,12 +72,24 @@ class Upload:
 
 
 @dataclass
+class Composite:
+    """What a masked edit needs after generation to restore the original pixels outside
+    the mask. Kept compressed while the job waits and runs: the decoded first image and mask
+    can be 40 M pixels each, and a queue of them would hold gigabytes."""
+
+    image: Upload
+    mask: Upload | None  # None when the region was inferred (segmenter)
+    region: Image.Image | None = None  # the inferred region, 'L' at the first image's size
+    pixels: int = 0  # decoded size of image + mask, for the in-flight budget
+
+
+@dataclass
 class Prepared:
     model: ModelConfig
     spec: ImageSpec
     job: Job
-    inputs: list[InputImage]
-    edit_mask: Image.Image | None  # 'L' at the first image's size, 255 = edit
+    input_sizes: list[tuple[int, int]]
+    composite: Composite | None
     fidelity: str
 
 
@@ -94,6 +109,8 @@ class ImageService:
         matter: postprocess.Matter | None = None,
     ) -> None:
         self.settings = settings
+        # 16 M pixels, about 64 MB decoded: below that the heap keeps little worth returning.
+        self.pixels = Budget("decoded input pixels", settings.max_inflight_pixels, "pixels", trim_after=16_000_000)
         self.registry = registry
         self.scheduler = scheduler
         self.storage = storage
@@ -136,6 +153,9 @@ class ImageService:
         prepared: Prepared | None = None
         try:
             prepared = await prepare()
+            # Accepted: the ledger row exists from now on (status `running`), so a crash
+            # leaves a trace; the next start marks such rows `interrupted`.
+            await self._record(ctx, req, prepared, "running", 0)
             if prepared.spec.stream:
                 # Back-pressure must answer 503 before the event stream starts.
                 self.scheduler.worker(prepared.model.name).check_capacity()
@@ -179,8 +199,34 @@ class ImageService:
             param = "images" if uploads[0].param.startswith("images") else "image"
             raise InvalidRequest(f"{len(uploads)} images were sent; at most {limit} are accepted.", param=param,
                                  code="too_many_images")
-        inputs, edit_mask = await asyncio.get_running_loop().run_in_executor(
-            self.pool, self._decode_inputs, uploads, mask)
+        loop = asyncio.get_running_loop()
+        sizes = await loop.run_in_executor(self.pool, self._probe_inputs, uploads, mask)
+        total = sum(w * h for w, h in sizes)
+        if total > self.settings.max_request_pixels:
+            param = uploads[0].param.split("[")[0] if uploads else "image"
+            raise InvalidRequest(
+                f"The input images of this request have {total} pixels in all; the limit is "
+                f"{self.settings.max_request_pixels}. Send fewer or smaller images.", param=param, code="image_too_large")
+        # Decoded pixels are held only from here to the end of this block (503 when the
+        # server's budget for them is spent); the job keeps copies at the generation size.
+        with self.pixels.hold(total):
+            return await self._prepare_decoded(task, req, ctx, model, uploads, mask, sizes, style, fidelity, moderation)
+
+    async def _prepare_decoded(
+        self,
+        task: Task,
+        req: Any,
+        ctx: RequestContext,
+        model: ModelConfig,
+        uploads: list[Upload],
+        mask: Upload | None,
+        sizes: list[tuple[int, int]],
+        style: str | None,
+        fidelity: str,
+        moderation: str | None,
+    ) -> Prepared:
+        loop = asyncio.get_running_loop()
+        inputs, edit_mask = await loop.run_in_executor(self.pool, self._decode_inputs, uploads, mask)
         prompt = getattr(req, "prompt", "") or ""
         spec = build_spec(
             task=task,
@@ -220,17 +266,27 @@ class ImageService:
         if spec.background == "transparent":
             spec = _replace(spec, prompt=self.matter.steer(spec.prompt))
         backend = self.scheduler.worker(model.name).backend
-        job = await asyncio.get_running_loop().run_in_executor(
+        job = await loop.run_in_executor(
             self.pool, build_job, spec, inputs, edit_mask, backend.modes, _multi_image(backend), ctx,
             backend.segment if getattr(backend, "segmenter", None) is not None else None)
+        composite = None
         if job.inferred_region is not None:
-            edit_mask = job.inferred_region
+            composite = Composite(image=uploads[0], mask=None, region=job.inferred_region, pixels=sizes[0][0] * sizes[0][1])
+        elif edit_mask is not None:
+            composite = Composite(image=uploads[0], mask=mask, pixels=2 * sizes[0][0] * sizes[0][1])
         if getattr(req, "input_fidelity", None) and job.mode in ("edit", "inpaint"):
             # It maps to image-to-image strength; native editing and inpainting (strength 1)
             # have no such knob: say so rather than drop it silently.
             ctx.notes.append(f"input_fidelity={req.input_fidelity} has no effect in {job.mode} mode "
                              "(it sets image-to-image strength only)")
-        return Prepared(model=model, spec=spec, job=job, inputs=inputs, edit_mask=edit_mask, fidelity=fidelity)
+        input_sizes = [i.size for i in inputs]
+        return Prepared(model=model, spec=spec, job=job, input_sizes=input_sizes, composite=composite, fidelity=fidelity)
+
+    def _probe_inputs(self, uploads: list[Upload], mask: Upload | None) -> list[tuple[int, int]]:
+        """Each upload's size from its header, checked before anything is decoded."""
+        s = self.settings
+        return [probe_size(u.data, param=u.param, max_pixels=s.max_input_pixels, max_bytes=s.max_image_bytes)
+                for u in ([*uploads, mask] if mask is not None else uploads)]
 
     def _decode_inputs(self, uploads: list[Upload], mask: Upload | None) -> tuple[list[InputImage], Image.Image | None]:
         s = self.settings
@@ -254,12 +310,12 @@ class ImageService:
         # 6. Post-process (size policy, mask compositing, background, encode) in worker threads
         t0 = time.perf_counter()
         loop = asyncio.get_running_loop()
-        encoded = await asyncio.gather(*(loop.run_in_executor(self.pool, self._finish, im, p) for im in result.images))
+        encoded = await self._finish_all(result.images, p)
         # 7. Deliver
         data = await loop.run_in_executor(self.pool, self._deliver, encoded, p.spec, ctx)
         ctx.timings["encode"] = time.perf_counter() - t0
         # 8. Meter
-        usage = metering.usage(p.spec, [i.size for i in p.inputs], p.fidelity)
+        usage = metering.usage(p.spec, p.input_sizes, p.fidelity)
         # 9. Respond
         return ImagesResponse(
             created=int(time.time()),
@@ -271,9 +327,27 @@ class ImageService:
             usage=usage,
         )
 
-    def _finish(self, generated: Image.Image, p: Prepared) -> bytes:
-        original = p.inputs[0].image if p.edit_mask is not None else None
-        return postprocess.finish(generated, p.spec, original, p.edit_mask, self.matter)
+    async def _finish_all(self, images: list[Image.Image], p: Prepared) -> list[bytes]:
+        loop = asyncio.get_running_loop()
+        if p.composite is None:
+            return list(await asyncio.gather(*(
+                loop.run_in_executor(self.pool, postprocess.finish, im, p.spec, None, None, self.matter) for im in images)))
+        # A masked edit: the original and its mask are decoded again (they were kept
+        # compressed while queued), waiting for room in the in-flight budget if need be.
+        async with self.pixels.wait(p.composite.pixels):
+            original, region = await loop.run_in_executor(self.pool, self._decode_composite, p.composite)
+            return list(await asyncio.gather(*(
+                loop.run_in_executor(self.pool, postprocess.finish, im, p.spec, original, region, self.matter)
+                for im in images)))
+
+    def _decode_composite(self, c: Composite) -> tuple[Image.Image, Image.Image]:
+        s = self.settings
+        lim = dict(max_pixels=s.max_input_pixels, max_bytes=s.max_image_bytes)
+        original = decode_image(c.image.data, param=c.image.param, **lim).image
+        if c.region is not None:
+            return original, c.region
+        assert c.mask is not None
+        return original, decode_mask(c.mask.data, first_size=original.size, **lim)
 
     def _deliver(self, encoded: list[bytes], spec: ImageSpec, ctx: RequestContext) -> list[WireImage]:
         if spec.response_format == "url":
@@ -294,6 +368,7 @@ class ImageService:
         common = dict(size=req.size, quality=req.quality, background=req.background, output_format=req.output_format)
         run = asyncio.ensure_future(self.scheduler.worker(p.model.name).run(p.job, ctx.priority))
         status, http_status, error, usage = "ok", 200, None, None
+        sent: set[tuple[int, int]] = set()
         try:
             while not run.done() or not events.empty():
                 getter = asyncio.ensure_future(events.get())
@@ -302,6 +377,9 @@ class ImageService:
                     getter.cancel()
                     continue
                 i, k, preview = getter.result()
+                if (i, k) in sent:  # the batch failed and this job ran again alone: sent already
+                    continue
+                sent.add((i, k))
                 b64 = await loop.run_in_executor(self.pool, self._encode_preview, preview, p.spec)
                 ev = PartialImageEvent(type=f"{prefix}.partial_image", b64_json=b64, created_at=int(time.time()),
                                        partial_image_index=k, **common)
@@ -309,13 +387,13 @@ class ImageService:
             result = run.result()
             ctx.timings["queue"], ctx.timings["inference"] = result.queue_s, result.inference_s
             ctx.batch = (result.batch_id, result.batch_jobs, result.batch_images)
-            encoded = await asyncio.gather(*(loop.run_in_executor(self.pool, self._finish, im, p) for im in result.images))
-            usage = metering.usage(p.spec, [i.size for i in p.inputs], p.fidelity, images=1)
+            encoded = await self._finish_all(result.images, p)
+            usage = metering.usage(p.spec, p.input_sizes, p.fidelity, images=1)
             for b in encoded:
                 done = CompletedEvent(type=f"{prefix}.completed", b64_json=base64.b64encode(b).decode("ascii"),
                                       created_at=int(time.time()), usage=usage, **common)
                 yield _sse(done.type, done.model_dump(exclude_none=True))
-            usage = metering.usage(p.spec, [i.size for i in p.inputs], p.fidelity)
+            usage = metering.usage(p.spec, p.input_sizes, p.fidelity)
         except ImagegateError as exc:
             status, http_status, error = ("cancelled" if isinstance(exc, Cancelled) else "error"), exc.status, exc
             yield _sse(None, exc.body())
@@ -356,30 +434,30 @@ class ImageService:
         error: ImagegateError | None = None,
         usage: ImagesUsage | None = None,
     ) -> None:
-        if ctx.recorded:
+        final = status != "running"
+        if ctx.recorded or (not final and ctx.started_row):
             return
-        ctx.recorded = True
         spec = p.spec if p else None
-        params = _params(spec if spec is not None else req)
+        params = _bounded_params(spec if spec is not None else req, self.settings.ledger_text_chars)
         row = RequestRow(
             id=ctx.request_id,
-            created_at=dt.datetime.now(dt.timezone.utc),
+            created_at=ctx.created_at,
             endpoint=ctx.endpoint,
             api_key=ctx.api_key,
-            user=(spec.user if spec else getattr(req, "user", None)),
-            model_requested=getattr(req, "model", None) if not isinstance(req, ImageSpec) else None,
+            user=_clip(spec.user if spec else getattr(req, "user", None), 256),
+            model_requested=_clip(getattr(req, "model", None), 256) if not isinstance(req, ImageSpec) else None,
             model=p.model.name if p else ctx.model,
             params=params,
             status=status,
             http_status=http_status,
             error_code=error.code if error else None,
-            error_message=(getattr(error, "detail", None) or error.message) if error else None,
+            error_message=_clip(getattr(error, "detail", None) or error.message, 2000) if error else None,
             n=spec.n if spec else None,
             seed=p.job.seed_used if p else None,
             queue_s=ctx.timings.get("queue"),
             inference_s=ctx.timings.get("inference"),
             encode_s=ctx.timings.get("encode"),
-            total_s=time.perf_counter() - ctx.started,
+            total_s=time.perf_counter() - ctx.started if final else None,
             # Failures are not billed: usage only on success.
             input_tokens=usage.input_tokens if usage and status == "ok" else None,
             output_tokens=usage.output_tokens if usage and status == "ok" else None,
@@ -388,8 +466,14 @@ class ImageService:
             batch_jobs=ctx.batch[1] if ctx.batch else None,
             batch_images=ctx.batch[2] if ctx.batch else None,
         )
+        if final:
+            ctx.recorded = True
         try:
-            await self.ledger.record(row)
+            if ctx.started_row:
+                await self.ledger.update(row)
+            else:
+                await self.ledger.record(row)
+                ctx.started_row = not final
         except Exception:  # noqa: BLE001 - a ledger outage must not turn a good response into a 500
             log.exception("could not record request %s", ctx.request_id)
 
@@ -488,6 +572,24 @@ def _params(obj: Any) -> dict[str, Any]:
     else:
         d = {}
     return json.loads(json.dumps(d, default=str))
+
+
+def _clip(text: str | None, limit: int) -> str | None:
+    return text if text is None or len(text) <= limit else text[:limit]
+
+
+def _bounded_params(obj: Any, limit: int) -> dict[str, Any]:
+    """The request's parameters with every text cut to `limit` characters, so a ledger row
+    has a bounded size whatever was sent (a rejected 100 MB prompt once became 200 MB of
+    database). A cut text keeps its full UTF-8 length and SHA-256 beside it."""
+    params = _params(obj)
+    for key, value in list(params.items()):
+        if isinstance(value, str) and len(value) > limit:
+            raw = value.encode("utf-8", "surrogatepass")
+            params[key] = value[:limit]
+            params[f"{key}_bytes"] = len(raw)
+            params[f"{key}_sha256"] = hashlib.sha256(raw).hexdigest()
+    return params
 
 
 def _sse(event: str | None, payload: dict[str, Any]) -> str:

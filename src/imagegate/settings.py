@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -21,6 +21,9 @@ class Settings(BaseSettings):
     models_file: Path | None = Field(None, description="TOML file with [[models]] tables; empty means the built-in imagegate-mini only.")
     database_url: str | None = Field(None, description="SQLAlchemy async URL of the request ledger; default sqlite+aiosqlite in data_dir.")
     api_keys: list[str] = Field(default_factory=list, description="Accepted bearer keys; empty means no authentication.")
+    api_keys_file: Path | None = Field(
+        None, description="File of accepted bearer keys, one a line (blank lines and # comments ignored), merged with "
+                          "api_keys; keeps keys off the command line.")
     allow_anonymous: bool = Field(False, description="Allow binding a non-loopback address with no API key configured.")
     public_base_url: str | None = Field(None, description="Base URL used in `url` responses; default: the request's own base URL.")
     url_ttl_seconds: int = Field(3600, ge=1, description="Lifetime of signed image URLs (OpenAI's is 60 minutes).")
@@ -33,6 +36,18 @@ class Settings(BaseSettings):
         description="Decompression-bomb guard: largest width*height of an input image, checked before decoding.",
     )
     max_input_images: int = Field(16, ge=1, description="Most images one edit request may carry.")
+    max_request_pixels: int = Field(
+        80_000_000, ge=1,
+        description="Most decoded input pixels (all images and the mask) one request may carry; 400 image_too_large above.")
+    max_inflight_pixels: int = Field(
+        160_000_000, ge=1,
+        description="Server-wide budget of input pixels being decoded or composited at once; 503 + Retry-After above.")
+    max_inflight_body_bytes: int = Field(
+        256 * 1024 * 1024, ge=1024,
+        description="Server-wide budget of request-body bytes held in memory at once; 503 + Retry-After above.")
+    ledger_text_chars: int = Field(
+        1000, ge=0,
+        description="Longest text (prompt, user, ...) stored in a ledger row; longer ones keep their byte length and SHA-256.")
     memory_budget_gb: float | None = Field(
         None, gt=0, description="Weights allowed in memory per device; least recently used idle models are unloaded.")
     max_inference_steps: int = Field(
@@ -44,6 +59,44 @@ class Settings(BaseSettings):
         None, description="Model that OpenAI names and a missing `model` resolve to; default: the first model served."
     )
     log_level: str = Field("info", description="uvicorn / imagegate log level.")
+
+    # Connections (server.py). The defaults keep a slow but live client working and bound
+    # what an idle or stalling one can hold.
+    header_timeout_seconds: float = Field(
+        10.0, gt=0,
+        description="Longest time from opening a connection (or a later request's first byte) to the end of the "
+                    "request's headers; the connection is closed after it.")
+    body_timeout_seconds: float = Field(
+        30.0, gt=0,
+        description="Longest wait for the next chunk of a request body (408 request_timeout after it); also how long "
+                    "an unread rest of a body is drained after an early response.")
+    body_total_timeout_seconds: float = Field(
+        900.0, gt=0,
+        description="Longest time to receive a whole request body (408 request_timeout after it): a 50 MB image "
+                    "finishes at 0.45 Mbit/s.")
+    keep_alive_timeout_seconds: float = Field(
+        5.0, gt=0, description="How long an idle kept-alive connection stays open between requests.")
+    max_connections: int = Field(
+        512, ge=1,
+        description="Open connections beyond which a new request gets 503 + Retry-After (uvicorn's limit_concurrency).")
+
+    @model_validator(mode="after")
+    def _merge_api_keys_file(self) -> Settings:
+        """Keys from `api_keys_file` join `api_keys` here, once, so everything downstream
+        reads one list. An unreadable or empty file is an error, not an open server."""
+        if self.api_keys_file is None:
+            return self
+        path = self.api_keys_file
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ValueError(f"cannot read the API keys file {path}: {reason}") from None
+        keys = [k for k in (line.strip() for line in text.splitlines()) if k and not k.startswith("#")]
+        if not keys:
+            raise ValueError(f"the API keys file {path} has no keys (one a line; # starts a comment)")
+        self.api_keys = list(dict.fromkeys([*self.api_keys, *keys]))
+        return self
 
     @property
     def resolved_database_url(self) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -9,7 +11,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
-from ..errors import InvalidRequest
+from ..errors import InvalidRequest, quote_name, validation_error
 from ..postprocess import MIME
 from ..protocol import (
     CreateImageEditForm,
@@ -59,17 +61,82 @@ _EDIT_BODY = {
         },
     }
 }
+_GENERATION_BODY = {
+    "requestBody": {"required": True, "content": {"application/json": {
+        "schema": CreateImageRequest.model_json_schema()}}}
+}
 _VARIATION_BODY = {
     "requestBody": {"required": True, "content": {"multipart/form-data": {
         "schema": _form_schema(CreateImageVariationForm, {"image": _FILE})}}}
 }
 
 
-def _validate(model: type[BaseModel], data: dict[str, Any]) -> Any:
-    from ..app import validation_error
+# Bodies above this are parsed in a worker thread, not on the event loop (parsing 100 MB of
+# JSON takes about a second).
+_INLINE_JSON_BYTES = 1 << 20
 
+
+def _parse_json(raw: bytes) -> Any:
     try:
-        return model.model_validate(data)
+        return json.loads(raw)
+    except RecursionError:
+        raise InvalidRequest("The JSON body is nested too deeply.", code="invalid_json") from None
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidRequest("We could not parse the JSON body of your request: it is not valid JSON.",
+                             code="invalid_json") from None
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    """The JSON object a request carries, or a 400 that says what is wrong with it."""
+    ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if ctype and ctype != "application/json" and not ctype.endswith("+json"):
+        raise InvalidRequest(f"Unsupported Content-Type '{ctype}'; send a JSON object with "
+                             "'Content-Type: application/json'.", code="unsupported_content_type")
+    raw = await request.body()
+    if not raw.strip():
+        raise InvalidRequest("The request body is empty; send a JSON object with the request's parameters.",
+                             code="invalid_json")
+    data = _parse_json(raw) if len(raw) <= _INLINE_JSON_BYTES else await asyncio.to_thread(_parse_json, raw)
+    if not isinstance(data, dict):
+        raise InvalidRequest(f"The JSON body must be an object, not {type(data).__name__}.", code="invalid_json")
+    _check_keys(data)
+    return data
+
+
+def _check_keys(data: dict[str, Any]) -> None:
+    """Object keys with an unpaired surrogate cannot even be named by the validator."""
+    stack: list[Any] = [data]
+    while stack:
+        node = stack.pop()
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for key, value in items:
+            if isinstance(key, str):
+                try:
+                    key.encode("utf-8")
+                except UnicodeEncodeError:
+                    name = quote_name(key)
+                    raise InvalidRequest(f"Unknown parameter: '{name}'.", param=name, code="unknown_parameter") from None
+            stack.append(value)
+
+
+def _integer_fields(model: type[BaseModel]) -> frozenset[str]:
+    props = model.model_json_schema().get("properties", {})
+    return frozenset(k for k, v in props.items()
+                     if v.get("type") == "integer" or any(a.get("type") == "integer" for a in v.get("anyOf", [])))
+
+
+def _json_integers(model: type[BaseModel], data: dict[str, Any]) -> dict[str, Any]:
+    """JSON has one number type: 2.0 is an integer to JSON Schema (and to OpenAI's schema),
+    so whole floats pass for integer fields; 2.5, "2" and true do not."""
+    fields = _integer_fields(model)
+    return {k: int(v) if k in fields and isinstance(v, float) and v.is_integer() else v for k, v in data.items()}
+
+
+def _validate(model: type[BaseModel], data: dict[str, Any], *, strict: bool = False) -> Any:
+    """JSON bodies are validated strictly (OpenAI's schema types: `n: "3"` or `n: true` is a
+    400); multipart forms carry every value as text, so they are parsed leniently."""
+    try:
+        return model.model_validate(_json_integers(model, data) if strict else data, strict=strict)
     except ValidationError as exc:
         errors = list(exc.errors())
         first = errors[0]
@@ -89,7 +156,10 @@ async def _read_form(request: Request) -> tuple[dict[str, Any], list[Upload], Up
     fields: dict[str, Any] = {}
     files: list[tuple[str, UploadFile]] = []
     mask: Upload | None = None
-    async with request.form(max_files=64, max_fields=64) as form:
+    # Parts as large as the body may be: a too-long field is then refused naming it (prompt
+    # over its limit, unknown parameter) instead of with the parser's anonymous 1 MB error.
+    limit = request.app.state.settings.max_body_bytes
+    async with request.form(max_files=64, max_fields=64, max_part_size=limit) as form:
         for key, value in form.multi_items():
             if key in IMAGE_KEYS or key == "mask":
                 if not isinstance(value, UploadFile):
@@ -112,9 +182,10 @@ async def _read_form(request: Request) -> tuple[dict[str, Any], list[Upload], Up
 
 
 @router.post("/images/generations", response_model=ImagesResponse, response_model_exclude_none=True,
-             responses=_RESPONSES)
-async def create_image(body: CreateImageRequest, request: Request) -> Any:
+             responses=_RESPONSES, openapi_extra=_GENERATION_BODY)
+async def create_image(request: Request) -> Any:
     ctx = context(request, "images.generations")
+    body = _validate(CreateImageRequest, await _json_body(request), strict=True)
     return respond(await until_disconnect(request, service(request).generate(body, ctx)))
 
 
@@ -123,13 +194,7 @@ async def create_image(body: CreateImageRequest, request: Request) -> Any:
 async def create_image_edit(request: Request) -> Any:
     ctx = context(request, "images.edits")
     if request.headers.get("content-type", "").startswith("application/json"):
-        try:
-            raw = await request.json()
-        except ValueError as exc:
-            raise InvalidRequest("We could not parse the JSON body of your request.", code="invalid_json") from exc
-        if not isinstance(raw, dict):
-            raise InvalidRequest("The JSON body must be an object.", code="invalid_json")
-        body = _validate(CreateImageEditJSONRequest, raw)
+        body = _validate(CreateImageEditJSONRequest, await _json_body(request), strict=True)
         uploads, mask = service(request).json_edit_uploads(body)
     else:
         fields, uploads, mask = await _read_form(request)
