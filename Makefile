@@ -4,7 +4,7 @@
 serve:
 	bash scripts/serve.sh
 
-# The whole test suite (sets up .venv first).
+# Lint (ruff), type-check (mypy, strict for src/), then the whole test suite (sets up .venv first).
 test:
 	bash scripts/test.sh
 

@@ -50,6 +50,7 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
+import functools
 import gc
 import json
 import os
@@ -165,8 +166,9 @@ def construct(cls: str, cfg: dict[str, Any], device: str, dtype: torch.dtype) ->
 def char_tokenizer(folder: Path, max_length: int) -> Any:
     """tests/tiny.py's byte-level CLIP tokenizer (no download) padding to the real length
     (77 for CLIP, 512 for the T5 slot), so the text encoders see the real sequence lengths."""
-    from tiny import write_char_clip_tokenizer
     from transformers import CLIPTokenizer
+
+    from tiny import write_char_clip_tokenizer
 
     write_char_clip_tokenizer(folder)
     return CLIPTokenizer.from_pretrained(folder, model_max_length=max_length)
@@ -196,9 +198,12 @@ def build_arch_pipeline(arch: dict[str, Any], scale: str, device: str, dtype: to
         if scale == "toy":
             cfg = toy_config(cls, cfg, len(first))
         if cls.startswith(("CLIPText", "T5")):
-            cfg.update(bos_token_id=first.bos_token_id, eos_token_id=first.eos_token_id, pad_token_id=first.pad_token_id)
+            cfg.update(bos_token_id=first.bos_token_id, eos_token_id=first.eos_token_id,
+                       pad_token_id=first.pad_token_id)
         built[name] = construct(cls, cfg, device, dtype)
-    extra = {"StableDiffusionPipeline": dict(safety_checker=None, feature_extractor=None, requires_safety_checker=False)}
+    extra = {
+        "StableDiffusionPipeline": dict(safety_checker=None, feature_extractor=None, requires_safety_checker=False),
+    }
     return getattr(diffusers, arch["pipeline"])(**built, **extra.get(arch["pipeline"], {}))
 
 
@@ -676,7 +681,7 @@ class WorkloadResult:
 def run_workload(w: Workload, args: argparse.Namespace, device: str, dtype: torch.dtype, tmp: Path,
                  load: LoadClient) -> WorkloadResult:
     from imagegate.app import create_app
-    from imagegate.backends import Job
+    from imagegate.engine.base import Job
     from imagegate.normalize import build_spec
     from imagegate.settings import Settings
 
@@ -699,7 +704,7 @@ def run_workload(w: Workload, args: argparse.Namespace, device: str, dtype: torc
         # One pipeline call through the backend, as the server makes it for one image (also a warm-up).
         backend.run_batch([Job(spec=spec)])
         print(f"[{w.name}] counting FLOPs over one pipeline call", flush=True)
-        flops = count_call_flops(lambda: backend.run_batch([Job(spec=spec)]))
+        flops = count_call_flops(functools.partial(backend.run_batch, [Job(spec=spec)]))
         result.config, result.spec, result.flops = config, spec, flops
         with serve(naive_app(pipe, spec), ready_timeout_s=60) as naive_base:
             print(f"[{w.name}] load: levels {levels}", flush=True)
@@ -805,7 +810,8 @@ def build_report(results: list[WorkloadResult], archs: list[tuple[str, dict[str,
                        peak_fraction=(achieved / peak) if peak else None, device_s_per_image=dev_s,
                        usd_per_image=usd, openai_usd_per_image=GPT_IMAGE_1_USD[QUALITY], first_error=lv.first_error)
             rows.append(row)
-            load_rows.append([w.name, lv.system, lv.concurrency, f"{lv.requests}" + (f" ({lv.errors} failed)" if lv.errors else ""),
+            requests = f"{lv.requests}" + (f" ({lv.errors} failed)" if lv.errors else "")
+            load_rows.append([w.name, lv.system, lv.concurrency, requests,
                               f"{ips:.2f}", f"{ratio:.2f}x" if ratio is not None else "",
                               _ms(row["p50_ms"]), _ms(row["p95_ms"]), _ms(row["queue_ms"]), _ms(row["inference_ms"]),
                               _ms(row["encode_ms"]),
@@ -874,8 +880,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true", help="concurrency 1 and 8, fewer requests (<= 60 s on CPU)")
     ap.add_argument("--levels", help="comma-separated concurrency levels (default 1,8,32,64)")
     ap.add_argument("--min-requests", type=int, help="requests per level at least this many, and 2x concurrency")
-    ap.add_argument("--workloads", help="comma-separated: tiny, mini, sd-turbo, sdxl, flux-schnell "
-                                        "(default: tiny, mini, and the architectures on a GPU or with --arch-scale toy)")
+    ap.add_argument("--workloads",
+                    help="comma-separated: tiny, mini, sd-turbo, sdxl, flux-schnell "
+                         "(default: tiny, mini, and the architectures on a GPU or with --arch-scale toy)")
     ap.add_argument("--arch-scale", choices=["full", "toy"], default="full")
     ap.add_argument("--mini-weights", type=Path, default=None,
                     help="benchmark this imagegate-mini folder instead of the built-in weights (e.g. a new checkpoint)")
@@ -887,7 +894,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--no-arch-flops", action="store_true", help="skip the full-size architecture FLOP count")
     ap.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
     args = ap.parse_args(argv)
-    args.levels = [int(x) for x in args.levels.split(",")] if args.levels else list(QUICK_LEVELS if args.quick else LEVELS)
+    args.levels = ([int(x) for x in args.levels.split(",")] if args.levels
+                   else list(QUICK_LEVELS if args.quick else LEVELS))
     if args.min_requests is None:
         args.min_requests = 4 if args.quick else 8
     return args
@@ -934,7 +942,7 @@ def run(argv: list[str] | None = None) -> Report:
     print()
     print(report.text)
     print()
-    for n in [f"device: {device_description()}"] + report.notes:
+    for n in [f"device: {device_description()}", *report.notes]:
         print(f"- {n}")
     if not args.no_record:
         command = "python bench/bench_engine.py" + ("" if argv is None and len(sys.argv) == 1 else " " + " ".join(

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import statistics
 import sys
 import tempfile
 import time
@@ -56,7 +55,8 @@ async def calibrate(base: str, seconds: float) -> float:
         return done / (time.perf_counter() - t0)
 
 
-async def overload(base: str, rate: float, seconds: float, timeout: float) -> tuple[list[tuple[str, float, bool]], list[float]]:
+async def overload(base: str, rate: float, seconds: float,
+                   timeout: float) -> tuple[list[tuple[str, float, bool]], list[float]]:
     results: list[tuple[str, float, bool]] = []  # (outcome, latency s, has Retry-After)
     stop_file = Path(tempfile.mkdtemp()) / "stop"
     limits = httpx2.Limits(max_connections=None, max_keepalive_connections=64)
@@ -149,8 +149,8 @@ def main() -> None:
     finite = [h for h in health if h != float("inf")]
     served = len(by.get("200", []))
     summary = markdown_table(
-        ["capacity req/s", "offered req/s", "served req/s", "/health p50 ms", "/health p99 ms", "/health max ms", "RSS idle MB",
-         "RSS peak MB", "RSS after MB"],
+        ["capacity req/s", "offered req/s", "served req/s", "/health p50 ms", "/health p99 ms", "/health max ms",
+         "RSS idle MB", "RSS peak MB", "RSS after MB"],
         [[f"{capacity:.2f}", f"{rate:.1f}", f"{served / wall:.2f}", f"{1000 * pct(finite, 0.5):.1f}",
           f"{1000 * pct(finite, 0.99):.1f}",
           f"{1000 * max(health):.1f}", f"{idle / MB:.0f}", f"{peak / MB:.0f}{'' if exact else ' (since start)'}",

@@ -11,8 +11,8 @@ png/jpeg/webp/avif and b64_json/url, and measures requests/s at concurrency 1/8/
 from __future__ import annotations
 
 import argparse
-import os
 import asyncio
+import os
 import statistics
 import sys
 import tempfile
@@ -53,14 +53,14 @@ async def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
 
-    from conftest import live_server, make_settings, tiny_config
     from openai import AsyncOpenAI
-    from tiny import build_tiny_sd
 
+    from conftest import live_server, make_settings, tiny_config
     from imagegate.app import create_app
-    from imagegate.backends import Job
     from imagegate.backends.diffusers import DiffusersBackend
+    from imagegate.engine.base import Job
     from imagegate.normalize import build_spec
+    from tiny import build_tiny_sd
 
     tmp = Path(tempfile.mkdtemp(prefix="imagegate-bench-"))
     model_path = build_tiny_sd(tmp)
@@ -103,12 +103,12 @@ async def main() -> None:
             total = max(c * 2, args.requests)
             sem = asyncio.Semaphore(c)
 
-            async def limited() -> float:
+            async def limited(sem: asyncio.Semaphore) -> float:
                 async with sem:
                     return (await one(client, "jpeg", "b64_json"))[0]
 
             t0 = time.perf_counter()
-            lats = await asyncio.gather(*(limited() for _ in range(total)))
+            lats = await asyncio.gather(*(limited(sem) for _ in range(total)))
             wall = time.perf_counter() - t0
             lats = sorted(lats)
             conc_rows.append([c, total, f"{total / wall:.2f}", f"{statistics.median(lats) * 1000:.0f}",
@@ -124,7 +124,10 @@ async def main() -> None:
     print()
     print(t2)
     if not args.no_record:
-        load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"]
+        try:  # the three numbers of /proc/loadavg, without file I/O in the event loop
+            load = [f"{x:.2f}" for x in os.getloadavg()]
+        except OSError:
+            load = ["?"]
         append_results("Server overhead and throughput (tiny pipeline, 1024x1024)",
                        "python bench/bench_server.py", t1 + "\n\n" + t2,
                        notes=f"float32; load average at the end {'/'.join(load)} on {os.cpu_count()} cores "

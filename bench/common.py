@@ -31,7 +31,7 @@ def device_description() -> str:
 
 def commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False,
                               cwd=Path(__file__).parent).stdout.strip() or "uncommitted"
     except OSError:
         return "unknown"
@@ -42,7 +42,8 @@ def append_results(title: str, command: str, table: str, notes: str = "") -> Non
     block = (f"\n## {title}\n\n- date: {when}\n- device: {device_description()}\n- commit: {commit()}\n"
              f"- command: `{command}`\n{('- ' + notes + chr(10)) if notes else ''}\n{table}\n")
     if not RESULTS.exists():
-        RESULTS.write_text("# Benchmark results\n\nEvery run appends a section: date, device, commit, command, table.\n")
+        RESULTS.write_text(
+            "# Benchmark results\n\nEvery run appends a section: date, device, commit, command, table.\n")
     with RESULTS.open("a") as f:
         f.write(block)
 

@@ -3,5 +3,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh test
+# Lint (ruff: the whole tree) and type-check (mypy, strict for src/) first: a finding fails
+# the run before the slow tests start. Both are configured in pyproject.toml.
+.venv/bin/ruff check .
+.venv/bin/mypy
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -182,7 +182,7 @@ async def test_edits_batch_with_their_own_inputs(gated) -> None:  # type: ignore
     await first
     raws = await asyncio.gather(*edits)
     assert gate.calls[-1] == 2
-    for raw, colour in zip(raws, [(255, 0, 0), (0, 0, 255)]):
+    for raw, colour in zip(raws, [(255, 0, 0), (0, 0, 255)], strict=True):
         out = np.asarray(Image.open(io.BytesIO(base64.b64decode(raw.parse().data[0].b64_json))).convert("RGB"))
         assert out.shape == (128, 128, 3)
         assert (out[0:16, 0:16] == np.array(colour, dtype=np.uint8)).all()  # outside the mask: its own input

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -17,26 +16,32 @@ runner = CliRunner()
 
 
 # -- serve --------------------------------------------------------------------------------
-def test_serve_refuses_a_public_bind_without_a_key(tmp_path: Path, served: list[dict[str, Any]], models_toml: Path) -> None:
-    r = runner.invoke(app, ["serve", "--models", str(models_toml), "--host", "0.0.0.0", "--data-dir", str(tmp_path / "d")])
+def test_serve_refuses_a_public_bind_without_a_key(tmp_path: Path, served: list[dict[str, Any]],
+                                                   models_toml: Path) -> None:
+    r = runner.invoke(app, ["serve", "--models", str(models_toml), "--host", "0.0.0.0",
+                            "--data-dir", str(tmp_path / "d")])
     assert r.exit_code != 0
     assert "no API key" in r.output and "--allow-anonymous" in r.output and "--api-key" in r.output
     assert served == []
 
 
-def test_serve_allow_anonymous_passes_the_check(tmp_path: Path, served: list[dict[str, Any]], models_toml: Path) -> None:
-    r = runner.invoke(app, ["serve", "--models", str(models_toml), "--host", "0.0.0.0", "--port", "9123", "--allow-anonymous",
-                            "--data-dir", str(tmp_path / "d")])
+def test_serve_allow_anonymous_passes_the_check(tmp_path: Path, served: list[dict[str, Any]],
+                                                models_toml: Path) -> None:
+    r = runner.invoke(app, ["serve", "--models", str(models_toml), "--host", "0.0.0.0", "--port", "9123",
+                            "--allow-anonymous", "--data-dir", str(tmp_path / "d")])
     assert r.exit_code == 0, r.output
     assert len(served) == 1
     assert served[0]["host"] == "0.0.0.0" and served[0]["port"] == 9123
     assert served[0]["app"].title == "imagegate"
 
 
-def test_serve_public_bind_with_a_key_and_loopback_without(tmp_path: Path, served: list[dict[str, Any]], models_toml: Path) -> None:
-    r = runner.invoke(app, ["serve", "--models", str(models_toml), "--host", "0.0.0.0", "--api-key", "k1", "--data-dir", str(tmp_path / "d")])
+def test_serve_public_bind_with_a_key_and_loopback_without(tmp_path: Path, served: list[dict[str, Any]],
+                                                           models_toml: Path) -> None:
+    r = runner.invoke(app, ["serve", "--models", str(models_toml), "--host", "0.0.0.0", "--api-key", "k1",
+                            "--data-dir", str(tmp_path / "d")])
     assert r.exit_code == 0, r.output
-    r = runner.invoke(app, ["serve", "--models", str(models_toml), "--host", "127.0.0.1", "--data-dir", str(tmp_path / "d")])
+    r = runner.invoke(app, ["serve", "--models", str(models_toml), "--host", "127.0.0.1",
+                            "--data-dir", str(tmp_path / "d")])
     assert r.exit_code == 0, r.output
     assert [c["host"] for c in served] == ["0.0.0.0", "127.0.0.1"]
 
@@ -44,7 +49,8 @@ def test_serve_public_bind_with_a_key_and_loopback_without(tmp_path: Path, serve
 def test_serve_with_the_key_from_the_environment(tmp_path: Path, served: list[dict[str, Any]], models_toml: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IMAGEGATE_API_KEYS", '["from-env"]')
-    r = runner.invoke(app, ["serve", "--models", str(models_toml), "--host", "0.0.0.0", "--data-dir", str(tmp_path / "d")])
+    r = runner.invoke(app, ["serve", "--models", str(models_toml), "--host", "0.0.0.0",
+                            "--data-dir", str(tmp_path / "d")])
     assert r.exit_code == 0, r.output
     assert len(served) == 1
 

@@ -68,7 +68,8 @@ async def test_regional_compile_with_warm_up(tmp_path, tiny_sd_path) -> None:  #
     app = create_app(make_settings(tmp_path), [config])
     async with running(app):
         unet = app.state.scheduler.worker("tiny-sd").backend.main.unet
-        compiled = [m for m in unet.modules() if type(m).__name__ == "BasicTransformerBlock" and hasattr(m, "_compiled_call_impl")]
+        compiled = [m for m in unet.modules()
+                    if type(m).__name__ == "BasicTransformerBlock" and hasattr(m, "_compiled_call_impl")]
         assert compiled and all(m._compiled_call_impl is not None for m in compiled)
         client = sdk_client(app)
         r = await client.images.generate(model="tiny-sd", prompt="x", size="1024x1024", quality="low")
@@ -90,7 +91,7 @@ def test_preview_vae_decodes_previews(tiny_sd_path, tmp_path) -> None:  # type: 
     """A tiny autoencoder (TAESD-style), when configured, decodes the streaming previews."""
     from diffusers import AutoencoderTiny
 
-    from imagegate.backends import Job
+    from imagegate.engine.base import Job
     from imagegate.normalize import build_spec
 
     AutoencoderTiny(encoder_block_out_channels=(8, 8), decoder_block_out_channels=(8, 8), num_encoder_blocks=(1, 1),

@@ -26,7 +26,6 @@ from openai import AsyncOpenAI
 from PIL import Image
 
 from conftest import make_settings, running, tiny_config
-
 from imagegate.app import create_app
 
 AUTH = {"authorization": "Bearer test-key"}
@@ -504,7 +503,7 @@ async def test_variation_with_two_images_or_a_mask(http: httpx2.AsyncClient) -> 
 
 # -- limits: body size, queue, authentication -----------------------------------------------
 async def test_body_over_the_limit(tmp_path: Path, tiny_sd_path: Path) -> None:
-    async with app_with(tmp_path, tiny_sd_path, max_body_bytes=64 * 1024) as app, clients(app) as (sdk, http):
+    async with app_with(tmp_path, tiny_sd_path, max_body_bytes=64 * 1024) as app, clients(app) as (sdk, _http):
         big = png_bytes(noise(256, 256))  # ~200 KB of incompressible pixels
         assert len(big) > 64 * 1024
         with pytest.raises(openai.APIStatusError) as ei:
@@ -533,7 +532,8 @@ async def test_chunked_body_over_the_limit(tmp_path: Path, tiny_sd_path: Path) -
         boundary = "b0undary"
         form = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\nx\r\n"
                 f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n"
-                f"Content-Type: image/png\r\n\r\n").encode() + png_bytes(noise(256, 256)) + f"\r\n--{boundary}--\r\n".encode()
+                f"Content-Type: image/png\r\n\r\n").encode() + png_bytes(noise(256, 256)) \
+            + f"\r\n--{boundary}--\r\n".encode()
         resp = await http.post("/v1/images/edits", content=chunks(form),
                                headers={**AUTH, "content-type": f"multipart/form-data; boundary={boundary}"})
         check_raw(resp, 413, None, "request_too_large")
@@ -589,13 +589,15 @@ async def test_full_queue_is_503_with_retry_after(tmp_path: Path, tiny_sd_path: 
 
 @pytest.mark.parametrize("key", ["wrong", None])
 async def test_api_keys(tmp_path: Path, tiny_sd_path: Path, key: str | None) -> None:
-    async with app_with(tmp_path, tiny_sd_path, api_keys=["k1"]) as app, clients(app, api_key=key or "x") as (sdk, http):
+    async with (app_with(tmp_path, tiny_sd_path, api_keys=["k1"]) as app,
+                clients(app, api_key=key or "x") as (sdk, http)):
         if key is None:
             for method, path in (("POST", "/v1/images/generations"), ("GET", "/v1/models")):
                 resp = await http.request(method, path, json={"prompt": "x", "size": "256x256"})
                 err = check_raw(resp, 401, None, "invalid_api_key")
                 assert err["type"] == "invalid_request_error"
-            resp = await http.post("/v1/images/generations", json={"prompt": "x"}, headers={"authorization": "Basic k1"})
+            resp = await http.post("/v1/images/generations", json={"prompt": "x"},
+                                   headers={"authorization": "Basic k1"})
             check_raw(resp, 401, None, "invalid_api_key")
         else:
             with pytest.raises(openai.AuthenticationError) as ei:
@@ -639,10 +641,9 @@ async def test_failed_uploads_leave_no_temporary_files(sdk: AsyncOpenAI, tmp_pat
     monkeypatch.setattr(tempfile, "tempdir", str(spool))
     assert tempfile.gettempdir() == str(spool)
     # The detector sees a spooled temporary that is still open.
-    probe = tempfile.SpooledTemporaryFile(max_size=10)
-    probe.write(b"x" * 100)
-    assert open_files_under(spool) or os.listdir(spool)
-    probe.close()
+    with tempfile.SpooledTemporaryFile(max_size=10) as probe:
+        probe.write(b"x" * 100)
+        assert open_files_under(spool) or os.listdir(spool)
     assert not open_files_under(spool) and not os.listdir(spool)
 
     junk = os.urandom(2 * 1024 * 1024)  # over Starlette's 1 MB spool: goes to disk

@@ -23,9 +23,9 @@ from PIL import Image
 
 from families.dit_family import build_pixart_sigma, build_sana
 from families.harness import Live, bucket, decode, gen, noise, png, serve
-from imagegate.backends import Job, RunCancelled
 from imagegate.backends.diffusers import detect_family
-from imagegate.families import FAMILIES
+from imagegate.backends.diffusers.families import FAMILIES
+from imagegate.engine.base import Job, RunCancelled
 from imagegate.normalize import build_spec
 
 QUALITY = "{low = [2, 5.0], medium = [2, 5.0], high = [2, 5.0]}"

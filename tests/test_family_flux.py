@@ -32,7 +32,7 @@ from families.flux_family import (
 )
 from families.harness import Live, bucket, decode, edit, gen, noise, png, rect_mask, serve
 from imagegate.backends.diffusers import detect_family
-from imagegate.families import FAMILIES
+from imagegate.backends.diffusers.families import FAMILIES
 
 # Tiny models: 2 steps at every tier unless a test asks for more.
 QUALITY = "{low = [2, 5.0], medium = [2, 5.0], high = [2, 5.0]}"
@@ -86,7 +86,7 @@ def test_family_is_detected_from_model_index(live: Live, flux_models: Path, fami
 
 
 # -- text to image -----------------------------------------------------------------------
-@pytest.mark.parametrize("model", GENERATORS + ["flux-with-fill"])
+@pytest.mark.parametrize("model", [*GENERATORS, "flux-with-fill"])
 def test_text_to_image_has_the_exact_non_square_size(live: Live, model: str) -> None:
     calls = live.observe(model)
     raw, r = gen(live, model, size="1536x1024")
@@ -111,7 +111,7 @@ def test_seed_reproduces_bytes(live: Live, model: str) -> None:
     assert other != a
 
 
-@pytest.mark.parametrize("model", GENERATORS + ["flux-fill", "flux-schnell"])
+@pytest.mark.parametrize("model", [*GENERATORS, "flux-fill", "flux-schnell"])
 def test_negative_prompt_is_refused_naming_the_parameter(live: Live, model: str) -> None:
     with pytest.raises(openai.BadRequestError) as e:
         gen(live, model, size="1024x1024", extra_body={"negative_prompt": "blurry"})
@@ -169,7 +169,7 @@ def test_inpaint_keeps_every_pixel_outside_the_mask(live: Live, model: str) -> N
     calls = live.observe(model)
     src = noise(96, 64, seed=3)
     box = (24, 16, 72, 48)
-    raw, r = edit(live, model, image=png(src), mask=png(rect_mask(src.size, box), "mask.png"), size="auto")
+    _raw, r = edit(live, model, image=png(src), mask=png(rect_mask(src.size, box), "mask.png"), size="auto")
     assert calls[-1].mode == "inpaint" and calls[-1].pipeline == INPAINTERS[model]
     assert calls[-1].sizes == [bucket(live, model, 96, 64)]
     out = np.asarray(decode(r.data[0].b64_json).convert("RGB"))
@@ -260,7 +260,7 @@ def test_flux2_refuses_a_mask(live: Live) -> None:
 
 
 # -- streaming previews ----------------------------------------------------------------------
-@pytest.mark.parametrize("model,task", [("flux", "generate"), ("flux-kontext", "edit"), ("flux2", "generate"),
+@pytest.mark.parametrize(("model", "task"), [("flux", "generate"), ("flux-kontext", "edit"), ("flux2", "generate"),
                                         ("flux2", "edit"), ("flux-with-fill", "inpaint")])
 def test_stream_sends_two_partial_images_at_the_requested_size(live: Live, model: str, task: str) -> None:
     common: dict[str, Any] = dict(model=model, prompt="a red circle", stream=True, partial_images=2,
@@ -282,7 +282,7 @@ def test_stream_sends_two_partial_images_at_the_requested_size(live: Live, model
         assert decode(e.b64_json).size == size
 
 
-@pytest.mark.parametrize("model,mode", [("flux", "txt2img"), ("flux-kontext", "txt2img"), ("flux2", "txt2img"),
+@pytest.mark.parametrize(("model", "mode"), [("flux", "txt2img"), ("flux-kontext", "txt2img"), ("flux2", "txt2img"),
                                         ("flux-fill", "inpaint")])
 def test_preview_of_the_last_latents_is_the_final_image(live: Live, model: str, mode: str) -> None:
     """The preview decoder (unpack, undo the latent normalisation, VAE) applied to the

@@ -30,7 +30,7 @@ import torch
 from families.harness import Live, bucket, decode, edit, gen, noise, png, rect_mask, serve
 from families.qwen_family import SIZE_MULTIPLE, VISION_MAX_PIXELS, build_qwen_image, build_qwen_image_edit
 from imagegate.backends.diffusers import detect_family
-from imagegate.families import FAMILIES
+from imagegate.backends.diffusers.families import FAMILIES
 
 QUALITY = "{low = [2, 5.0], medium = [2, 5.0], high = [2, 5.0]}"
 FOLDERS = {"qwen-image": "tiny-qwen-image", "qwen-image-edit": "tiny-qwen-image-edit",
@@ -67,7 +67,7 @@ def test_family_is_detected_from_model_index(live: Live, qwen_models: Path, fami
     backend = live.backend(family)
     assert backend.family.name == family  # the models file names no family: detected
     assert set(backend.modes) == set(FAMILIES[family].modes)
-    assert backend.config.quality == {t: (2, 5.0) for t in ("low", "medium", "high")}
+    assert backend.config.quality == dict.fromkeys(("low", "medium", "high"), (2, 5.0))
     assert FAMILIES[family].cfg_param == "true_cfg_scale" and FAMILIES[family].latents == "packed"
 
 
@@ -149,7 +149,7 @@ def test_inpaint_keeps_every_pixel_outside_the_mask(live: Live) -> None:
     calls = live.observe("qwen-image")
     src = noise(96, 64, seed=3)
     box = (24, 16, 72, 48)
-    raw, r = edit(live, "qwen-image", image=png(src), mask=png(rect_mask(src.size, box), "mask.png"), size="auto")
+    _raw, r = edit(live, "qwen-image", image=png(src), mask=png(rect_mask(src.size, box), "mask.png"), size="auto")
     assert calls[-1].mode == "inpaint" and calls[-1].pipeline == "QwenImageInpaintPipeline"
     assert calls[-1].sizes == [bucket(live, "qwen-image", 96, 64)]
     out = np.asarray(decode(r.data[0].b64_json).convert("RGB"))
@@ -218,7 +218,7 @@ def test_edit_models_refuse_what_they_cannot_do(live: Live, model: str) -> None:
 
 
 # -- streaming previews ----------------------------------------------------------------------
-@pytest.mark.parametrize("model,task", [("qwen-image", "generate"), ("qwen-image", "inpaint"),
+@pytest.mark.parametrize(("model", "task"), [("qwen-image", "generate"), ("qwen-image", "inpaint"),
                                         ("qwen-image-edit", "edit"), ("qwen-image-edit-plus", "edit")])
 def test_stream_sends_two_partial_images_at_the_requested_size(live: Live, model: str, task: str) -> None:
     common: dict[str, Any] = dict(model=model, prompt="a red circle", stream=True, partial_images=2,
@@ -240,7 +240,7 @@ def test_stream_sends_two_partial_images_at_the_requested_size(live: Live, model
         assert decode(e.b64_json).size == size
 
 
-@pytest.mark.parametrize("model,mode", [("qwen-image", "txt2img"), ("qwen-image-edit", "edit")])
+@pytest.mark.parametrize(("model", "mode"), [("qwen-image", "txt2img"), ("qwen-image-edit", "edit")])
 def test_preview_of_the_last_latents_is_the_final_image(live: Live, model: str, mode: str) -> None:
     """The preview decoder applied to the last step's latents gives the pipeline's own
     output: Qwen's 2x2-packed latents are unpacked to the video VAE's 5-D layout, its

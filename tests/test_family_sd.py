@@ -21,10 +21,15 @@ import torch
 from PIL import Image
 
 from families.harness import Live, decode, edit, gen, noise, png, rect_mask, serve
-from families.sd_family import (build_tiny_sd3, build_tiny_sd_inpaint, build_tiny_sdxl, config_only_copy,
-                                write_single_file)
-from imagegate.backends.diffusers import detect_family
-from imagegate.families import FAMILIES
+from families.sd_family import (
+    build_tiny_sd3,
+    build_tiny_sd_inpaint,
+    build_tiny_sdxl,
+    config_only_copy,
+    write_single_file,
+)
+from imagegate.backends.diffusers import DiffusersBackend, detect_family
+from imagegate.backends.diffusers.families import FAMILIES
 from imagegate.registry import load_models_file
 
 # Tiny models: 2 steps at every tier unless a test asks for more.
@@ -136,7 +141,7 @@ def test_inpaint_keeps_every_pixel_outside_the_mask(live: Live, family: str) -> 
 def test_a_dedicated_inpainting_checkpoint_serves_the_masks(live: Live) -> None:
     src = noise(160, 112, seed=4)
     box = (0, 0, 80, 112)
-    raw, r = edit(live, "sd-with-inpaint", image=png(src), mask=png(rect_mask(src.size, box), "mask.png"), size="auto")
+    _raw, r = edit(live, "sd-with-inpaint", image=png(src), mask=png(rect_mask(src.size, box), "mask.png"), size="auto")
     out = np.asarray(decode(r.data[0].b64_json).convert("RGB"))
     np.testing.assert_array_equal(out[:, 80:], np.asarray(src)[:, 80:])
     backend = live.backend("sd-with-inpaint")
@@ -198,7 +203,7 @@ def pixels(b64: str | None) -> np.ndarray:
     return np.asarray(decode(b64).convert("RGB"), dtype=np.int16)
 
 
-@pytest.mark.parametrize("name,family", [("tiny-sd", "sd"), ("tiny-sdxl", "sdxl")])
+@pytest.mark.parametrize(("name", "family"), [("tiny-sd", "sd"), ("tiny-sdxl", "sdxl")])
 def test_single_file_is_detected_and_matches_the_folder(live: Live, sd_models: Path, name: str,
                                                         family: str) -> None:
     assert detect_family(str(sd_models / f"{name}.safetensors")) == family
@@ -231,12 +236,13 @@ def test_a_safetensors_file_that_is_not_a_checkpoint_is_refused(tmp_path: Path, 
 
 
 def test_the_lazy_shape_view_reads_tensors_by_index_and_by_get(sd_models: Path) -> None:
-    from imagegate.backends.diffusers import _shape_view
     from safetensors import safe_open
+
+    from imagegate.backends.diffusers.loading import _shape_view
 
     path = sd_models / "tiny-sd.safetensors"
     with safe_open(str(path), framework="pt") as f:
-        keys = {k: None for k in f.keys()}
+        keys = dict.fromkeys(f.keys())
     view = _shape_view(path, keys)
     key = "model.diffusion_model.input_blocks.0.0.weight"
     assert view[key].shape == view.get(key).shape == (16, 4, 3, 3)  # dict.get used to answer None
@@ -258,5 +264,5 @@ def test_errors_name_the_parameter(live: Live, sd_models: Path, tmp_path: Path) 
     assert nf.value.param == "model"
     bad = tmp_path / "models.toml"
     bad.write_text(f'[[models]]\nname = "x"\nsource = "{sd_models / "tiny-sd"}"\nfamily = "sd4"\n')
-    with pytest.raises(ValueError, match="unknown family 'sd4'"):
-        load_models_file(bad)
+    with pytest.raises(ValueError, match="unknown family 'sd4'"):  # the backend knows its families
+        DiffusersBackend(load_models_file(bad)[0]).validate()

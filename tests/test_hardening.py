@@ -117,8 +117,9 @@ async def test_a_lone_surrogate_is_a_400_and_its_neighbours_succeed(app: Any) ->
     assert "surrogate" in err["message"]
 
 
-@pytest.mark.parametrize("field, value", [
-    ("n", "3"), ("n", True), ("n", 2.5), ("model", ""), ("size", ""), ("size", "1024x1024\n"), ("size", "١٠٢٤x١٠٢٤"),
+@pytest.mark.parametrize(("field", "value"), [
+    # Arabic-Indic digits on purpose: int() accepts them, a size must not.
+    ("n", "3"), ("n", True), ("n", 2.5), ("model", ""), ("size", ""), ("size", "1024x1024\n"), ("size", "١٠٢٤x١٠٢٤"),  # noqa: RUF001
     ("quality", 1), ("stream", "true"), ("partial_images", "1"), ("seed", "7"), ("user", 5),
     ("output_compression", 50.5), ("prompt", ["a", "b"]), ("background", 0),
 ])
@@ -138,7 +139,7 @@ async def test_multipart_values_are_text_and_still_parse(app: Any) -> None:
 
 
 @pytest.mark.parametrize("path", [GEN, EDIT])
-@pytest.mark.parametrize("body, ctype, needle", [
+@pytest.mark.parametrize(("body", "ctype", "needle"), [
     (b"[" * 100_000, "application/json", "nested too deeply"),
     (b'{"prompt": ' * 50_000, "application/json", "nested too deeply"),
     (b"", "application/json", "empty"),
@@ -184,7 +185,8 @@ async def test_the_request_pixel_budget_is_checked_before_decoding(tmp_path: Pat
     app = create_app(settings, [tiny_config(tiny_sd_path)])
     big = png(Image.new("1", (1800, 1800)))  # 3.24 M pixels each: under the per-image limit
     async with running(app), http(app) as c:
-        r = await c.post(EDIT, files=[("image[]", ("a.png", big, "image/png")), ("image[]", ("b.png", big, "image/png"))],
+        r = await c.post(EDIT, files=[("image[]", ("a.png", big, "image/png")),
+                                      ("image[]", ("b.png", big, "image/png"))],
                          data={"prompt": "x", "size": "256x256"})
         err = assert_error(r, 400, "image", "image_too_large")
         assert "5000000" in err["message"]
@@ -288,8 +290,8 @@ async def test_accepted_requests_have_a_running_row_and_crashes_are_marked(tmp_p
     # A row a crashed process left running is marked at the next start.
     ledger = Ledger(settings.resolved_database_url)
     await ledger.start()
-    await ledger.record(RequestRow(id="req_crashed", created_at=dt.datetime.now(dt.timezone.utc), endpoint="images.edits",
-                                   params={}, status="running", http_status=0, notes=[]))
+    await ledger.record(RequestRow(id="req_crashed", created_at=dt.datetime.now(dt.timezone.utc),
+                                   endpoint="images.edits", params={}, status="running", http_status=0, notes=[]))
     await ledger.close()
     app2 = create_app(settings, [tiny_config(tiny_sd_path)])
     async with running(app2):
@@ -300,7 +302,8 @@ async def test_accepted_requests_have_a_running_row_and_crashes_are_marked(tmp_p
     assert json.dumps(crashed.params) == "{}"
 
 
-def test_a_cut_off_stream_is_logged_as_such(tmp_path: Path, tiny_sd_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_cut_off_stream_is_logged_as_such(tmp_path: Path, tiny_sd_path: Path,
+                                            caplog: pytest.LogCaptureFixture) -> None:
     from conftest import live_server
 
     settings = make_settings(tmp_path, max_inference_steps=200)
@@ -308,7 +311,8 @@ def test_a_cut_off_stream_is_logged_as_such(tmp_path: Path, tiny_sd_path: Path, 
     caplog.set_level("INFO", logger="imagegate.access")
     with live_server(app) as base:
         with httpx2.stream("POST", base + GEN, timeout=60, json={
-                "prompt": "x", "size": "256x256", "stream": True, "partial_images": 3, "num_inference_steps": 200}) as r:
+                "prompt": "x", "size": "256x256", "stream": True, "partial_images": 3,
+                "num_inference_steps": 200}) as r:
             assert r.status_code == 200
             next(r.iter_bytes())  # the first partial image, then the client goes away
         complete = httpx2.post(base + GEN, json={"prompt": "x", "size": "256x256"}, timeout=60)

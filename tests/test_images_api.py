@@ -22,7 +22,6 @@ from openai import AsyncOpenAI
 from PIL import Image
 
 from conftest import make_settings, running, tiny_config
-
 from imagegate.app import create_app
 
 OPENAI_MODEL_NAMES = ["gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5", "gpt-image-2", "chatgpt-image-latest",

@@ -73,11 +73,11 @@ async def test_lora_selected_per_request(tmp_path, tiny_sd_path, lora_path) -> N
 
 
 def test_adapters_are_part_of_the_batching_key(tiny_sd_path) -> None:  # type: ignore[no-untyped-def]
-    from imagegate.backends import Job
     from imagegate.backends.diffusers import DiffusersBackend
+    from imagegate.engine.base import Job
     from imagegate.normalize import build_spec
 
-    config = dataclasses.replace(tiny_config(tiny_sd_path).resolved("sd"), loras={"a": "x", "b": "y"})
+    config = dataclasses.replace(tiny_config(tiny_sd_path).resolved("sd", 64, 16, {}), loras={"a": "x", "b": "y"})
     common = dict(task="generate", model=config, requested_model=None, prompt="p", n=1, size="256x256", quality=None,
                   background=None, output_format="png", output_compression=None, response_format="b64_json",
                   stream=False, partial_images=None)

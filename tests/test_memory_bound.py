@@ -113,7 +113,8 @@ def test_peak_memory_stays_under_the_stated_bound(tmp_path: Path, tiny_sd_path: 
 def _warm(base: str, imgs: dict[str, bytes]) -> list[int]:
     small = png(Image.new("RGB", (512, 512), (1, 2, 3)))
     mask = png(Image.new("RGBA", (512, 512), (0, 0, 0, 0)))
-    a = httpx2.post(base + "/v1/images/edits", files={"image": ("a.png", small, "image/png"), "mask": ("m.png", mask, "image/png")},
+    a = httpx2.post(base + "/v1/images/edits",
+                    files={"image": ("a.png", small, "image/png"), "mask": ("m.png", mask, "image/png")},
                     data={"prompt": "x"}, timeout=300).status_code
     b = httpx2.post(base + "/v1/images/generations", json={"prompt": "x", "size": "256x256"}, timeout=300).status_code
     return [a, b]

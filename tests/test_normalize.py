@@ -52,7 +52,7 @@ def test_every_standard_size_is_accepted(size: str) -> None:
 
 def test_all_openai_standard_sizes_are_listed() -> None:
     # gpt-image-*, dall-e-2 and dall-e-3 sizes from the official spec.
-    assert STANDARD_SIZES >= {"1024x1024", "1536x1024", "1024x1536", "256x256", "512x512", "1792x1024", "1024x1792"}
+    assert {"1024x1024", "1536x1024", "1024x1536", "256x256", "512x512", "1792x1024", "1024x1792"} <= STANDARD_SIZES
 
 
 @pytest.mark.parametrize("size", [
@@ -101,7 +101,7 @@ def test_square_requests_use_the_native_square() -> None:
     assert generation_bucket(model(native_size=512, size_multiple=64), 3840, 3840) == (512, 512)
 
 
-@pytest.mark.parametrize("w,h", [(1536, 1024), (1024, 1536), (1792, 1024), (3840, 2160), (3840, 1280), (256, 768)])
+@pytest.mark.parametrize(("w", "h"), [(1536, 1024), (1024, 1536), (1792, 1024), (3840, 2160), (3840, 1280), (256, 768)])
 def test_bucket_keeps_aspect_area_and_multiple(w: int, h: int) -> None:
     for m in (model(), model(native_size=512, size_multiple=64), model(native_size=1024, size_multiple=64)):
         bw, bh = generation_bucket(m, w, h)
@@ -133,7 +133,7 @@ def test_spec_carries_the_bucket_and_the_requested_size() -> None:
 
 
 # -- aspect_ratio / resolution ------------------------------------------------------------
-@pytest.mark.parametrize("text,nearest", [
+@pytest.mark.parametrize(("text", "nearest"), [
     ("16:9", "16:9"), ("16.5:9", "16:9"), ("17:9", "2:1"), ("1.9:1", "2:1"), ("3:1", "21:9"), ("1:3", "9:21"),
     ("1:1", "1:1"), ("100:99", "1:1"), ("4:3", "4:3"), ("1.5:1", "3:2"), ("9:16", "9:16"), (" 2 : 3 ", "2:3"),
 ])
@@ -201,7 +201,7 @@ def test_auto_size_is_square_and_edits_take_the_inputs_size() -> None:
 
 
 # -- quality ------------------------------------------------------------------------------
-@pytest.mark.parametrize("quality,expected", [(None, "medium"), ("auto", "medium"), ("low", "low"),
+@pytest.mark.parametrize(("quality", "expected"), [(None, "medium"), ("auto", "medium"), ("low", "low"),
                                               ("medium", "medium"), ("high", "high")])
 def test_gpt_image_quality_tiers(quality: str | None, expected: str) -> None:
     for name in ("gpt-image-1", "gpt-image-2", None, "tiny-sd", "dall-e-3"):
@@ -247,7 +247,7 @@ def test_other_request_rules_name_their_parameter() -> None:
 
 
 # -- output tokens ------------------------------------------------------------------------
-@pytest.mark.parametrize("quality,w,h,tokens", [
+@pytest.mark.parametrize(("quality", "w", "h", "tokens"), [
     ("low", 1024, 1024, 272), ("low", 1024, 1536, 408), ("low", 1536, 1024, 400),
     ("medium", 1024, 1024, 1056), ("medium", 1024, 1536, 1584), ("medium", 1536, 1024, 1568),
     ("high", 1024, 1024, 4160), ("high", 1024, 1536, 6240), ("high", 1536, 1024, 6208),
@@ -283,7 +283,7 @@ def test_text_tokens_are_four_bytes_each() -> None:
     assert metering.text_tokens("é" * 4) == 2  # utf-8 bytes, not characters
 
 
-@pytest.mark.parametrize("w,h,fidelity,tokens", [
+@pytest.mark.parametrize(("w", "h", "fidelity", "tokens"), [
     (1024, 1024, "low", 65 + 129 * 1),    # → 512x512: one tile
     (1024, 1024, "high", 65 + 129 * 4),   # → 768x768: 2x2 tiles
     (2048, 4096, "high", 65 + 129 * 6),   # fit 2048 → 1024x2048, short 768 → 768x1536: 2x3

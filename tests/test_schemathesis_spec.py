@@ -22,8 +22,8 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.python import asgi
 
 from conftest import make_settings, tiny_config
-from schema_support import cap_body, healthy_client
 from imagegate.app import create_app
+from schema_support import cap_body, healthy_client
 
 SPEC = Path(__file__).parent / "data" / "openai-images-openapi.yaml"
 BASE_URL = f"http://{asgi.HOST}/v1"

@@ -20,8 +20,13 @@ from tiny import write_char_clip_tokenizer
 @pytest.fixture(scope="module")
 def clipseg_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
-    from transformers import (CLIPSegConfig, CLIPSegForImageSegmentation, CLIPSegProcessor, CLIPTokenizer,
-                              ViTImageProcessor)
+    from transformers import (
+        CLIPSegConfig,
+        CLIPSegForImageSegmentation,
+        CLIPSegProcessor,
+        CLIPTokenizer,
+        ViTImageProcessor,
+    )
 
     torch.manual_seed(0)
     d = tmp_path_factory.mktemp("clipseg")
@@ -46,7 +51,7 @@ def _png(size: tuple[int, int] = (96, 64)) -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("threshold, note", [(0.0, "inferred from the prompt"), (1.01, "image-to-image instead")])
+@pytest.mark.parametrize(("threshold", "note"), [(0.0, "inferred from the prompt"), (1.01, "image-to-image instead")])
 async def test_maskless_edit_uses_segmenter(tmp_path, tiny_sd_path, clipseg_path, threshold, note) -> None:  # type: ignore[no-untyped-def]
     config = dataclasses.replace(tiny_config(tiny_sd_path), segmenter=str(clipseg_path), segment_threshold=threshold)
     app = create_app(make_settings(tmp_path), [config])

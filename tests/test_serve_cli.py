@@ -16,8 +16,8 @@ import httpx2
 import pytest
 from typer.testing import CliRunner
 
-from conftest import free_port
 from cli_fixtures import clean_env, models_toml, served  # noqa: F401 - fixtures
+from conftest import free_port
 from imagegate.cli import app
 from imagegate.settings import Settings
 

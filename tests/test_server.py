@@ -83,40 +83,38 @@ async def test_health_is_503_while_loading_then_200(tmp_path: Path, tiny_sd_path
 
     monkeypatch.setattr(DiffusersBackend, "load", slow_load)
     app = create_app(make_settings(tmp_path), [tiny_config(tiny_sd_path)])
-    async with app.router.lifespan_context(app):
-        async with http(app) as h:
-            r = await h.get("/health")
+    async with app.router.lifespan_context(app), http(app) as h:
+        r = await h.get("/health")
+        assert r.status_code == 503
+        assert r.json() == {"status": "loading", "models": {"tiny-sd": "loading"}}
+        # a generation while loading: 503 with Retry-After, which the SDK honours
+        r = await h.post("/v1/images/generations", json={"prompt": "x", "size": "256x256"})
+        assert r.status_code == 503
+        assert int(r.headers["retry-after"]) >= 1 and int(r.headers["retry-after-ms"]) >= 1000
+        assert r.json()["error"]["type"] == "server_error"
+        # the catalogue is known before the weights are loaded
+        assert (await h.get("/v1/models")).status_code == 200
+        gate.set()
+        deadline = time.monotonic() + 60
+        while (r := await h.get("/health")).status_code != 200:
             assert r.status_code == 503
-            assert r.json() == {"status": "loading", "models": {"tiny-sd": "loading"}}
-            # a generation while loading: 503 with Retry-After, which the SDK honours
-            r = await h.post("/v1/images/generations", json={"prompt": "x", "size": "256x256"})
-            assert r.status_code == 503
-            assert int(r.headers["retry-after"]) >= 1 and int(r.headers["retry-after-ms"]) >= 1000
-            assert r.json()["error"]["type"] == "server_error"
-            # the catalogue is known before the weights are loaded
-            assert (await h.get("/v1/models")).status_code == 200
-            gate.set()
-            deadline = time.monotonic() + 60
-            while (r := await h.get("/health")).status_code != 200:
-                assert r.status_code == 503
-                assert time.monotonic() < deadline, "model never became ready"
-                await asyncio.sleep(0.05)
-            assert r.json() == {"status": "ok", "models": {"tiny-sd": "ready"}}
-            ok = await h.post("/v1/images/generations", json={"prompt": "x", "size": "256x256", "quality": "low"})
-            assert ok.status_code == 200
+            assert time.monotonic() < deadline, "model never became ready"
+            await asyncio.sleep(0.05)
+        assert r.json() == {"status": "ok", "models": {"tiny-sd": "ready"}}
+        ok = await h.post("/v1/images/generations", json={"prompt": "x", "size": "256x256", "quality": "low"})
+        assert ok.status_code == 200
 
 
 async def test_health_reports_a_failed_load(tmp_path: Path, tiny_sd_path: Path) -> None:
     app = create_app(make_settings(tmp_path), [tiny_config(tiny_sd_path / "missing", name="broken")])
-    async with app.router.lifespan_context(app):
-        async with http(app) as h:
-            deadline = time.monotonic() + 30
-            while "failed" not in (body := (await h.get("/health")).json())["models"]["broken"]:
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.05)
-            r = await h.get("/health")
-            assert r.status_code == 503
-            assert "broken" in body["models"]["broken"] and "does not exist" in body["models"]["broken"]
+    async with app.router.lifespan_context(app), http(app) as h:
+        deadline = time.monotonic() + 30
+        while "failed" not in (body := (await h.get("/health")).json())["models"]["broken"]:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        r = await h.get("/health")
+        assert r.status_code == 503
+        assert "broken" in body["models"]["broken"] and "does not exist" in body["models"]["broken"]
 
 
 async def test_health_answers_fast_while_generations_run(tmp_path: Path, tiny_sd_path: Path) -> None:
@@ -161,7 +159,7 @@ async def test_concurrent_sdk_requests_all_succeed(app: Any, sdk: AsyncOpenAI) -
         prompt=f"concurrent {i}", size=s, quality="low", extra_body={"seed": i}) for i, s in enumerate(sizes)))
     ids = {r.headers["x-request-id"] for r in raws}
     assert len(ids) == 8
-    for raw, size in zip(raws, sizes):
+    for raw, size in zip(raws, sizes, strict=True):
         r = raw.parse()
         img = Image.open(io.BytesIO(base64.b64decode(r.data[0].b64_json)))
         assert f"{img.width}x{img.height}" == size == r.size

@@ -1,4 +1,4 @@
-"""Signed, expiring image URLs: the Storage class directly and through HTTP."""
+"""Signed, expiring image URLs: the Storage facade (SignedLinks over a LocalStore) directly and through HTTP."""
 
 from __future__ import annotations
 
@@ -17,13 +17,17 @@ from PIL import Image
 from conftest import make_settings, running, sdk_client, tiny_config
 from imagegate.app import create_app
 from imagegate.errors import Forbidden, Gone
-from imagegate.storage import URL_PREFIX, Storage, load_or_create_secret
+from imagegate.storage import URL_PREFIX, LocalStore, Storage, load_or_create_secret
 
 SECRET = b"s" * 32
 
 
 def http(app: Any) -> httpx2.AsyncClient:
     return httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://testserver")
+
+
+def local(root: Path, secret: bytes = SECRET, ttl_seconds: int = 60) -> Storage:
+    return Storage(LocalStore(root), secret, ttl_seconds)
 
 
 def split(url: str) -> tuple[str, str]:
@@ -33,18 +37,18 @@ def split(url: str) -> tuple[str, str]:
 
 # -- Storage, unit ------------------------------------------------------------------------
 def test_saved_bytes_resolve_with_a_valid_signature(tmp_path: Path) -> None:
-    st = Storage(tmp_path / "img", SECRET, ttl_seconds=60)
+    st = local(tmp_path / "img")
     name = st.save(b"PNGDATA", "png")
     url = st.url("http://h:1/", name)
     assert url.startswith(f"http://h:1{URL_PREFIX}/{name}?sig=")
     n, sig = split(url)
-    assert st.resolve(n, sig).read_bytes() == b"PNGDATA"
+    assert st.read(n, sig) == b"PNGDATA"
     assert not list((tmp_path / "img").glob(".*"))  # no temporaries left behind
 
 
 @pytest.mark.parametrize("tamper", ["flip", "empty", "none", "other-name", "other-key"])
 def test_tampered_signatures_are_403(tmp_path: Path, tamper: str) -> None:
-    st = Storage(tmp_path / "img", SECRET, ttl_seconds=60)
+    st = local(tmp_path / "img")
     name = st.save(b"x", "png")
     other = st.save(b"y", "png")
     _, sig = split(st.url("http://h", name))
@@ -57,49 +61,50 @@ def test_tampered_signatures_are_403(tmp_path: Path, tamper: str) -> None:
     elif tamper == "other-name":
         _, sig = split(st.url("http://h", other))
     elif tamper == "other-key":
-        _, sig = split(Storage(tmp_path / "img2", b"k" * 32, 60).url("http://h", name))
+        _, sig = split(local(tmp_path / "img2", b"k" * 32).url("http://h", name))
     with pytest.raises(Forbidden) as e:
-        st.resolve(name, sig)
+        st.read(name, sig)
     assert e.value.status == 403
 
 
 def test_a_longer_lifetime_cannot_be_forged(tmp_path: Path) -> None:
     """The expiry is in the signed name: renaming the file to live longer breaks the signature."""
-    st = Storage(tmp_path / "img", SECRET, ttl_seconds=60)
+    st = local(tmp_path / "img")
     name = st.save(b"x", "png", now=time.time() - 3600)
     _, sig = split(st.url("http://h", name))
     expires, rest = name.split("-", 1)
     forged = f"{int(expires) + 10 ** 6}-{rest}"
     os.rename(tmp_path / "img" / name, tmp_path / "img" / forged)
     with pytest.raises(Forbidden):
-        st.resolve(forged, sig)
+        st.read(forged, sig)
 
 
 def test_expired_links_are_410(tmp_path: Path) -> None:
-    st = Storage(tmp_path / "img", SECRET, ttl_seconds=60)
+    st = local(tmp_path / "img")
     t0 = time.time()
     name = st.save(b"x", "png", now=t0)
     _, sig = split(st.url("http://h", name))
-    assert st.resolve(name, sig, now=t0 + 59).exists()
+    assert st.read(name, sig, now=t0 + 59) == b"x"
     with pytest.raises(Gone) as e:
-        st.resolve(name, sig, now=t0 + 61)
+        st.read(name, sig, now=t0 + 61)
     assert e.value.status == 410
 
 
 def test_a_signed_link_to_a_deleted_file_is_410(tmp_path: Path) -> None:
-    st = Storage(tmp_path / "img", SECRET, ttl_seconds=60)
+    st = local(tmp_path / "img")
     name = st.save(b"x", "png")
     _, sig = split(st.url("http://h", name))
     (tmp_path / "img" / name).unlink()
     with pytest.raises(Gone):
-        st.resolve(name, sig)
+        st.read(name, sig)
 
 
 def test_sweep_deletes_expired_files_and_keeps_fresh_ones(tmp_path: Path) -> None:
     root = tmp_path / "img"
-    st = Storage(root, SECRET, ttl_seconds=60)
+    st = local(root)
     now = time.time()
-    old = [st.save(b"old", "png", now=now - 120), st.save(b"old", "webp", now=now - 61)]
+    for ext, age in (("png", 120), ("webp", 61)):  # expired
+        st.save(b"old", ext, now=now - age)
     fresh = [st.save(b"new", "png", now=now), st.save(b"new", "jpeg", now=now - 30)]
     stale_tmp = root / ".123-abc.png.tmp"
     stale_tmp.write_bytes(b"partial")
@@ -134,7 +139,7 @@ async def test_url_response_serves_the_bytes_and_403_on_tamper(tmp_path: Path, t
         await sdk.close()
         assert r.data[0].b64_json is None
         url = r.data[0].url
-        assert url.startswith(f"http://testserver{URL_PREFIX}/") and url.endswith(("webp?sig=" + split(url)[1]))
+        assert url.startswith(f"http://testserver{URL_PREFIX}/") and url.endswith("webp?sig=" + split(url)[1])
         async with http(app) as h:
             # no API key needed (the app has none configured here; see test_server for api_keys)
             got = await h.get(url)
@@ -190,24 +195,23 @@ async def test_signing_key_persists_across_restarts(tmp_path: Path, tiny_sd_path
             original = (await h.get(r.data[0].url)).content
     # a new process over the same data dir
     second = create_app(make_settings(tmp_path), [tiny_config(tiny_sd_path)])
-    async with running(second):
-        async with http(second) as h:
-            again = await h.get(r.data[0].url)
-            assert again.status_code == 200
-            assert again.content == original
+    async with running(second), http(second) as h:
+        again = await h.get(r.data[0].url)
+        assert again.status_code == 200
+        assert again.content == original
     # a different data dir has a different key: the old link is not valid there
     third = create_app(make_settings(tmp_path / "elsewhere"), [tiny_config(tiny_sd_path)])
-    async with running(third):
-        async with http(third) as h:
-            assert (await h.get(r.data[0].url)).status_code == 403
+    async with running(third), http(third) as h:
+        assert (await h.get(r.data[0].url)).status_code == 403
 
 
 async def test_the_apps_janitor_sweeps_in_the_background(tmp_path: Path, tiny_sd_path: Path) -> None:
     app = create_app(make_settings(tmp_path, janitor_interval_seconds=0.05), [tiny_config(tiny_sd_path)])
     async with running(app):
         storage: Storage = app.state.storage
-        expired = storage.root / storage.save(b"old", "png", now=time.time() - 2 * storage.ttl)
-        fresh = storage.root / storage.save(b"new", "png")
+        root = tmp_path / "data" / "images"  # the app's LocalStore
+        expired = root / storage.save(b"old", "png", now=time.time() - 2 * storage.ttl)
+        fresh = root / storage.save(b"new", "png")
         deadline = time.monotonic() + 5
         while expired.exists() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
@@ -217,12 +221,12 @@ async def test_the_apps_janitor_sweeps_in_the_background(tmp_path: Path, tiny_sd
 
 @pytest.mark.parametrize("sig", ["\x80", "é" * 32, "签名", "\x00"])
 def test_non_ascii_or_odd_signatures_are_403_not_500(tmp_path: Path, sig: str) -> None:
-    st = Storage(tmp_path / "img", SECRET, ttl_seconds=60)
+    st = local(tmp_path / "img")
     name = st.save(b"x", "png")
     with pytest.raises(Forbidden):
-        st.resolve(name, sig)
+        st.read(name, sig)
     with pytest.raises(Forbidden):
-        st.resolve("0", sig)
+        st.read("0", sig)
 
 
 async def test_non_ascii_signature_over_http_is_403(tmp_path: Path, tiny_sd_path: Path) -> None:

@@ -230,9 +230,13 @@ async def test_mid_stream_failure_is_an_error_event_and_the_sdk_raises(live: Liv
     stream = await sdk.images.generate(prompt="x", size="256x256", stream=True, partial_images=2,
                                        extra_body={"num_inference_steps": 6})
     got: list[Any] = []
-    with pytest.raises(openai.APIError) as ei:
+
+    async def consume() -> None:
         async for ev in stream:
             got.append(ev)
+
+    with pytest.raises(openai.APIError) as ei:
+        await consume()
     await sdk.close()
     assert [e.type for e in got] == ["image_generation.partial_image"]  # the preview made it out first
     assert "simulated device fault" not in ei.value.message  # internals stay in the log and the ledger
@@ -246,12 +250,14 @@ async def test_mid_stream_failure_is_an_error_event_and_the_sdk_raises(live: Liv
 async def test_mid_stream_failure_on_the_wire(live: Live) -> None:
     """The raw SSE: named events for images, then a bare `data: {"error": {...}}`."""
     FaultyGPU(live.backend)
-    async with httpx2.AsyncClient(base_url=live.base, timeout=60) as h:
-        async with h.stream("POST", "/v1/images/generations", json={
-                "prompt": "x", "size": "256x256", "stream": True, "partial_images": 1, "num_inference_steps": 4}) as r:
-            assert r.status_code == 200
-            assert r.headers["content-type"].startswith("text/event-stream")
-            body = (await r.aread()).decode()
+    async with (
+        httpx2.AsyncClient(base_url=live.base, timeout=60) as h,
+        h.stream("POST", "/v1/images/generations", json={
+            "prompt": "x", "size": "256x256", "stream": True, "partial_images": 1, "num_inference_steps": 4}) as r,
+    ):
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        body = (await r.aread()).decode()
     blocks = [b for b in body.split("\n\n") if b.strip()]
     assert len(blocks) == 2
     assert blocks[0].startswith("event: image_generation.partial_image\ndata: {")

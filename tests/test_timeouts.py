@@ -156,7 +156,8 @@ def parse_head(data: bytes) -> tuple[int, dict[str, str], bytes]:
 
 
 def head(method: str, path: str, **headers: str) -> bytes:
-    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1"] + [f"{k.replace('_', '-')}: {v}" for k, v in headers.items()]
+    fields = [f"{k.replace('_', '-')}: {v}" for k, v in headers.items()]
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", *fields]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 

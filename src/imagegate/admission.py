@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 from .errors import Overloaded
 
-
 log = logging.getLogger("imagegate.admission")
 
 

@@ -1,5 +1,5 @@
-"""create_app(settings): the lifespan builds registry, backends, scheduler, storage and
-the ledger into app.state; one handler renders every error in OpenAI's envelope."""
+"""create_app(settings): the lifespan builds the object graph (container.py) into
+app.state; one handler renders every error in OpenAI's envelope."""
 
 from __future__ import annotations
 
@@ -7,12 +7,9 @@ import asyncio
 import contextlib
 import gc
 import logging
-import os
 import time
 import uuid
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -21,23 +18,21 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .admission import Budget
-from .backends.diffusers import DiffusersBackend
-from .db import Ledger
-from .errors import ImagegateError, Overloaded, PayloadTooLarge, validation_error
-from .registry import ModelConfig, Registry, builtin_mini_config, load_models_file
-from .scheduler import ModelWorker, Scheduler
-from .service import ImageService
+from .container import Container, janitor, model_configs
+from .errors import (
+    ImagegateError,
+    InternalError,
+    Overloaded,
+    PayloadTooLarge,
+    from_http_status,
+    render,
+    validation_error,
+)
+from .registry import ModelConfig, Registry
 from .settings import Settings
-from .storage import Storage, load_or_create_secret
 
 log = logging.getLogger("imagegate")
 access_log = logging.getLogger("imagegate.access")
-
-
-def model_configs(settings: Settings) -> list[ModelConfig]:
-    if settings.models_file is not None:
-        return load_models_file(settings.models_file)
-    return [builtin_mini_config()]
 
 
 def create_app(settings: Settings, configs: list[ModelConfig] | None = None) -> FastAPI:
@@ -46,43 +41,24 @@ def create_app(settings: Settings, configs: list[ModelConfig] | None = None) -> 
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        import torch
-
-        cores = os.cpu_count() or 1
-        torch.set_num_threads(settings.torch_threads or cores)
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        ledger = Ledger(settings.resolved_database_url)
-        await ledger.start()
-        interrupted = await ledger.mark_interrupted()
-        if interrupted:
-            log.warning("%d request(s) were still running when the server last stopped: marked interrupted", interrupted)
-        storage = Storage(settings.data_dir / "images", load_or_create_secret(settings.data_dir / "url-signing.key"),
-                          settings.url_ttl_seconds)
-        workers = {c.name: ModelWorker(_backend_for(c), settings.queue_size, c.max_batch_images) for c in configs}
-        budget = int(settings.memory_budget_gb * 2**30) if settings.memory_budget_gb else None
-        scheduler = Scheduler(workers, budget)
-        for w in workers.values():
-            # The family detected at load fills the presets the models file left out.
-            w.on_loaded = lambda backend: registry.update(backend.config)
-        pool = ThreadPoolExecutor(max_workers=settings.encode_workers or cores, thread_name_prefix="encode")
+        container = await Container.start(settings, configs, registry)
+        app.state.container = container
         app.state.settings = settings
         app.state.registry = registry
-        app.state.scheduler = scheduler
-        app.state.ledger = ledger
-        app.state.storage = storage
-        app.state.service = ImageService(settings, registry, scheduler, storage, ledger, pool)
+        app.state.scheduler = app.state.engine = container.engine
+        app.state.ledger = container.ledger
+        app.state.storage = container.storage
+        app.state.service = container.service
         # Load in the background so /health can say "loading" (503) until every model is ready.
-        loader = asyncio.create_task(_load(scheduler))
-        janitor = asyncio.create_task(_janitor(storage, settings.janitor_interval_seconds))
+        loader = asyncio.create_task(_load(container))
+        sweeper = asyncio.create_task(janitor(container.storage, settings.janitor_interval_seconds))
         app.state.loader = loader
         try:
             yield
         finally:
-            janitor.cancel()
+            sweeper.cancel()
             loader.cancel()
-            scheduler.shutdown()
-            pool.shutdown(wait=False, cancel_futures=True)
-            await ledger.close()
+            await container.close()
 
     app = FastAPI(
         title="imagegate",
@@ -101,21 +77,16 @@ def create_app(settings: Settings, configs: list[ModelConfig] | None = None) -> 
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, budget=app.state.body_budget)
     from .server import BodyTimeoutMiddleware
 
-    app.add_middleware(BodyTimeoutMiddleware, gap=settings.body_timeout_seconds, total=settings.body_total_timeout_seconds)
+    app.add_middleware(BodyTimeoutMiddleware, gap=settings.body_timeout_seconds,
+                       total=settings.body_total_timeout_seconds)
     app.add_middleware(RequestContextMiddleware)
     return app
 
 
-def _backend_for(config: ModelConfig) -> DiffusersBackend:
-    if config.backend != "diffusers":
-        raise ValueError(f"model {config.name!r}: unknown backend {config.backend!r}")
-    return DiffusersBackend(config)
-
-
-async def _load(scheduler: Scheduler) -> None:
+async def _load(container: Container) -> None:
     try:
-        await scheduler.load_all()
-    except Exception:  # noqa: BLE001 - /health reports it; `serve` checks it at start-up
+        await container.load()
+    except Exception:
         log.exception("model loading failed")
     # Everything alive now (modules, models, pipelines) lives as long as the process: keep
     # it out of the cyclic collector's full passes. Without this a gen-2 collection walked
@@ -125,38 +96,14 @@ async def _load(scheduler: Scheduler) -> None:
     gc.freeze()
 
 
-async def _janitor(storage: Storage, interval: float) -> None:
-    while True:
-        try:
-            removed = await asyncio.to_thread(storage.sweep)
-            if removed:
-                log.info("janitor removed %d expired images", removed)
-        except Exception:  # noqa: BLE001 - keep sweeping
-            log.exception("janitor failed")
-        await asyncio.sleep(interval)
-
-
 # -- errors --------------------------------------------------------------------------
-def _error_response(exc: ImagegateError) -> JSONResponse:
-    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
-
-
 async def _record_rejection(request: Request, exc: ImagegateError) -> None:
-    """Every /v1/images request gets a ledger row, also those refused before the service
-    saw them (authentication, parsing, validation). Rows the service wrote are not doubled."""
-    path = request.url.path
-    service = getattr(request.app.state, "service", None)
-    if service is None or not path.startswith("/v1/images/") or path.startswith("/v1/images/content"):
-        return
-    from .routes.deps import _bearer
-    from .service import RequestContext, hash_key
-
+    """Every image request gets a ledger row, also those refused before the flow saw them
+    (authentication, parsing, validation): the image routes open their context before
+    anything else runs (routes.deps.open_context). Rows the flow wrote are not doubled."""
     ctx = getattr(request.state, "ctx", None)
-    if ctx is None:
-        endpoint = "images." + path.rstrip("/").rsplit("/", 1)[-1]
-        ctx = RequestContext(request_id=request.state.request_id, endpoint=endpoint, base_url=str(request.base_url),
-                             api_key=hash_key(_bearer(request)))
-    if not ctx.recorded:
+    service = getattr(request.app.state, "service", None)
+    if ctx is not None and service is not None and not ctx.recorded:
         await service.record_rejection(ctx, exc)
 
 
@@ -164,28 +111,28 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ImagegateError)
     async def _ours(request: Request, exc: ImagegateError) -> JSONResponse:
         await _record_rejection(request, exc)
-        return _error_response(exc)
+        return render(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         err = validation_error(list(exc.errors()))
         await _record_rejection(request, err)
-        return _error_response(err)
+        return render(err)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        kinds = {404: ("not_found", f"Unknown path: {request.method} {request.url.path}"),
-                 405: ("method_not_allowed", f"Method {request.method} is not allowed on {request.url.path}")}
-        code, msg = kinds.get(exc.status_code, (None, str(exc.detail)))
-        body = {"error": {"message": msg, "type": "invalid_request_error", "param": None, "code": code}}
-        return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+        err = from_http_status(exc.status_code, request.method, request.url.path, str(exc.detail),
+                               getattr(exc, "headers", None))
+        await _record_rejection(request, err)
+        return render(err)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s", request.url.path)
-        body = {"error": {"message": "The server had an error while processing your request.", "type": "server_error",
-                          "param": None, "code": None}}
-        return JSONResponse(body, status_code=500)
+        request_id = getattr(request.state, "request_id", "unknown")
+        log.error("unhandled error on %s (%s)", request.url.path, request_id, exc_info=exc)
+        err = InternalError(f"The server had an error while processing your request ({request_id}).")
+        await _record_rejection(request, err)
+        return render(err)
 
 
 # -- middleware (plain ASGI: no BaseHTTPMiddleware, so streaming and disconnects pass through) --
@@ -260,11 +207,11 @@ class BodyLimitMiddleware:
                 except ValueError:
                     declared = 0
                 if declared > self.max_bytes:
-                    await _error_response(too_large)(scope, receive, send)
+                    await render(too_large)(scope, receive, send)
                     return
         if not self.budget.try_acquire(declared):
             busy = Overloaded("The server is holding too many large request bodies; try again shortly.")
-            await _error_response(busy)(scope, receive, send)
+            await render(busy)(scope, receive, send)
             return
         held = declared
         seen = 0
@@ -290,7 +237,7 @@ class BodyLimitMiddleware:
             nonlocal started, replaced
             if exceeded and not started:
                 started = replaced = True
-                await _error_response(too_large)(scope, receive, send)
+                await render(too_large)(scope, receive, send)
                 return
             if replaced:
                 return

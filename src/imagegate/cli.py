@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
-import os
 import socket
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -38,23 +37,25 @@ def _settings(**overrides: object):  # type: ignore[no-untyped-def]
         for err in exc.errors():
             cause = (err.get("ctx") or {}).get("error")
             where = ".".join(str(p) for p in err["loc"])
-            typer.echo(f"error: {cause}" if cause is not None and not where else f"error: {where}: {err['msg']}", err=True)
+            line = f"error: {cause}" if cause is not None and not where else f"error: {where}: {err['msg']}"
+            typer.echo(line, err=True)
         raise typer.Exit(2) from exc
 
 
 @app.command()
 def serve(
-    host: Annotated[Optional[str], typer.Option(help="Address to bind [IMAGEGATE_HOST; 127.0.0.1].")] = None,
-    port: Annotated[Optional[int], typer.Option(help="Port to listen on [IMAGEGATE_PORT; 8000].")] = None,
-    data_dir: Annotated[Optional[Path], typer.Option(
+    host: Annotated[str | None, typer.Option(help="Address to bind [IMAGEGATE_HOST; 127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on [IMAGEGATE_PORT; 8000].")] = None,
+    data_dir: Annotated[Path | None, typer.Option(
         "--data-dir", help="Ledger, stored images, signing key [IMAGEGATE_DATA_DIR; data].")] = None,
-    models: Annotated[Optional[Path], typer.Option("--models", help="TOML models file [IMAGEGATE_MODELS_FILE].")] = None,
-    api_key: Annotated[Optional[list[str]], typer.Option(
+    models: Annotated[Path | None, typer.Option("--models", help="TOML models file [IMAGEGATE_MODELS_FILE].")] = None,
+    api_key: Annotated[list[str] | None, typer.Option(
         "--api-key", help="Accepted bearer key (repeatable); visible in `ps`: prefer --api-keys-file.")] = None,
-    api_keys_file: Annotated[Optional[Path], typer.Option(
+    api_keys_file: Annotated[Path | None, typer.Option(
         "--api-keys-file", help="File of accepted keys, one a line, # comments [IMAGEGATE_API_KEYS_FILE].")] = None,
-    allow_anonymous: Annotated[bool, typer.Option("--allow-anonymous", help="Allow a non-loopback bind with no key.")] = False,
-    log_level: Annotated[Optional[str], typer.Option(help="Log level [IMAGEGATE_LOG_LEVEL; info].")] = None,
+    allow_anonymous: Annotated[bool, typer.Option(
+        "--allow-anonymous", help="Allow a non-loopback bind with no key.")] = False,
+    log_level: Annotated[str | None, typer.Option(help="Log level [IMAGEGATE_LOG_LEVEL; info].")] = None,
 ) -> None:
     """Start the HTTP server. Options given here win over IMAGEGATE_* variables, which win over the defaults."""
     given: dict[str, object | None] = {
@@ -78,93 +79,85 @@ def serve(
         application = create_app(settings)
         # Fail before binding: a models file naming missing files or unknown checkpoints is
         # an operator error to see now, not a 503 on /health later.
-        from .app import model_configs
-        from .backends.diffusers import DiffusersBackend
+        from .container import backend_for, model_configs
 
         for config in model_configs(settings):
-            DiffusersBackend(config).validate()
+            backend_for(config, settings).validate()
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     uvicorn.run(application, **uvicorn_options(settings))
 
 
-def _local_pipeline(model: Optional[str], models: Optional[Path]):  # type: ignore[no-untyped-def]
-    import torch
+def _run_local(task: str, prompt: str, out: Path, images: list[Path], mask: Path | None, **params: object) -> None:
+    """The CLI's local mode: the same flow as the server (ledger and metering included,
+    in IMAGEGATE_DATA_DIR), consumed here to write files."""
+    import asyncio
 
-    from .app import model_configs
-    from .backends.diffusers import DiffusersBackend
-    from .registry import Registry
-
-    settings = _settings(models_file=models) if models else _settings()
-    torch.set_num_threads(settings.torch_threads or os.cpu_count() or 1)
-    registry = Registry(model_configs(settings), default=settings.default_model)
-    config = registry.resolve(model)
-    backend = DiffusersBackend(config)
-    backend.load()
-    return settings, backend.config, backend
-
-
-def _run_local(task: str, prompt: str, out: Path, images: list[Path], mask: Optional[Path], **params: object) -> None:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from . import postprocess
+    from .core.request import ImageRequest, Upload
     from .errors import ImagegateError
-    from .inputs import decode_image, decode_mask
-    from .normalize import build_spec
-    from .service import build_job
 
+    models = params.pop("models")
+    settings = _settings(models_file=models) if models else _settings()
+    suffixes = {".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp", ".avif": "avif", ".gif": "gif"}
+    fmt = suffixes.get(out.suffix.lower(), "png")
     try:
-        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                      TimeElapsedColumn()) as progress:
-            bar = progress.add_task("loading model", total=None)
-            settings, config, backend = _local_pipeline(params.pop("model"), params.pop("models"))  # type: ignore[arg-type]
-            lim = dict(max_pixels=settings.max_input_pixels, max_bytes=settings.max_image_bytes)
-            inputs = [decode_image(p.read_bytes(), param=str(p), **lim) for p in images]
-            edit = decode_mask(mask.read_bytes(), first_size=inputs[0].size, **lim) if mask and inputs else None
-            fmt = {".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp", ".avif": "avif", ".gif": "gif"}.get(out.suffix.lower(), "png")
-            spec = build_spec(task=task, model=config, requested_model=None, prompt=prompt, output_format=fmt,  # type: ignore[arg-type]
-                              output_compression=None, response_format="b64_json", stream=False, partial_images=None,
-                              first_image_size=inputs[0].size if inputs else None, **params)  # type: ignore[arg-type]
-            if spec.background == "transparent":
-                spec = _steered(spec)
-            from .service import RequestContext
-
-            job = build_job(spec, inputs, edit, backend.modes, bool(backend.family and backend.family.multi_image),
-                            RequestContext("cli", "cli", ""))
-            progress.update(bar, description=f"{config.name} {spec.size}", total=spec.steps, completed=0)
-            job.on_step = lambda step, total: progress.update(bar, completed=step, total=total)
-            generated = backend.run(job)
+        request = ImageRequest(task=task, prompt=prompt, output_format=fmt, response_format="b64_json",  # type: ignore[arg-type]
+                               images=tuple(Upload(str(p), p.read_bytes()) for p in images),
+                               mask=Upload(str(mask), mask.read_bytes()) if mask else None, **params)  # type: ignore[arg-type]
+    except OSError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    try:
+        done = asyncio.run(_run_flow(settings, request))
     except ImagegateError as exc:
         typer.echo(f"error ({exc.param or 'request'}): {exc.message}", err=True)
         raise typer.Exit(2) from exc
-    matter = postprocess.ChromaKeyMatter()
-    original = inputs[0].image if edit is not None else None
-    outs = [out] if len(generated) == 1 else [out.with_name(f"{out.stem}-{i}{out.suffix}") for i in range(len(generated))]
-    for img, path in zip(generated, outs):
-        path.write_bytes(postprocess.finish(img, spec, original, edit, matter))
-        typer.echo(f"wrote {path} ({spec.size}, seed {job.seed_used})")
+    count = len(done.images)
+    outs = [out] if count == 1 else [out.with_name(f"{out.stem}-{i}{out.suffix}") for i in range(count)]
+    for data, path in zip(done.images, outs, strict=True):
+        path.write_bytes(data)
+        typer.echo(f"wrote {path} ({done.spec.size}, seed {done.seed})")
 
 
-def _steered(spec):  # type: ignore[no-untyped-def]
-    from dataclasses import replace
+async def _run_flow(settings: Any, request: Any) -> Any:
+    import uuid
 
-    from .postprocess import ChromaKeyMatter
+    from rich.console import Console
 
-    return replace(spec, prompt=ChromaKeyMatter().steer(spec.prompt))
+    from .container import Container
+    from .core.events import Completed, Failed
+    from .core.request import RequestContext
+
+    container = await Container.start(settings)
+    try:
+        with Console(stderr=True).status("loading model") as status:
+            name = container.registry.resolve(request.model).name
+            await container.engine.worker(name).load()
+            status.update(f"{name}: generating")
+            ctx = RequestContext(request_id=f"req_{uuid.uuid4().hex}", endpoint=f"cli.{request.task}", base_url="")
+            async for ev in container.service.run(request, ctx):
+                if isinstance(ev, Failed):
+                    raise ev.error
+                if isinstance(ev, Completed):
+                    return ev
+        raise AssertionError("the flow ended without a result")
+    finally:
+        await container.close()
 
 
 @app.command()
 def generate(
     prompt: str,
-    out: Annotated[Path, typer.Option("-o", "--out", help="Output file (.png, .jpg, .webp, .avif, .gif).")] = Path("out.png"),
-    size: Annotated[Optional[str], typer.Option(help="WxH or auto.")] = None,
-    quality: Annotated[Optional[str], typer.Option(help="low, medium, high or auto.")] = None,
+    out: Annotated[Path, typer.Option(
+        "-o", "--out", help="Output file (.png, .jpg, .webp, .avif, .gif).")] = Path("out.png"),
+    size: Annotated[str | None, typer.Option(help="WxH or auto.")] = None,
+    quality: Annotated[str | None, typer.Option(help="low, medium, high or auto.")] = None,
     n: Annotated[int, typer.Option(help="Number of images.")] = 1,
-    seed: Annotated[Optional[int], typer.Option(help="Seed for reproducible output.")] = None,
-    model: Annotated[Optional[str], typer.Option(help="Model name or alias.")] = None,
-    models: Annotated[Optional[Path], typer.Option("--models", help="TOML models file.")] = None,
-    background: Annotated[Optional[str], typer.Option(help="transparent, opaque or auto.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for reproducible output.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model name or alias.")] = None,
+    models: Annotated[Path | None, typer.Option("--models", help="TOML models file.")] = None,
+    background: Annotated[str | None, typer.Option(help="transparent, opaque or auto.")] = None,
 ) -> None:
     """Generate an image in-process (no server)."""
     _run_local("generate", prompt, out, [], None, size=size, quality=quality, n=n, seed=seed, model=model,
@@ -175,14 +168,14 @@ def generate(
 def edit(
     args: Annotated[list[str], typer.Argument(help="IMAGE... PROMPT")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Output file.")] = Path("out.png"),
-    mask: Annotated[Optional[Path], typer.Option(help="PNG whose alpha-0 pixels mark the region to edit.")] = None,
-    size: Annotated[Optional[str], typer.Option(help="WxH or auto.")] = None,
-    quality: Annotated[Optional[str], typer.Option(help="low, medium, high or auto.")] = None,
+    mask: Annotated[Path | None, typer.Option(help="PNG whose alpha-0 pixels mark the region to edit.")] = None,
+    size: Annotated[str | None, typer.Option(help="WxH or auto.")] = None,
+    quality: Annotated[str | None, typer.Option(help="low, medium, high or auto.")] = None,
     n: Annotated[int, typer.Option(help="Number of images.")] = 1,
-    seed: Annotated[Optional[int], typer.Option(help="Seed.")] = None,
-    model: Annotated[Optional[str], typer.Option(help="Model name or alias.")] = None,
-    models: Annotated[Optional[Path], typer.Option("--models", help="TOML models file.")] = None,
-    background: Annotated[Optional[str], typer.Option(help="transparent, opaque or auto.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model name or alias.")] = None,
+    models: Annotated[Path | None, typer.Option("--models", help="TOML models file.")] = None,
+    background: Annotated[str | None, typer.Option(help="transparent, opaque or auto.")] = None,
 ) -> None:
     """Edit one or more images in-process (no server): `imagegate edit a.png b.png "prompt" -o out.png`."""
     if len(args) < 2:
@@ -194,9 +187,9 @@ def edit(
 
 
 @app.command("models")
-def list_models(models: Annotated[Optional[Path], typer.Option("--models", help="TOML models file.")] = None) -> None:
+def list_models(models: Annotated[Path | None, typer.Option("--models", help="TOML models file.")] = None) -> None:
     """List the models and aliases a models file (or the built-in default) serves."""
-    from .app import model_configs
+    from .container import model_configs
     from .registry import Registry
 
     registry = Registry(model_configs(_settings(models_file=models) if models else _settings()))
@@ -204,6 +197,91 @@ def list_models(models: Annotated[Optional[Path], typer.Option("--models", help=
         typer.echo(f"{name}\t{c.source}")
     for alias, target in registry.aliases.items():
         typer.echo(f"{alias}\t-> {target}")
+
+
+db_app = typer.Typer(no_args_is_help=True, help="The request ledger's database: schema revision and upgrades.")
+app.add_typer(db_app, name="db")
+
+DataDirOption = Annotated[Path | None, typer.Option(
+    "--data-dir", help="Holds the SQLite ledger unless --database-url is set [IMAGEGATE_DATA_DIR; data].")]
+DatabaseUrlOption = Annotated[str | None, typer.Option(
+    "--database-url", help="SQLAlchemy async URL of the ledger [IMAGEGATE_DATABASE_URL; SQLite in the data dir].")]
+
+
+def _db_url(data_dir: Path | None, database_url: str | None) -> tuple[str, Path | None]:
+    """The ledger's URL from the options and IMAGEGATE_* (as `serve` resolves it), and its file if SQLite."""
+    from sqlalchemy.engine import make_url
+
+    given = {"data_dir": data_dir, "database_url": database_url}
+    url = _settings(**{k: v for k, v in given.items() if v is not None}).resolved_database_url
+    u = make_url(url)
+    sqlite_file = u.get_backend_name() == "sqlite" and u.database not in (None, "", ":memory:")
+    return url, Path(u.database) if sqlite_file and u.database else None
+
+
+async def _db_revision(ledger) -> str:  # type: ignore[no-untyped-def]
+    from sqlalchemy import inspect
+
+    from .db import migrate
+
+    rev = await ledger.revision()
+    if rev is None:
+        async with ledger.engine.connect() as conn:
+            tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
+        return "none (from before migrations)" if "requests" in tables else "none"
+    if not migrate.known(rev):
+        return f"{rev} (newer than this imagegate knows)"
+    return f"{rev} (head)" if rev == migrate.head() else rev
+
+
+@db_app.command("upgrade")
+def db_upgrade(data_dir: DataDirOption = None, database_url: DatabaseUrlOption = None) -> None:
+    """Upgrade the ledger's schema to the newest revision, in place (the server also does this when it starts)."""
+    import asyncio
+
+    from .db import Ledger, migrate
+
+    url, db_file = _db_url(data_dir, database_url)
+    if db_file is not None:
+        db_file.parent.mkdir(parents=True, exist_ok=True)
+
+    async def run() -> tuple[str, str]:
+        ledger = Ledger(url)
+        try:
+            before = await _db_revision(ledger)
+            await ledger.start()
+            return before, await _db_revision(ledger)
+        finally:
+            await ledger.close()
+
+    try:
+        before, after = asyncio.run(run())
+    except migrate.SchemaTooNew as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(f"already at {after}" if before == after else f"{before} -> {after}")
+
+
+@db_app.command("current")
+def db_current(data_dir: DataDirOption = None, database_url: DatabaseUrlOption = None) -> None:
+    """Print the ledger's schema revision ("(head)": the newest this version knows)."""
+    import asyncio
+
+    from .db import Ledger
+
+    url, db_file = _db_url(data_dir, database_url)
+    if db_file is not None and not db_file.exists():  # don't create an empty file just to look
+        typer.echo(f"error: no ledger database at {db_file}", err=True)
+        raise typer.Exit(1)
+
+    async def run() -> str:
+        ledger = Ledger(url)
+        try:
+            return await _db_revision(ledger)
+        finally:
+            await ledger.close()
+
+    typer.echo(asyncio.run(run()))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,10 @@ exactly one handler (app.py) renders them as {"error": {message, type, param, co
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+from starlette.responses import JSONResponse
 
 
 class ImagegateError(Exception):
@@ -100,6 +103,20 @@ class Overloaded(ImagegateError):
         super().__init__(message, headers=headers, **kw)
 
 
+class MethodNotAllowed(ImagegateError):
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
+class InternalError(ImagegateError):
+    """Anything that is not one of ours: a bug. The client gets the request id to quote;
+    the detail goes to the log."""
+
+    status = 500
+    type = "server_error"
+
+
 class Cancelled(ImagegateError):
     """The client went away; nothing is sent, the ledger records it."""
 
@@ -139,7 +156,7 @@ def quote_name(name: str, limit: int = 64) -> str:
     return name if len(name) <= limit else name[:limit] + "…"
 
 
-def validation_error(errors: list[dict[str, Any]]) -> InvalidRequest:
+def validation_error(errors: Sequence[Mapping[str, Any]]) -> InvalidRequest:
     first = errors[0]
     param = _param_from_loc(tuple(first.get("loc", ())))
     if first.get("type") == "extra_forbidden":
@@ -150,3 +167,24 @@ def validation_error(errors: list[dict[str, Any]]) -> InvalidRequest:
         return InvalidRequest("We could not parse the JSON body of your request.", param=None, code="invalid_json")
     msg = first.get("msg", "Invalid value")
     return InvalidRequest(f"Invalid value for '{param}': {msg}.", param=param, code="invalid_value")
+
+
+# -- the one renderer ---------------------------------------------------------------------
+def render(exc: ImagegateError, headers: dict[str, str] | None = None) -> JSONResponse:
+    """Every error response of the server: OpenAI's envelope, the error's status and headers."""
+    return JSONResponse(exc.body(), status_code=exc.status, headers={**exc.headers, **(headers or {})})
+
+
+def from_http_status(status: int, method: str, path: str, detail: str,
+                     headers: Mapping[str, str] | None = None) -> ImagegateError:
+    """The framework's own HTTP errors (unknown path, wrong method, ...) as ours."""
+    err: ImagegateError
+    if status == 404:
+        err = NotFound(f"Unknown path: {method} {path}")
+    elif status == 405:
+        err = MethodNotAllowed(f"Method {method} is not allowed on {path}")
+    else:
+        err = InvalidRequest(detail) if 400 <= status < 500 else InternalError(detail)
+        err.status = status
+    err.headers.update(headers or {})
+    return err

@@ -12,7 +12,7 @@ import io
 import re
 from dataclasses import dataclass
 
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InvalidRequest
 
@@ -32,7 +32,8 @@ class InputImage:
 def _open(data: bytes, *, param: str, max_pixels: int, max_bytes: int) -> Image.Image:
     """Open (header only, nothing decoded) and check format, pixel count and animation."""
     if len(data) > max_bytes:
-        raise InvalidRequest(f"{param} is {len(data)} bytes; the limit is {max_bytes}.", param=param, code="image_too_large")
+        raise InvalidRequest(f"{param} is {len(data)} bytes; the limit is {max_bytes}.", param=param,
+                             code="image_too_large")
     if not data:
         raise InvalidRequest(f"{param} is empty.", param=param, code="invalid_image")
     too_large = InvalidRequest(f"{param} has more than {max_pixels} pixels, the limit for one input image.",
@@ -60,9 +61,10 @@ def _open(data: bytes, *, param: str, max_pixels: int, max_bytes: int) -> Image.
 
 
 def _undecodable(param: str, exc: BaseException) -> InvalidRequest:
-    if isinstance(exc, Image.UnidentifiedImageError):
-        return InvalidRequest(f"{param} is not an image file we can read; upload png, jpeg, webp or a non-animated gif.",
-                              param=param, code="invalid_image")
+    if isinstance(exc, UnidentifiedImageError):
+        return InvalidRequest(
+            f"{param} is not an image file we can read; upload png, jpeg, webp or a non-animated gif.",
+            param=param, code="invalid_image")
     # Pillow's messages can carry object reprs ("<_io.BytesIO object at 0x...>"): keep only plain text.
     detail = _REPR.sub("", str(exc)).strip(" :") or type(exc).__name__
     return InvalidRequest(f"{param} is not a valid image ({detail[:200]}).", param=param, code="invalid_image")
@@ -109,7 +111,8 @@ def decode_mask(data: bytes, *, first_size: tuple[int, int], max_pixels: int, ma
         )
     if inp.size != first_size:
         raise InvalidRequest(
-            f"mask is {inp.size[0]}x{inp.size[1]} but the first image is {first_size[0]}x{first_size[1]}; they must match.",
+            f"mask is {inp.size[0]}x{inp.size[1]} but the first image is {first_size[0]}x{first_size[1]}; "
+            "they must match.",
             param="mask",
             code="invalid_mask",
         )
@@ -127,7 +130,8 @@ def decode_data_url(url: str, *, param: str) -> bytes:
     if not m:
         if url.startswith(("http://", "https://")):
             raise InvalidRequest(
-                f"{param}: only base64 data URLs are accepted (data:image/png;base64,...); this server does not fetch remote URLs.",
+                f"{param}: only base64 data URLs are accepted (data:image/png;base64,...); "
+                "this server does not fetch remote URLs.",
                 param=param,
                 code="unsupported_image_url",
             )

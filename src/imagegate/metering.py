@@ -26,7 +26,8 @@ def image_tokens(width: int, height: int, fidelity: str = "low") -> int:
     return 65 + 129 * tiles
 
 
-def usage(spec: ImageSpec, input_sizes: list[tuple[int, int]], fidelity: str = "low", images: int | None = None) -> ImagesUsage:
+def usage(spec: ImageSpec, input_sizes: list[tuple[int, int]], fidelity: str = "low",
+          images: int | None = None) -> ImagesUsage:
     t = text_tokens(spec.prompt)
     i = sum(image_tokens(w, h, fidelity) for w, h in input_sizes)
     out = output_tokens(spec.quality, spec.width, spec.height) * (spec.n if images is None else images)

@@ -115,7 +115,7 @@ def parse_size(size: str) -> tuple[int, int]:
 
 
 def _round_to(x: float, m: int) -> int:
-    return max(m, int(round(x / m)) * m)
+    return max(m, round(x / m) * m)
 
 
 def parse_aspect_ratio(text: str) -> float:
@@ -162,7 +162,7 @@ def generation_bucket(model: ModelConfig, width: int, height: int) -> tuple[int,
     """The model's native bucket nearest the requested aspect: about native_size² pixels,
     sides multiples of the model's size_multiple, aspect clamped to 1:3..3:1."""
     native = model.native_size or 512
-    m = model.size_multiple
+    m = model.size_multiple or 16  # an unresolved config: the families' default
     ar = min(3.0, max(1 / 3, width / height))
     return _round_to(native * math.sqrt(ar), m), _round_to(native / math.sqrt(ar), m)
 
@@ -186,7 +186,8 @@ def check_prompt(prompt: str, requested_model: str | None, *, allow_empty: bool 
         raise InvalidRequest("prompt must not be empty.", param="prompt", code="empty_prompt")
     if len(prompt) > limit:
         raise InvalidRequest(
-            f"prompt is {len(prompt)} characters long; the limit is {limit}.", param="prompt", code="string_above_max_length"
+            f"prompt is {len(prompt)} characters long; the limit is {limit}.", param="prompt",
+            code="string_above_max_length",
         )
     return prompt
 

@@ -71,7 +71,8 @@ def layout_references(images: list[Image.Image], width: int, height: int) -> Ima
 _INWARD_RAMP = [round(min(1.0, max(0.0, (v / 255.0 - 0.5) * 2.0)) * 255) for v in range(256)]
 
 
-def composite_masked(original: Image.Image, generated: Image.Image, edit: Image.Image, feather: int | None = None) -> Image.Image:
+def composite_masked(original: Image.Image, generated: Image.Image, edit: Image.Image,
+                     feather: int | None = None) -> Image.Image:
     """Keep the original outside the edit region exactly; inside it, the generated pixels,
     blended over a seam that is feathered *inwards* so no pixel outside the region changes.
 
@@ -148,7 +149,7 @@ def encode(img: Image.Image, fmt: str, compression: int | None) -> bytes:
     return buf.getvalue()
 
 
-def finish(generated: Image.Image, spec: "ImageSpec", original: Image.Image | None, edit_mask: Image.Image | None,
+def finish(generated: Image.Image, spec: ImageSpec, original: Image.Image | None, edit_mask: Image.Image | None,
            matter: Matter) -> bytes:
     """Model output → the bytes the client gets: exact requested size, original pixels
     restored outside the mask, background keyed out, encoded."""

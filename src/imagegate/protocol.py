@@ -34,7 +34,9 @@ def _encodable(value: str) -> str:
 # Every free-text field of the wire models.
 Text = Annotated[str, AfterValidator(_encodable)]
 # A model name: a non-empty single line (an empty string is not "no model").
-ModelName = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$"), AfterValidator(_encodable)]
+ModelName = Annotated[
+    str, Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$"), AfterValidator(_encodable)
+]
 
 
 class _Extensions(BaseModel):
@@ -42,12 +44,17 @@ class _Extensions(BaseModel):
 
     seed: Annotated[int, Field(ge=0, le=2**63 - 1)] | None = Field(None, description="Extension: reproducible seed.")
     negative_prompt: Annotated[Text, Field(max_length=32000)] | None = Field(None, description="Extension.")
-    num_inference_steps: Annotated[int, Field(ge=1, le=200)] | None = Field(None, description="Extension: overrides the quality preset.")
-    guidance_scale: Annotated[float, Field(ge=0.0, le=50.0)] | None = Field(None, description="Extension: overrides the quality preset.")
-    aspect_ratio: Annotated[Text, Field(max_length=32)] | None = Field(None, description='Extension: "16:9"; `size` wins over it.')
+    num_inference_steps: Annotated[int, Field(ge=1, le=200)] | None = Field(
+        None, description="Extension: overrides the quality preset.")
+    guidance_scale: Annotated[float, Field(ge=0.0, le=50.0)] | None = Field(
+        None, description="Extension: overrides the quality preset.")
+    aspect_ratio: Annotated[Text, Field(max_length=32)] | None = Field(
+        None, description='Extension: "16:9"; `size` wins over it.')
     resolution: Literal["0.5K", "1K", "2K", "4K"] | None = Field(None, description="Extension; `size` wins over it.")
-    lora: Annotated[Text, Field(max_length=256)] | None = Field(None, description="Extension: a LoRA adapter declared for the model in the models file.")
-    lora_scale: Annotated[float, Field(ge=0.0, le=4.0)] | None = Field(None, description="Extension: LoRA weight (1.0).")
+    lora: Annotated[Text, Field(max_length=256)] | None = Field(
+        None, description="Extension: a LoRA adapter declared for the model in the models file.")
+    lora_scale: Annotated[float, Field(ge=0.0, le=4.0)] | None = Field(
+        None, description="Extension: LoRA weight (1.0).")
 
 
 class _Common(_Extensions):

@@ -15,12 +15,17 @@ Without a models file the built-in imagegate-mini is served alone.
 
 from __future__ import annotations
 
-import tomllib
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import ModelNotFound
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # tomllib is 3.11+; tomli is the same parser, a dependency on 3.10 only
+    import tomli as tomllib
 
 # Every OpenAI image model name. Each resolves to the default model unless the models
 # file claims it as an alias of another model.
@@ -84,20 +89,14 @@ class ModelConfig:
     def preset(self, tier: str) -> tuple[int, float]:
         return self.quality[tier]
 
-    def resolved(self, family: str) -> "ModelConfig":
-        """Fill what the models file left out from the detected family's defaults."""
+    def resolved(self, family: str, native_size: int, size_multiple: int,
+                 quality: dict[str, tuple[int, float]]) -> ModelConfig:
+        """Fill what the models file left out with the backend's defaults for the detected
+        family (the backend knows its families; the registry does not)."""
         from dataclasses import replace
 
-        from .families import FAMILIES
-
-        fam = FAMILIES[family]
-        return replace(
-            self,
-            family=family,
-            native_size=self.native_size or fam.native_size,
-            size_multiple=self.size_multiple or fam.size_multiple,
-            quality=self.quality or dict(fam.quality),
-        )
+        return replace(self, family=family, native_size=self.native_size or native_size,
+                       size_multiple=self.size_multiple or size_multiple, quality=self.quality or dict(quality))
 
 
 def builtin_mini_config() -> ModelConfig:
@@ -117,7 +116,7 @@ def builtin_mini_config() -> ModelConfig:
 
 
 def _config_from_table(table: dict[str, Any], base_dir: Path) -> ModelConfig:
-    known = {f for f in ModelConfig.__dataclass_fields__} - {"builtin"}
+    known = set(ModelConfig.__dataclass_fields__) - {"builtin"}
     unknown = set(table) - known
     if unknown:
         raise ValueError(f"model {table.get('name')!r}: unknown keys {sorted(unknown)}")
@@ -131,11 +130,6 @@ def _config_from_table(table: dict[str, Any], base_dir: Path) -> ModelConfig:
     for key in ("inpaint_source", "single_file_config", "preview_vae", "segmenter"):
         if key in kw and (str(kw[key]).startswith((".", "/")) or (base_dir / str(kw[key])).exists()):
             kw[key] = str((base_dir / str(kw[key])).resolve()) if not Path(str(kw[key])).is_absolute() else str(kw[key])
-    if "family" in kw:
-        from .families import FAMILIES
-
-        if kw["family"] not in FAMILIES:
-            raise ValueError(f"model {kw['name']!r}: unknown family {kw['family']!r}; known: {sorted(FAMILIES)}")
     kw["aliases"] = tuple(kw.get("aliases", ()))
     if "quality" in kw:
         q = {k: (int(v[0]), float(v[1])) for k, v in kw["quality"].items()}

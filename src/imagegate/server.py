@@ -31,15 +31,16 @@ from typing import Any
 
 import h11
 import uvicorn
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.h11_impl import RequestResponseCycle as H11Cycle
 
-from .errors import ImagegateError, Overloaded, RequestTimeout
+from .errors import ImagegateError, Overloaded, RequestTimeout, render
 from .settings import Settings
 
 try:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    from uvicorn.protocols.http.httptools_impl import RequestResponseCycle as HttpToolsCycle
 except ImportError:  # pragma: no cover - uvicorn[standard] brings httptools
     HttpToolsProtocol = None  # type: ignore[assignment,misc]
 
@@ -141,8 +142,8 @@ def _limited(app: Any, limit: int | None, connections: set[Any], tasks: set[Any]
             log.warning("connection limit reached (%d open, %d requests, limit %d): 503", len(connections),
                         len(tasks), limit)
             busy = Overloaded("The server has too many open connections; try again shortly.")
-            headers = {**busy.headers, "connection": "close"}
-            await JSONResponse(busy.body(), status_code=busy.status, headers=headers)(scope, receive, send)
+            headers = {"connection": "close"}
+            await render(busy, headers)(scope, receive, send)
             return
         await app(scope, receive, send)
 
@@ -172,7 +173,8 @@ class TimedH11Protocol(_Timers, H11Protocol):
             self._arm_head()  # the next request has begun on a kept-alive connection
 
     def on_response_complete(self) -> None:
-        cycle = self.cycle
+        # uvicorn annotates `cycle` as always set, but it is None until a request arrives.
+        cycle: H11Cycle | None = self.cycle
         super().on_response_complete()
         if cycle is not None and cycle.more_body:
             self._arm_drain()
@@ -199,7 +201,8 @@ if HttpToolsProtocol is not None:
         def on_message_begin(self) -> None:
             super().on_message_begin()
             self._in_head = True
-            if self.cycle is None or self.cycle.response_complete:
+            cycle: HttpToolsCycle | None = self.cycle  # None before the first request (see above)
+            if cycle is None or cycle.response_complete:
                 self._arm_head()
             # else: pipelined behind a running request; timed from that response's end
 
@@ -209,7 +212,7 @@ if HttpToolsProtocol is not None:
             super().on_headers_complete()
 
         def on_response_complete(self) -> None:
-            cycle = self.cycle
+            cycle: HttpToolsCycle | None = self.cycle  # None before the first request (see above)
             super().on_response_complete()
             if self._in_head:
                 self._arm_head()
@@ -270,8 +273,8 @@ class BodyTimeoutMiddleware:
             nonlocal started, replaced
             if error is not None and not started:
                 started = replaced = True
-                headers = {**error.headers, "connection": "close"}
-                await JSONResponse(error.body(), status_code=error.status, headers=headers)(scope, receive, send)
+                headers = {"connection": "close"}
+                await render(error, headers)(scope, receive, send)
                 return
             if replaced:
                 return

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -17,19 +17,29 @@ class Settings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="Address the server binds to.")
     port: int = Field(8000, description="TCP port the server listens on.")
-    data_dir: Path = Field(Path("data"), description="Directory for the SQLite ledger, stored images and the URL-signing key.")
-    models_file: Path | None = Field(None, description="TOML file with [[models]] tables; empty means the built-in imagegate-mini only.")
-    database_url: str | None = Field(None, description="SQLAlchemy async URL of the request ledger; default sqlite+aiosqlite in data_dir.")
-    api_keys: list[str] = Field(default_factory=list, description="Accepted bearer keys; empty means no authentication.")
+    data_dir: Path = Field(
+        Path("data"), description="Directory for the SQLite ledger, stored images and the URL-signing key.")
+    models_file: Path | None = Field(
+        None, description="TOML file with [[models]] tables; empty means the built-in imagegate-mini only.")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy async URL of the request ledger; default sqlite+aiosqlite in data_dir.")
+    api_keys: list[str] = Field(
+        default_factory=list, description="Accepted bearer keys; empty means no authentication.")
     api_keys_file: Path | None = Field(
         None, description="File of accepted bearer keys, one a line (blank lines and # comments ignored), merged with "
                           "api_keys; keeps keys off the command line.")
     allow_anonymous: bool = Field(False, description="Allow binding a non-loopback address with no API key configured.")
-    public_base_url: str | None = Field(None, description="Base URL used in `url` responses; default: the request's own base URL.")
+    public_base_url: str | None = Field(
+        None, description="Base URL used in `url` responses; default: the request's own base URL.")
     url_ttl_seconds: int = Field(3600, ge=1, description="Lifetime of signed image URLs (OpenAI's is 60 minutes).")
+    url_signing_key: SecretStr | None = Field(
+        None,
+        description="HMAC key for signed image URLs, at least 32 characters; set the same on every replica that shares "
+                    "storage. Default: the key file url-signing.key in data_dir, made on first start.")
     janitor_interval_seconds: float = Field(60.0, gt=0, description="How often expired stored images are deleted.")
     max_body_bytes: int = Field(128 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 above it).")
-    max_image_bytes: int = Field(50 * 1024 * 1024, ge=1024, description="Largest single uploaded image (OpenAI's limit is 50 MB).")
+    max_image_bytes: int = Field(
+        50 * 1024 * 1024, ge=1024, description="Largest single uploaded image (OpenAI's limit is 50 MB).")
     max_input_pixels: int = Field(
         40_000_000,
         ge=1,
@@ -38,7 +48,8 @@ class Settings(BaseSettings):
     max_input_images: int = Field(16, ge=1, description="Most images one edit request may carry.")
     max_request_pixels: int = Field(
         80_000_000, ge=1,
-        description="Most decoded input pixels (all images and the mask) one request may carry; 400 image_too_large above.")
+        description="Most decoded input pixels (all images and the mask) one request may carry; "
+                    "400 image_too_large above.")
     max_inflight_pixels: int = Field(
         160_000_000, ge=1,
         description="Server-wide budget of input pixels being decoded or composited at once; 503 + Retry-After above.")
@@ -47,14 +58,18 @@ class Settings(BaseSettings):
         description="Server-wide budget of request-body bytes held in memory at once; 503 + Retry-After above.")
     ledger_text_chars: int = Field(
         1000, ge=0,
-        description="Longest text (prompt, user, ...) stored in a ledger row; longer ones keep their byte length and SHA-256.")
+        description="Longest text (prompt, user, ...) stored in a ledger row; longer ones keep their byte length "
+                    "and SHA-256.")
     memory_budget_gb: float | None = Field(
         None, gt=0, description="Weights allowed in memory per device; least recently used idle models are unloaded.")
     max_inference_steps: int = Field(
-        100, ge=1, le=200, description="Most denoising steps a request may ask for (num_inference_steps); bounds its cost.")
-    queue_size: int = Field(32, ge=1, description="Requests that may be queued or running per model before 503 + Retry-After.")
+        100, ge=1, le=200,
+        description="Most denoising steps a request may ask for (num_inference_steps); bounds its cost.")
+    queue_size: int = Field(
+        32, ge=1, description="Requests that may be queued or running per model before 503 + Retry-After.")
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads; default: the machine's cores.")
-    encode_workers: int | None = Field(None, ge=1, description="Threads for image encoding; default: the machine's cores.")
+    encode_workers: int | None = Field(
+        None, ge=1, description="Threads for image encoding; default: the machine's cores.")
     default_model: str | None = Field(
         None, description="Model that OpenAI names and a missing `model` resolve to; default: the first model served."
     )

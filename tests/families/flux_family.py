@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tiny import byte_level_tokenizer, write_char_clip_tokenizer  # noqa: E402
+from tiny import byte_level_tokenizer, write_char_clip_tokenizer
 
 CLIP_DIM = 16
 T5_DIM = 16

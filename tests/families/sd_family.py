@@ -124,7 +124,7 @@ def write_t5_tokenizer(folder: Path) -> int:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import T5TokenizerFast
 
-    pieces = ["<pad>", "</s>", "<unk>", "▁"] + [c for c in string.ascii_letters + string.digits + string.punctuation]
+    pieces = ["<pad>", "</s>", "<unk>", "▁", *(string.ascii_letters + string.digits + string.punctuation)]
     vocab = [(p, 0.0 if i < 3 else -1.0) for i, p in enumerate(pieces)]
     tok = Tokenizer(models.Unigram(vocab, unk_id=2, byte_fallback=False))
     tok.pre_tokenizer = pre_tokenizers.Sequence([
@@ -237,6 +237,7 @@ def vae_to_ldm(state: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in state.items():
         new = key.replace("conv_norm_out", "norm_out")
+        to_conv = False  # attention projection weights go back to 1x1 convolutions
         if m := re.fullmatch(r"(encoder|decoder)\.(down|up)_blocks\.(\d+)\.resnets\.(\d+)\.(.+)", key):
             level = int(m[3]) if m[2] == "down" else levels - 1 - int(m[3])
             new = f"{m[1]}.{m[2]}.{level}.block.{m[4]}.{m[5].replace('conv_shortcut', 'nin_shortcut')}"
@@ -248,12 +249,11 @@ def vae_to_ldm(state: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
             new = f"{m[1]}.mid.block_{int(m[2]) + 1}.{m[3]}"
         elif m := re.fullmatch(r"(encoder|decoder)\.mid_block\.attentions\.0\.(.+)\.(weight|bias)", key):
             new = f"{m[1]}.mid.attn_1.{_VAE_ATTN[m[2]]}.{m[3]}"
-            if m[2] != "group_norm" and m[3] == "weight":
-                value = value[:, :, None, None]
+            to_conv = m[2] != "group_norm" and m[3] == "weight"
         elif not re.fullmatch(r"(encoder|decoder)\.(conv_in|conv_out|conv_norm_out)\.\w+|(post_)?quant_conv\.\w+",
                               key):
             raise KeyError(f"no original-layout name for VAE key {key!r}")
-        out["first_stage_model." + new] = value
+        out["first_stage_model." + new] = value[:, :, None, None] if to_conv else value
     return out
 
 

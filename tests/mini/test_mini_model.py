@@ -80,13 +80,14 @@ def test_out_of_world_prompt_gives_image(pipe):
 
 
 def test_img2img_and_inpaint_keep_outside_pixels(pipe):
+    import random
+
     import torch
     from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline
     from PIL import Image, ImageDraw
 
     from training.mini.evaluate import composite, psnr
     from training.mini.scenes import render, sample_scene
-    import random
 
     scene = sample_scene(random.Random(3), 2)
     orig = render(scene)

@@ -52,7 +52,7 @@ def test_same_seed_same_weights(trained):
         fa = sorted((trained / "a" / part).glob("*.safetensors"))
         fb = sorted((trained / "b" / part).glob("*.safetensors"))
         assert [f.name for f in fa] == [f.name for f in fb]
-        for x, y in zip(fa, fb):
+        for x, y in zip(fa, fb, strict=True):
             a, b = load_file(x), load_file(y)
             assert a.keys() == b.keys()
             assert all(torch.equal(a[k], b[k]) for k in a), part

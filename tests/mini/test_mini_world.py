@@ -2,10 +2,8 @@
 
 import random
 
-import pytest
-
 from imagegate.mini import NATIVE_SIZE, QUALITY_PRESETS, WEIGHTS_DIR
-from training.mini.checker import check, read
+from training.mini.checker import check
 from training.mini.prompts import corpus, describe, heldout_examples, is_heldout, train_prompt
 from training.mini.scenes import render, sample_scene
 
@@ -15,7 +13,7 @@ def test_package_surface_is_cheap():
     import sys
 
     code = "import sys, imagegate.mini as m; assert 'torch' not in sys.modules; print(m.NATIVE_SIZE)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
                          env={"PYTHONPATH": str(WEIGHTS_DIR.parents[2])})
     assert out.returncode == 0, out.stderr
     assert NATIVE_SIZE == 128
@@ -31,7 +29,7 @@ def test_package_keeps_weights_and_presets_only():
 
 def test_checker_on_renderer_images():
     ok = tot = 0
-    for scene, prompt, claims in heldout_examples(123, 60):
+    for scene, _prompt, claims in heldout_examples(123, 60):
         res = check(render(scene), scene, claims)
         res.pop("count", None)
         ok += sum(res.values())
@@ -91,7 +89,7 @@ def test_parse_targets_follow_claims():
 
     def group(t, name):
         i = [g for g, _ in AUX_GROUPS].index(name)
-        return dict(zip(COLOUR_NAMES, t[1 + i * n:1 + (i + 1) * n]))
+        return dict(zip(COLOUR_NAMES, t[1 + i * n:1 + (i + 1) * n], strict=True))
 
     full = text_targets(scene, Claims(True, [ObjClaim(), ObjClaim()]))
     assert len(full) == 1 + n * len(AUX_GROUPS)

@@ -16,7 +16,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image
 
-from .scenes import COLOUR_NAMES, COLOURS, NATIVE, POSITIONS, SHAPES, SIZES, Obj, Scene, position_name, render
+from .scenes import COLOUR_NAMES, COLOURS, NATIVE, SHAPES, SIZES, Obj, Scene, position_name, render
 
 _PAL = np.array([COLOURS[c] for c in COLOUR_NAMES], dtype=np.float32)
 MAX_DIST = 95.0  # pixels farther than this from every palette colour are "unknown"
@@ -250,7 +250,7 @@ def check(img, scene: Scene, claims) -> dict[str, bool]:
             out["position"] = det is not None and det.pos == o.pos
         return out
     found = []
-    for i, (o, c) in enumerate(zip(scene.objects, claims.objects)):
+    for i, (o, c) in enumerate(zip(scene.objects, claims.objects, strict=True)):
         cands = [d for d in r.objects if d.colour == o.colour]
         det = cands[0] if cands else None
         found.append(det)

@@ -25,7 +25,7 @@ from PIL import Image
 from imagegate.mini import NATIVE_SIZE, QUALITY_PRESETS
 
 from .checker import check, read
-from .prompts import ObjClaim, Claims, describe, heldout_examples, is_heldout
+from .prompts import Claims, ObjClaim, describe, heldout_examples, is_heldout
 from .scenes import COLOUR_NAMES, SHAPES, SIZES, Obj, Scene, render, sample_scene
 
 
@@ -133,7 +133,7 @@ def run_inpaint(pipe, n: int, seed: int, steps: int, cfg: float, log=print, save
     import torch
     from diffusers import StableDiffusionInpaintPipeline
 
-    ip = StableDiffusionInpaintPipeline(**{k: v for k, v in pipe.components.items()})
+    ip = StableDiffusionInpaintPipeline(**pipe.components)
     ip.set_progress_bar_config(disable=True)
     psnr_out, psnr_raw, recog, other_ok = [], [], 0, 0
     sheet = Image.new("RGB", (3 * 128 * 2, 128 * ((min(n, 8) + 1) // 2)), "white") if save_dir else None

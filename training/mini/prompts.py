@@ -224,7 +224,7 @@ def heldout_examples(seed: int, n: int, mix: tuple[float, float, float] = (0.5, 
     counts = [round(n * mix[0]), round(n * mix[1])]
     counts.append(n - counts[0] - counts[1])
     out = []
-    for n_obj, cnt in zip((1, 2, 3), counts):
+    for n_obj, cnt in zip((1, 2, 3), counts, strict=True):
         for k in range(cnt):
             form = ("relation" if k % 2 else "absolute") if n_obj == 2 else None
             while True:

@@ -11,6 +11,7 @@ single token.  Special tokens: ``<|startoftext|>`` and ``<|endoftext|>``
 from __future__ import annotations
 
 import collections
+import itertools
 import json
 import re
 from pathlib import Path
@@ -29,7 +30,7 @@ def bytes_to_unicode() -> dict[int, str]:
             bs.append(b)
             cs.append(256 + n)
             n += 1
-    return dict(zip(bs, map(chr, cs)))
+    return dict(zip(bs, map(chr, cs), strict=True))
 
 
 def learn_bpe(texts: list[str]) -> tuple[dict[str, int], list[tuple[str, str]]]:
@@ -38,12 +39,12 @@ def learn_bpe(texts: list[str]) -> tuple[dict[str, int], list[tuple[str, str]]]:
     for t in texts:
         for w in _WORD_RE.findall(" ".join(t.lower().split())):
             freqs["".join(b2u[b] for b in w.encode("utf-8"))] += 1
-    words = {w: tuple(w[:-1]) + (w[-1] + "</w>",) for w in freqs}
+    words = {w: (*w[:-1], w[-1] + "</w>") for w in freqs}
     merges: list[tuple[str, str]] = []
     while True:
         pairs: collections.Counter[tuple[str, str]] = collections.Counter()
         for w, syms in words.items():
-            for a, b in zip(syms, syms[1:]):
+            for a, b in itertools.pairwise(syms):
                 pairs[(a, b)] += freqs[w]
         if not pairs:
             break

@@ -47,8 +47,17 @@ import torch.nn.functional as F
 from imagegate.mini import NATIVE_SIZE
 
 from .prompts import REL_WORDS, Claims, corpus, train_example
-from .scenes import (COLOUR_NAMES, COLOURS, POSITION_NAMES, SHAPES, SIZE_NAMES, Scene, render, sample_scene,
-                     sample_training_scene)
+from .scenes import (
+    COLOUR_NAMES,
+    COLOURS,
+    POSITION_NAMES,
+    SHAPES,
+    SIZE_NAMES,
+    Scene,
+    render,
+    sample_scene,
+    sample_training_scene,
+)
 from .tokenizer import MAX_LENGTH, build_tokenizer
 
 VAE_FACTOR = 4  # factor 8 lost the shape of small objects (VAE round trip: 80% of objects right)
@@ -144,7 +153,8 @@ def save_pipeline(out: Path, vae, unet, text_encoder, tokenizer_dir: Path) -> No
     tok = CLIPTokenizer.from_pretrained(tokenizer_dir)
     pipe = StableDiffusionPipeline(
         vae=copy.deepcopy(vae).cpu().half(), unet=copy.deepcopy(unet).cpu().half(),
-        text_encoder=copy.deepcopy(text_encoder).cpu().float(), tokenizer=tok,  # fp32: transformers keeps the on-disk dtype
+        # fp32 text encoder: transformers keeps the on-disk dtype
+        text_encoder=copy.deepcopy(text_encoder).cpu().float(), tokenizer=tok,
         scheduler=make_scheduler_infer(), safety_checker=None, feature_extractor=None,
         requires_safety_checker=False,
     )
@@ -170,7 +180,7 @@ def copy_tokenizer_files(tokenizer_dir: Path, dest: Path) -> None:
 
 
 def contact_sheet(model_dir: Path, path: Path, seed: int, n: int = 16) -> None:
-    from PIL import Image, ImageDraw
+    from PIL import Image
 
     from .evaluate import load_pipeline
     from .prompts import heldout_examples
@@ -213,8 +223,8 @@ def identity_init(vae) -> None:
     take thousands of steps to separate.
     """
     from diffusers.models.attention_processor import Attention
-    from diffusers.models.resnet import ResnetBlock2D
     from diffusers.models.downsampling import Downsample2D
+    from diffusers.models.resnet import ResnetBlock2D
     from diffusers.models.upsampling import Upsample2D
 
     for m in vae.modules():
@@ -318,7 +328,7 @@ def text_targets(scene: Scene, claims: Claims | None) -> list[int]:
             bg = COLOUR_NAMES.index(scene.background)
         if all(c.colour for c in claims.objects):
             t["present"] = [0] * N_COL
-        for o, c in zip(scene.objects, claims.objects):
+        for o, c in zip(scene.objects, claims.objects, strict=True):
             if not c.colour:
                 continue
             k = COLOUR_NAMES.index(o.colour)
@@ -353,15 +363,16 @@ class ParseHead(torch.nn.Module):
         """Summed cross-entropy; the accuracy (a host sync per head) only when asked, for logging."""
         logits = [self.bg(pooled)]
         tg = [targets[:, 0]]
-        for i, (head, (_, k)) in enumerate(zip(self.groups, AUX_GROUPS)):
+        for i, (head, (_, k)) in enumerate(zip(self.groups, AUX_GROUPS, strict=True)):
             logits.append(head(pooled).view(-1, N_COL, k).reshape(-1, k))
             tg.append(targets[:, 1 + i * N_COL:1 + (i + 1) * N_COL].reshape(-1))
-        loss = sum(F.cross_entropy(lg, t, ignore_index=IGNORE) for lg, t in zip(logits, tg) if (t != IGNORE).any())
+        loss = sum(F.cross_entropy(lg, t, ignore_index=IGNORE)
+                   for lg, t in zip(logits, tg, strict=True) if (t != IGNORE).any())
         if not with_acc:
             return loss, None
         with torch.no_grad():
             hit = tot = 0
-            for lg, t in zip(logits, tg):
+            for lg, t in zip(logits, tg, strict=True):
                 m = t != IGNORE
                 hit += (lg.argmax(-1)[m] == t[m]).sum().item()
                 tot += m.sum().item()
@@ -386,7 +397,8 @@ def pretrain_text(args, te, head, tok) -> None:
     opt = torch.optim.AdamW(params, lr=args.text_lr, weight_decay=0.01)
     t0 = time.time()
     for step in range(args.text_steps):
-        lr = args.text_lr * min(1.0, (step + 1) / 50) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / args.text_steps)))
+        cosine = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / args.text_steps))
+        lr = args.text_lr * min(1.0, (step + 1) / 50) * cosine
         for g in opt.param_groups:
             g["lr"] = lr
         scenes = [sample_training_scene(scene_rng) for _ in range(args.text_batch)]
@@ -522,10 +534,9 @@ def train_unet(args, vae, work: Path, tok_dir: Path):
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.bf16):
             te_out = te(ids)
             pred = unet(zt, t, te_out.last_hidden_state).sample.float()
-        if args.weighting == "minsnr":
-            w = torch.clamp(snr_t, max=5.0) / (snr_t + 1)
-        else:  # plain v-loss: more weight on high-noise steps (background colour, layout)
-            w = torch.ones_like(snr_t)
+        # "minsnr" caps the weight at SNR 5; plain v-loss puts more weight on high-noise steps
+        # (background colour, layout).
+        w = torch.clamp(snr_t, max=5.0) / (snr_t + 1) if args.weighting == "minsnr" else torch.ones_like(snr_t)
         pw = lat_weight[idx].to(dev)
         per = (pw * (pred - target).pow(2)).mean(dim=(1, 2, 3)) / pw.mean(dim=(1, 2, 3))
         aux, acc = head.loss(te_out.pooler_output.float(), targets, with_acc=step % 25 == 0)
@@ -567,7 +578,7 @@ def checkpoint(args, vae, ema_unet, ema_te, tok_dir, work, step):
         try:
             torch.set_num_threads(args.threads)
             contact_sheet(out, work / f"sheet_{step:06d}.png", args.seed)
-        except Exception as e:  # never kill training for a preview
+        except Exception as e:  # noqa: BLE001 - never kill training for a preview
             log("contact sheet failed:", repr(e))
 
 

@@ -16,4 +16,4 @@ QUALITY_PRESETS: dict[str, tuple[int, float]] = {
     "high": (16, 4.0),
 }
 
-__all__ = ["WEIGHTS_DIR", "NATIVE_SIZE", "QUALITY_PRESETS"]
+__all__ = ["NATIVE_SIZE", "QUALITY_PRESETS", "WEIGHTS_DIR"]

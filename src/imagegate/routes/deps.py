@@ -1,25 +1,29 @@
-"""Shared route plumbing: authentication, the request context, disconnect handling,
-and turning service results into responses."""
+"""Shared route plumbing: authentication, the request context, and the two thin consumers
+of the flow's events: the JSON response and the SSE stream."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import hmac
-from collections.abc import AsyncIterator, Awaitable
+import json
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from ..errors import AuthenticationFailed, Cancelled, InvalidRequest
-from ..protocol import ImagesResponse
-from ..service import ImageService, RequestContext, hash_key
+from ..core.events import Accepted, Completed, Event, Failed, PartialImage
+from ..core.request import ImageRequest, RequestContext, hash_key
+from ..core.service import ImageService
+from ..errors import AuthenticationFailed, Cancelled, ImagegateError, InvalidRequest
+from ..protocol import CompletedEvent, ImagesResponse, PartialImageEvent
 
 T = TypeVar("T")
 
 
-def _bearer(request: Request) -> str | None:
+def bearer(request: Request) -> str | None:
     auth = request.headers.get("authorization", "")
     scheme, _, token = auth.partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
@@ -27,7 +31,7 @@ def _bearer(request: Request) -> str | None:
 
 async def require_api_key(request: Request) -> None:
     keys: list[str] = request.app.state.settings.api_keys
-    token = _bearer(request)
+    token = bearer(request)
     request.state.api_key = token
     if not keys:
         return
@@ -37,24 +41,86 @@ async def require_api_key(request: Request) -> None:
         raise AuthenticationFailed("Incorrect API key provided.")
 
 
-def context(request: Request, endpoint: str) -> RequestContext:
-    ctx = RequestContext(
+async def open_context(request: Request) -> None:
+    """The request's context, opened before authentication so that every outcome of an
+    image route (401s included) is recorded under the route's name (`images.edits`)."""
+    route = request.scope.get("route")
+    request.state.ctx = RequestContext(
         request_id=request.state.request_id,
-        endpoint=endpoint,
+        endpoint=getattr(route, "name", None) or request.url.path,
         base_url=str(request.base_url),
-        api_key=hash_key(getattr(request.state, "api_key", None)),
+        api_key=hash_key(bearer(request)),
     )
+
+
+def context(request: Request) -> RequestContext:
+    ctx: RequestContext = request.state.ctx
     priority = request.headers.get("x-imagegate-priority", "interactive")
     if priority not in ("interactive", "bulk"):
         raise InvalidRequest("x-imagegate-priority must be 'interactive' or 'bulk'.", param="x-imagegate-priority")
     ctx.priority = priority
-    request.state.ctx = ctx
     return ctx
 
 
 def service(request: Request) -> ImageService:
     svc: ImageService = request.app.state.service
     return svc
+
+
+async def answer(request: Request, req: ImageRequest, ctx: RequestContext) -> Any:
+    """Run the flow and answer with its events: a JSON body, or an SSE stream that starts
+    once the request is accepted (so a bad request or a full queue is a plain error)."""
+    events = service(request).run(req, ctx)
+    try:
+        first = await until_disconnect(request, anext(events))
+    except BaseException:
+        await events.aclose()
+        raise
+    assert isinstance(first, Accepted)
+    if req.stream:
+        return StreamingResponse(_sse(events, first, req), media_type="text/event-stream",
+                                 headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
+    body = await until_disconnect(request, _json(events))
+    return JSONResponse(body.model_dump(exclude_none=True))
+
+
+async def _json(events: AsyncGenerator[Event, None]) -> ImagesResponse:
+    async with contextlib.aclosing(events):
+        async for ev in events:
+            if isinstance(ev, Failed):
+                raise ev.error
+            if isinstance(ev, Completed):
+                s = ev.spec
+                return ImagesResponse(created=int(time.time()), data=list(ev.data), background=s.background,
+                                      output_format=s.output_format,
+                                      size=s.size, quality=s.quality, usage=ev.usage)
+    raise AssertionError("the flow ended without a result")
+
+
+async def _sse(events: AsyncGenerator[Event, None], accepted: Accepted, req: ImageRequest) -> AsyncIterator[str]:
+    """OpenAI's stream: partial images, then one completed event per image, echoing the
+    *requested* values; a failure is sent in-band as `data: {"error": ...}`."""
+    prefix = "image_edit" if req.task == "edit" else "image_generation"
+    r = accepted.spec.requested
+    common = dict(size=r.size, quality=r.quality, background=r.background, output_format=r.output_format)
+    async with contextlib.aclosing(events):
+        async for ev in events:
+            if isinstance(ev, PartialImage):
+                part = PartialImageEvent(type=f"{prefix}.partial_image", b64_json=ev.b64_json,
+                                         created_at=int(time.time()), partial_image_index=ev.partial_index, **common)
+                yield _event(part.type, part.model_dump())
+            elif isinstance(ev, Completed):
+                for image in ev.data:  # streams always carry the image itself (the service sees to it)
+                    done = CompletedEvent(type=f"{prefix}.completed", b64_json=image.b64_json or "",
+                                          created_at=int(time.time()), usage=ev.usage_per_image, **common)
+                    yield _event(done.type, done.model_dump(exclude_none=True))
+            elif isinstance(ev, Failed):
+                yield _event(None, ev.error.body())
+
+
+def _event(name: str | None, payload: dict[str, Any]) -> str:
+    head = f"event: {name}\n" if name else ""
+    return f"{head}data: {json.dumps(payload, separators=(',', ':'))}\n\n"
 
 
 async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
@@ -78,14 +144,6 @@ async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
     if task in done:
         return task.result()
     task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
+    with contextlib.suppress(asyncio.CancelledError, ImagegateError, Exception):
         await task
     raise Cancelled("The client closed the connection.")
-
-
-def respond(result: ImagesResponse | AsyncIterator[str]) -> Any:
-    if isinstance(result, ImagesResponse):
-        return JSONResponse(result.model_dump(exclude_none=True))
-    return StreamingResponse(
-        result, media_type="text/event-stream", headers={"cache-control": "no-cache", "x-accel-buffering": "no"}
-    )

@@ -7,24 +7,27 @@ import json
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ValidationError
+from starlette.background import BackgroundTask
 from starlette.datastructures import UploadFile
 
+from ..core.request import ImageRequest, Upload
 from ..errors import InvalidRequest, quote_name, validation_error
+from ..inputs import decode_data_url
 from ..postprocess import MIME
 from ..protocol import (
     CreateImageEditForm,
     CreateImageEditJSONRequest,
     CreateImageRequest,
     CreateImageVariationForm,
+    ImageRef,
     ImagesResponse,
 )
-from ..service import Upload
 from ..storage import URL_PREFIX
-from .deps import context, require_api_key, respond, service, until_disconnect
+from .deps import answer, context, open_context, require_api_key
 
-router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
+router = APIRouter(prefix="/v1", dependencies=[Depends(open_context), Depends(require_api_key)])
 content_router = APIRouter()  # signed links: no API key, the signature is the credential
 
 IMAGE_KEYS = ("image", "image[]", "images", "images[]")
@@ -115,7 +118,8 @@ def _check_keys(data: dict[str, Any]) -> None:
                     key.encode("utf-8")
                 except UnicodeEncodeError:
                     name = quote_name(key)
-                    raise InvalidRequest(f"Unknown parameter: '{name}'.", param=name, code="unknown_parameter") from None
+                    raise InvalidRequest(f"Unknown parameter: '{name}'.", param=name,
+                                         code="unknown_parameter") from None
             stack.append(value)
 
 
@@ -142,7 +146,8 @@ def _validate(model: type[BaseModel], data: dict[str, Any], *, strict: bool = Fa
         first = errors[0]
         if first.get("type") == "extra_forbidden" and first["loc"] and first["loc"][0] in UNSUPPORTED:
             p = str(first["loc"][0])
-            raise InvalidRequest(f"'{p}' is not supported by this server.", param=p, code="unsupported_parameter") from exc
+            raise InvalidRequest(f"'{p}' is not supported by this server.", param=p,
+                                 code="unsupported_parameter") from exc
         raise validation_error(errors) from exc
 
 
@@ -181,33 +186,56 @@ async def _read_form(request: Request) -> tuple[dict[str, Any], list[Upload], Up
     return fields, uploads, mask
 
 
-@router.post("/images/generations", response_model=ImagesResponse, response_model_exclude_none=True,
+def _json_uploads(body: CreateImageEditJSONRequest) -> tuple[list[Upload], Upload | None]:
+    """JSON edit bodies reference images by data URL; file ids need a Files API we do not have."""
+    uploads = [Upload(f"images[{i}]", _ref_bytes(ref, f"images[{i}]")) for i, ref in enumerate(body.images)]
+    mask = Upload("mask", _ref_bytes(body.mask, "mask")) if body.mask else None
+    return uploads, mask
+
+
+def _ref_bytes(ref: ImageRef, param: str) -> bytes:
+    if ref.file_id is not None and ref.image_url is not None:
+        raise InvalidRequest(f"{param}: give exactly one of image_url or file_id.", param=param)
+    if ref.file_id is not None:
+        raise InvalidRequest(f"{param}.file_id: this server has no Files API yet; send the image as a data URL.",
+                             param=f"{param}.file_id", code="unsupported_file_id")
+    if ref.image_url is None:
+        raise InvalidRequest(f"{param}: image_url is required.", param=param)
+    return decode_data_url(ref.image_url, param=f"{param}.image_url")
+
+
+@router.post("/images/generations", name="images.generations", response_model=ImagesResponse,
+             response_model_exclude_none=True,
              responses=_RESPONSES, openapi_extra=_GENERATION_BODY)
 async def create_image(request: Request) -> Any:
-    ctx = context(request, "images.generations")
+    ctx = context(request)
     body = _validate(CreateImageRequest, await _json_body(request), strict=True)
-    return respond(await until_disconnect(request, service(request).generate(body, ctx)))
+    return await answer(request, ImageRequest.generation(body), ctx)
 
 
-@router.post("/images/edits", response_model=ImagesResponse, response_model_exclude_none=True,
+@router.post("/images/edits", name="images.edits", response_model=ImagesResponse, response_model_exclude_none=True,
              responses=_RESPONSES, openapi_extra=_EDIT_BODY)
 async def create_image_edit(request: Request) -> Any:
-    ctx = context(request, "images.edits")
+    ctx = context(request)
     if request.headers.get("content-type", "").startswith("application/json"):
-        body = _validate(CreateImageEditJSONRequest, await _json_body(request), strict=True)
-        uploads, mask = service(request).json_edit_uploads(body)
+        body: CreateImageEditJSONRequest | CreateImageEditForm = _validate(
+            CreateImageEditJSONRequest, await _json_body(request), strict=True)
+        assert isinstance(body, CreateImageEditJSONRequest)
+        uploads, mask = _json_uploads(body)
     else:
         fields, uploads, mask = await _read_form(request)
         if not uploads:
-            raise InvalidRequest("Missing required parameter: 'image'.", param="image", code="missing_required_parameter")
+            raise InvalidRequest("Missing required parameter: 'image'.", param="image",
+                                 code="missing_required_parameter")
         body = _validate(CreateImageEditForm, fields)
-    return respond(await until_disconnect(request, service(request).edit(body, uploads, mask, ctx)))
+    return await answer(request, ImageRequest.edit(body, uploads, mask), ctx)
 
 
-@router.post("/images/variations", response_model=ImagesResponse, response_model_exclude_none=True,
+@router.post("/images/variations", name="images.variations", response_model=ImagesResponse,
+             response_model_exclude_none=True,
              responses=_RESPONSES, openapi_extra=_VARIATION_BODY)
 async def create_image_variation(request: Request) -> Any:
-    ctx = context(request, "images.variations")
+    ctx = context(request)
     fields, uploads, mask = await _read_form(request)
     if mask is not None:
         raise InvalidRequest("Variations take no mask.", param="mask")
@@ -215,12 +243,14 @@ async def create_image_variation(request: Request) -> Any:
         raise InvalidRequest("Variations take exactly one image.", param="image",
                              code="missing_required_parameter" if not uploads else "too_many_images")
     body = _validate(CreateImageVariationForm, fields)
-    return respond(await until_disconnect(request, service(request).variation(body, uploads[0], ctx)))
+    return await answer(request, ImageRequest.variation(body, uploads[0]), ctx)
 
 
-@content_router.get(URL_PREFIX + "/{name}", response_class=FileResponse)
-async def image_content(name: str, request: Request, sig: str | None = None) -> FileResponse:
-    """A stored image behind a signed, expiring link (403 tampered, 410 expired)."""
-    path = request.app.state.storage.resolve(name, sig)
-    ext = path.suffix.lstrip(".")
-    return FileResponse(path, media_type=MIME.get(ext, "application/octet-stream"))
+@content_router.get(URL_PREFIX + "/{name}", response_class=StreamingResponse)
+async def image_content(name: str, request: Request, sig: str | None = None) -> StreamingResponse:
+    """A stored image behind a signed, expiring link (403 tampered, 410 expired), streamed
+    from the store. No Range requests: images are read whole."""
+    blob = await asyncio.to_thread(request.app.state.storage.open, name, sig)
+    ext = name.rsplit(".", 1)[-1]
+    return StreamingResponse(blob.chunks, media_type=MIME.get(ext, "application/octet-stream"),
+                             headers=blob.http_headers(), background=BackgroundTask(blob.close))

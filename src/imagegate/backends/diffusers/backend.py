@@ -1,16 +1,19 @@
-"""Local diffusers pipelines: every family in families.py, from a diffusers folder, a hub
-id, or a single .safetensors file.
+"""DiffusersBackend: every family in families.py, from a diffusers folder, a hub id, or a
+single .safetensors file.
 
 One pipeline set per model per device: the checkpoint is loaded once and the pipelines
 for its other modes share its components (`from_pipe`, no copy). Calls are serialised by
 the model's worker, so the schedulers' per-call state is never touched by two requests
 at once, and nothing shared (schedulers, adapters, attention processors) is mutated per
-request."""
+request.
+
+Over 400 lines: one backend is one self-contained file behind the Backend protocol
+(loading, optimisation, batching, previews share the pipeline state); the stateless
+helpers live in loading.py and families.py."""
 
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import secrets
 from pathlib import Path
@@ -19,42 +22,12 @@ from typing import Any
 import torch
 from PIL import Image
 
-from ..families import FAMILIES, SINGLE_FILE_TYPES, Family, family_for_class
-from ..registry import ModelConfig
-from . import Job, RunCancelled
+from ...engine.base import Capabilities, Job, RunCancelled
+from ...registry import ModelConfig
+from .families import FAMILIES, Family, family_for_class
+from .loading import _image_only_processors, detect_family, pick_device, pick_dtype
 
 log = logging.getLogger("imagegate.diffusers")
-
-
-def pick_device(requested: str) -> str:
-    if requested != "auto":
-        return requested
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def pick_dtype(requested: str, device: str) -> torch.dtype:
-    if requested != "auto":
-        return {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-                "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}[requested]
-    if device == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device == "cpu" and cpu_has_native_bf16():
-        # Measured 2026-11-21 on an AMD EPYC with avx512_bf16, 1 thread: a 32x32-latent
-        # SD-style UNet ran 1.38x faster in bf16 than fp32 (see bench/RESULTS.md).
-        return torch.bfloat16
-    return torch.float32
-
-
-def cpu_has_native_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
 
 
 def partial_steps(total: int, partials: int) -> list[int]:
@@ -63,108 +36,6 @@ def partial_steps(total: int, partials: int) -> list[int]:
     if partials <= 0 or total <= 1:
         return []
     return sorted({max(0, min(total - 2, round(total * (i + 1) / (partials + 1)) - 1)) for i in range(partials)})
-
-
-def detect_family(source: str) -> str:
-    """The family of a checkpoint: model_index.json's class name, or a single file's keys."""
-    path = Path(source)
-    if path.suffix == ".safetensors":
-        from diffusers.loaders.single_file_utils import infer_diffusers_model_type
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            keys = {k: None for k in f.keys()}
-        # infer_diffusers_model_type only looks at key names and a few shapes; give it the
-        # shapes it reads without loading every tensor.
-        checkpoint = _shape_view(path, keys)
-        kind = infer_diffusers_model_type(checkpoint)
-        if kind == "v1" and not any(k.startswith("model.diffusion_model.") for k in keys):
-            # "v1" is infer_diffusers_model_type's fallback for any file it does not know
-            # (a LoRA, a bare denoiser in diffusers layout): refuse it here, not deep in loading.
-            raise ValueError(f"{source}: not a recognised single-file checkpoint (no model.diffusion_model.* keys)")
-        if kind not in SINGLE_FILE_TYPES:
-            raise ValueError(f"{source}: single-file checkpoints of type {kind!r} are not supported")
-        return SINGLE_FILE_TYPES[kind]
-    if path.is_dir():
-        index = json.loads((path / "model_index.json").read_text())
-    else:
-        from diffusers import DiffusionPipeline
-
-        index = DiffusionPipeline.load_config(source)
-    cls = index.get("_class_name", "")
-    in_channels = None
-    if path.is_dir() and (path / "unet" / "config.json").exists():
-        in_channels = json.loads((path / "unet" / "config.json").read_text()).get("in_channels")
-    fam = family_for_class(cls, in_channels)
-    if fam is None:
-        raise ValueError(f"{source}: pipeline class {cls!r} is not a supported family; known: {sorted(FAMILIES)}")
-    return fam
-
-
-def _shape_view(path: Path, keys: dict[str, None]) -> dict[str, Any]:
-    from safetensors import safe_open
-
-    class _Lazy(dict):  # type: ignore[type-arg]
-        def __getitem__(self, key: str) -> Any:
-            if not dict.__contains__(self, key):
-                raise KeyError(key)
-            with safe_open(str(path), framework="pt") as f:
-                return f.get_tensor(key)
-
-        # dict.get would skip __getitem__ and answer None for a present key
-        # (infer_diffusers_model_type reads some keys with .get).
-        def get(self, key: str, default: Any = None) -> Any:
-            return self[key] if key in self else default
-
-    return _Lazy(keys)
-
-
-def _image_only_processors(src: str, local: bool) -> dict[str, Any]:
-    """Vision-language processors loaded without their video processor when torchvision is
-    missing. transformers' Qwen2-VL processor (Qwen-Image-Edit shows the reference images to
-    its Qwen2.5-VL text encoder through it) insists on a video processor, and video
-    processors import torchvision, which nothing else here needs and which has no wheel for
-    every CPU torch build. The edit pipelines never pass videos, so an image-only processor
-    (its image processor's PIL backend, same tokenizer) serves them unchanged."""
-    from transformers.utils import is_torchvision_available
-
-    if is_torchvision_available():
-        return {}
-    import transformers
-    from transformers.processing_utils import ProcessorMixin
-
-    path = Path(src)
-    if path.suffix == ".safetensors":
-        return {}
-    if path.is_dir():
-        index = json.loads((path / "model_index.json").read_text())
-    else:
-        from diffusers import DiffusionPipeline
-
-        index = DiffusionPipeline.load_config(src)
-    out: dict[str, Any] = {}
-    for name, entry in index.items():
-        if not (isinstance(entry, list) and len(entry) == 2 and entry[0] == "transformers"):
-            continue
-        cls = getattr(transformers, str(entry[1]), None)
-        if not (isinstance(cls, type) and issubclass(cls, ProcessorMixin)):
-            continue
-        if list(inspect.signature(cls.__init__).parameters)[1:4] != ["image_processor", "tokenizer", "video_processor"]:
-            continue
-        out[name] = _without_video(cls).from_pretrained(src, subfolder=name, local_files_only=local)
-    return out
-
-
-def _without_video(cls: type) -> type:
-    """`cls` with no video_processor slot (ProcessorMixin reads its slots from __init__'s signature)."""
-
-    class ImageOnly(cls):  # type: ignore[valid-type,misc]
-        def __init__(self, image_processor: Any = None, tokenizer: Any = None, chat_template: Any = None,
-                     **kwargs: Any) -> None:
-            super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
-
-    ImageOnly.__name__ = ImageOnly.__qualname__ = cls.__name__
-    return ImageOnly
 
 
 class DiffusersBackend:
@@ -189,6 +60,13 @@ class DiffusersBackend:
         return frozenset(self.family.modes) | ({"inpaint"} if self.config.inpaint_source else set())
 
     @property
+    def capabilities(self) -> Capabilities:
+        family = self.family
+        return Capabilities(modes=self.modes, multi_image=bool(family and family.multi_image),
+                            negative_prompt=family is None or family.negative_prompt,
+                            segmenter=self.segmenter is not None)
+
+    @property
     def loaded(self) -> bool:
         return bool(self.pipes)
 
@@ -211,12 +89,14 @@ class DiffusersBackend:
         for extra in (self.config.inpaint_source, self.config.single_file_config, self.config.preview_vae):
             if extra and extra.startswith(("/", ".")) and not Path(extra).exists():
                 raise ValueError(f"model {self.name!r}: {extra} does not exist")
+        if self.config.family is not None and self.config.family not in FAMILIES:
+            raise ValueError(f"model {self.name!r}: unknown family {self.config.family!r}; known: {sorted(FAMILIES)}")
         try:
             family = FAMILIES[self.config.family or detect_family(src)]
-        except Exception as exc:  # noqa: BLE001 - a clear start-up error naming the model
+        except Exception as exc:  # whatever detection raised: a clear start-up error naming the model
             raise ValueError(f"model {self.name!r}: cannot detect the family of {src}: {exc}") from exc
         self.family = family
-        self.config = self.config.resolved(family.name)
+        self.config = self.config.resolved(family.name, family.native_size, family.size_multiple, dict(family.quality))
 
     def _load_segmenter(self, source: str) -> None:
         """CLIPSeg is small (~150M parameters): loaded with the model's validation so that
@@ -225,9 +105,11 @@ class DiffusersBackend:
 
         local = Path(source).exists()
         try:
-            model = CLIPSegForImageSegmentation.from_pretrained(source, local_files_only=local).to(self.device).eval()
+            model = CLIPSegForImageSegmentation.from_pretrained(source, local_files_only=local)
+            # transformers' decorated PreTrainedModel.to is typed as if unbound; device strings are valid.
+            model = model.to(self.device).eval()  # type: ignore[arg-type]
             processor = CLIPSegProcessor.from_pretrained(source, local_files_only=local)
-        except Exception as exc:  # noqa: BLE001 - one clear start-up error naming the model
+        except Exception as exc:  # whatever the loader raised: one clear start-up error naming the model
             raise ValueError(f"model {self.name!r}: cannot load segmenter {source}: {exc}") from exc
         self.segmenter = (model, processor)
 
@@ -320,7 +202,7 @@ class DiffusersBackend:
                 self.preview_vae = diffusers.AutoencoderTiny.from_pretrained(
                     self.config.preview_vae, torch_dtype=self.dtype,
                     local_files_only=Path(self.config.preview_vae).exists())
-        except Exception as exc:  # noqa: BLE001 - any loader failure becomes one clear start-up error
+        except Exception as exc:  # any loader failure becomes one clear start-up error
             raise ValueError(f"model {self.name!r}: cannot load {src}: {type(exc).__name__}: {exc}") from exc
         for pipe in {id(p): p for p in self.pipes.values()}.values():
             pipe.to(self.device)
@@ -349,9 +231,9 @@ class DiffusersBackend:
             if cfg.vae_slicing and hasattr(vae, "enable_slicing"):
                 vae.enable_slicing()
         if cfg.cache != "off":
-            from diffusers.hooks import FirstBlockCacheConfig
+            from diffusers import FirstBlockCacheConfig
 
-            if not hasattr(denoiser, "enable_cache"):
+            if denoiser is None or not hasattr(denoiser, "enable_cache"):
                 raise ValueError(f"model {self.name!r}: step caching is not available for {type(denoiser).__name__}")
             denoiser.enable_cache(FirstBlockCacheConfig(threshold=cfg.cache_threshold))
         if cfg.fp8:
@@ -360,7 +242,7 @@ class DiffusersBackend:
             from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, quantize_
 
             quantize_(denoiser, Float8DynamicActivationFloat8WeightConfig())
-        if cfg.compile == "regional" and getattr(type(denoiser), "_repeated_blocks", None):
+        if cfg.compile == "regional" and denoiser is not None and getattr(type(denoiser), "_repeated_blocks", None):
             # Compile each repeated block once and reuse it: seconds of cold start instead of minutes.
             denoiser.compile_repeated_blocks(fullgraph=True)
         elif cfg.compile in ("regional", "full", "graphs"):
@@ -378,7 +260,7 @@ class DiffusersBackend:
         and allocator warm-up happen here, not in a user's request)."""
         if not self.config.warmup_sizes or "txt2img" not in self.pipes:
             return
-        from ..normalize import build_spec, parse_size
+        from ...normalize import build_spec, parse_size
 
         for size in self.config.warmup_sizes:
             parse_size(size)
@@ -613,4 +495,5 @@ def _unpack_flux2(pipe: Any, latents: torch.Tensor, height: int, width: int) -> 
     bn = pipe.vae.bn
     mean = bn.running_mean.view(1, -1, 1, 1).to(x.device, x.dtype)
     std = torch.sqrt(bn.running_var.view(1, -1, 1, 1) + pipe.vae.config.batch_norm_eps).to(x.device, x.dtype)
-    return pipe._unpatchify_latents(x * std + mean)
+    image_latents: torch.Tensor = pipe._unpatchify_latents(x * std + mean)
+    return image_latents

@@ -1,4 +1,5 @@
-"""Per-model queues that form micro-batches, drained by one worker thread per model.
+"""The in-process engine (the first EngineClient): per-model queues that form
+micro-batches, drained by one worker thread per model.
 
 - The event loop never runs a model: batches go to a single-thread executor per model,
   so calls into one pipeline never overlap.
@@ -16,29 +17,20 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from PIL import Image
 
-from .admission import trim_heap
-from .backends import Backend, Job, RunCancelled
-from .errors import Cancelled, GenerationFailed, ImagegateError, Overloaded
+from ..admission import trim_heap
+from ..errors import Cancelled, GenerationFailed, ImagegateError, Overloaded
+from .base import Backend, Capabilities, Job, RunCancelled, RunResult
+from .client import Done, EngineEvent, Preview
 
 log = logging.getLogger("imagegate.scheduler")
 
 PRIORITIES = {"interactive": 0, "bulk": 1}
-
-
-@dataclass
-class RunResult:
-    images: list[Image.Image]
-    queue_s: float
-    inference_s: float
-    batch_id: int = 0
-    batch_jobs: int = 1
-    batch_images: int = 1
 
 
 @dataclass
@@ -79,7 +71,7 @@ class ModelWorker:
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(self.executor, self.backend.prepare)
-        except Exception as exc:  # noqa: BLE001 - reported by /health and start-up
+        except Exception as exc:
             self.load_error = str(exc)
             raise
         if self.on_loaded is not None:
@@ -92,7 +84,7 @@ class ModelWorker:
         try:
             await loop.run_in_executor(self.executor, self.backend.load)
             self.memory = await loop.run_in_executor(self.executor, self.backend.memory_bytes)
-        except Exception as exc:  # noqa: BLE001 - reported by /health and the request
+        except Exception as exc:
             self.load_error = str(exc)
             raise
         self.load_error = None
@@ -132,7 +124,8 @@ class ModelWorker:
                 try:
                     await self.ensure_loaded(self)
                 except ValueError as exc:  # bad weights found at first use: the server's fault, not the client's
-                    raise GenerationFailed(f"The model '{self.backend.name}' could not be loaded.", detail=str(exc)) from exc
+                    raise GenerationFailed(f"The model '{self.backend.name}' could not be loaded.",
+                                           detail=str(exc)) from exc
             self.last_used = time.monotonic()
             entry.enqueued = time.perf_counter()
             self.pending.append(entry)
@@ -205,10 +198,14 @@ class ModelWorker:
             self.pipeline_calls += 1
             self.batches_run += 1
             n_images = sum(j.spec.n for j in jobs)
-            for e, images in zip(batch, results):
+            if len(results) != len(batch):  # a backend bug: fail the batch, keep the dispatcher
+                self._settle(batch, exc=self._failed(ValueError(f"{len(results)} results for {len(batch)} jobs")))
+                continue
+            for e, images in zip(batch, results, strict=True):
                 if not e.future.done():
                     e.future.set_result(RunResult(images=images, queue_s=started - e.enqueued, inference_s=run_s,
-                                                  batch_id=batch_id, batch_jobs=len(batch), batch_images=n_images))
+                                                  seed=e.job.seed_used, batch_id=batch_id, batch_jobs=len(batch),
+                                                  batch_images=n_images))
 
     async def _run_alone(self, batch: list[_Entry], batch_id: int) -> None:
         loop = asyncio.get_running_loop()
@@ -231,8 +228,8 @@ class ModelWorker:
             self.pipeline_calls += 1
             if not e.future.done():
                 e.future.set_result(RunResult(images=images, queue_s=started - e.enqueued,
-                                              inference_s=time.perf_counter() - started, batch_id=batch_id,
-                                              batch_jobs=1, batch_images=e.job.spec.n))
+                                              inference_s=time.perf_counter() - started, seed=e.job.seed_used,
+                                              batch_id=batch_id, batch_jobs=1, batch_images=e.job.spec.n))
 
     def _failed(self, exc: Exception) -> GenerationFailed:
         log.error("model %s failed", self.backend.name, exc_info=exc)
@@ -252,7 +249,7 @@ class ModelWorker:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
-class Scheduler:
+class LocalEngine:
     """All models' workers, and their weights under one memory budget per device: models
     load on first use (or at start-up when `preload`), and the least recently used idle
     models are unloaded to make room."""
@@ -291,6 +288,38 @@ class Scheduler:
     def worker(self, model: str) -> ModelWorker:
         return self.workers[model]
 
+    # -- EngineClient ---------------------------------------------------------------------
+    def capabilities(self, model: str) -> Capabilities:
+        return self.workers[model].backend.capabilities
+
+    def check_capacity(self, model: str) -> None:
+        self.workers[model].check_capacity()
+
+    def segment(self, model: str, image: Image.Image, text: str) -> Image.Image | None:
+        return self.workers[model].backend.segment(image, text)
+
+    async def submit(self, model: str, job: Job, priority: str = "interactive") -> AsyncGenerator[EngineEvent, None]:
+        loop = asyncio.get_running_loop()
+        previews: asyncio.Queue[Preview] = asyncio.Queue()
+        def on_preview(i: int, k: int, im: Image.Image) -> None:  # called from the model's thread
+            loop.call_soon_threadsafe(previews.put_nowait, Preview(i, k, im))
+
+        job.on_preview = on_preview
+        run = asyncio.ensure_future(self.workers[model].run(job, priority))
+        try:
+            while not run.done() or not previews.empty():
+                getter = asyncio.ensure_future(previews.get())
+                await asyncio.wait({getter, run}, return_when=asyncio.FIRST_COMPLETED)
+                if getter.done():
+                    yield getter.result()
+                else:
+                    getter.cancel()
+            yield Done(run.result())
+        finally:
+            if not run.done():  # the consumer went away: cancel the job
+                job.cancel.set()
+                run.cancel()
+
     @property
     def ready(self) -> bool:
         return all(w.ready for w in self.workers.values())
@@ -300,7 +329,7 @@ class Scheduler:
         for w in self.workers.values():
             await w.prepare()
         for w in self.workers.values():
-            if getattr(w.backend, "config", None) is None or getattr(w.backend.config, "preload", True):
+            if w.backend.config.preload:
                 try:
                     await self.ensure_loaded(w)
                 except Overloaded:

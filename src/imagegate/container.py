@@ -1,0 +1,103 @@
+"""The object graph built from Settings, shared by the server (app.py's lifespan) and the
+CLI's local mode: registry, engine, ledger, storage, encode pool and the ImageService.
+
+Backends are imported only for the kinds configured, so a process that serves no local
+model never imports torch."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from .core.service import ImageService
+from .db import Ledger
+from .engine.base import Backend
+from .engine.local import LocalEngine, ModelWorker
+from .registry import ModelConfig, Registry, builtin_mini_config, load_models_file
+from .settings import Settings
+from .storage import LocalStore, SignedLinks, load_or_create_secret
+
+log = logging.getLogger("imagegate")
+
+
+def model_configs(settings: Settings) -> list[ModelConfig]:
+    if settings.models_file is not None:
+        return load_models_file(settings.models_file)
+    return [builtin_mini_config()]
+
+
+def backend_for(config: ModelConfig, settings: Settings) -> Backend:
+    """The backend for one configured model, by its kind."""
+    if config.backend == "diffusers":
+        import torch
+
+        from .backends.diffusers import DiffusersBackend
+
+        torch.set_num_threads(settings.torch_threads or os.cpu_count() or 1)
+        return DiffusersBackend(config)
+    raise ValueError(f"model {config.name!r}: unknown backend {config.backend!r}")
+
+
+@dataclass
+class Container:
+    settings: Settings
+    registry: Registry
+    engine: LocalEngine
+    ledger: Ledger
+    storage: SignedLinks
+    pool: ThreadPoolExecutor
+    service: ImageService
+
+    @classmethod
+    async def start(cls, settings: Settings, configs: list[ModelConfig] | None = None,
+                    registry: Registry | None = None) -> Container:
+        configs = configs if configs is not None else model_configs(settings)
+        registry = registry or Registry(configs, default=settings.default_model)
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        ledger = Ledger(settings.resolved_database_url)
+        await ledger.start()
+        interrupted = await ledger.mark_interrupted()
+        if interrupted:
+            log.warning("%d request(s) were still running when the server last stopped: marked interrupted",
+                        interrupted)
+        key = settings.url_signing_key
+        key_file = settings.data_dir / "url-signing.key"
+        secret = key.get_secret_value().encode() if key else load_or_create_secret(key_file)
+        storage = SignedLinks(LocalStore(settings.data_dir / "images"), secret, settings.url_ttl_seconds)
+        workers = {c.name: ModelWorker(backend_for(c, settings), settings.queue_size, c.max_batch_images)
+                   for c in configs}
+        budget = int(settings.memory_budget_gb * 2**30) if settings.memory_budget_gb else None
+        engine = LocalEngine(workers, budget)
+        for w in workers.values():
+            # The family detected at load fills the presets the models file left out.
+            w.on_loaded = lambda backend: registry.update(backend.config)
+        pool = ThreadPoolExecutor(max_workers=settings.encode_workers or os.cpu_count() or 1,
+                                  thread_name_prefix="encode")
+        service = ImageService(settings, registry, engine, storage, ledger, pool)
+        return cls(settings, registry, engine, ledger, storage, pool, service)
+
+    async def load(self) -> None:
+        """Validate every model and load those marked `preload` (the server runs this in
+        the background so /health can say "loading")."""
+        await self.engine.load_all()
+
+    async def close(self) -> None:
+        self.engine.shutdown()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        await self.ledger.close()
+
+
+async def janitor(storage: SignedLinks, interval: float) -> None:
+    """Deletes expired images through the Store. Replicas sharing a store each run one:
+    deletes of the same blob are harmless, so no coordination is needed."""
+    while True:
+        try:
+            removed = await asyncio.to_thread(storage.sweep)
+            if removed:
+                log.info("janitor removed %d expired images", removed)
+        except Exception:  # keep sweeping
+            log.exception("janitor failed")
+        await asyncio.sleep(interval)
