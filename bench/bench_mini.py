@@ -53,8 +53,9 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     model = Path(args.model) if args.model else WEIGHTS_DIR
     # the server's loader, so the two flags are the models file's settings, not a copy of them
-    config = dataclasses.replace(builtin_mini_config(), source=str(model), channels_last=args.channels_last,
-                                 compile="full" if args.compile else "off")
+    base = builtin_mini_config()
+    config = dataclasses.replace(base, source=str(model), options={
+        **base.options, "channels_last": args.channels_last, "compile": "full" if args.compile else "off"})
     backend = DiffusersBackend(config)
     backend.load()
     pipe = backend.pipes["txt2img"]

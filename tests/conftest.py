@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import socket
 import sys
@@ -41,10 +42,17 @@ def tiny_sd_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def tiny_config(path: Path, name: str = "tiny-sd", **kw: Any) -> ModelConfig:
+    """The tiny model; keyword arguments that are not ModelConfig fields are backend options."""
+    fields = set(ModelConfig.__dataclass_fields__)
     # fp32 explicitly: "auto" picks bf16 on CPUs with native bf16, and tests compare pixels.
-    kw.setdefault("dtype", "float32")
+    options = {"dtype": "float32", **{k: v for k, v in kw.items() if k not in fields}}
     return ModelConfig(name=name, source=str(path), family="sd", native_size=64, size_multiple=16,
-                       quality=dict(TINY_QUALITY), **kw)
+                       quality=dict(TINY_QUALITY), options=options, **{k: v for k, v in kw.items() if k in fields})
+
+
+def with_options(config: ModelConfig, **options: Any) -> ModelConfig:
+    """`config` with some backend options changed."""
+    return dataclasses.replace(config, options={**config.options, **options})
 
 
 def make_settings(tmp_path: Path, **kw: Any) -> Settings:

@@ -4,14 +4,13 @@ where no GPU is at hand; their speed is measured by bench/bench_engine.py, not h
 from __future__ import annotations
 
 import base64
-import dataclasses
 import io
 
 import pytest
 import torch
 from PIL import Image
 
-from conftest import make_settings, running, sdk_client, tiny_config
+from conftest import make_settings, running, sdk_client, tiny_config, with_options
 from imagegate.app import create_app
 from imagegate.backends.diffusers import DiffusersBackend, cpu_has_native_bf16, pick_dtype
 from imagegate.registry import _config_from_table
@@ -28,7 +27,7 @@ def test_cpu_dtype_follows_native_bf16() -> None:
     {"warmup_sizes": ("1024x1024", "1536x1024")},
 ])
 async def test_options_apply_and_serve(tmp_path, tiny_sd_path, options) -> None:  # type: ignore[no-untyped-def]
-    app = create_app(make_settings(tmp_path), [dataclasses.replace(tiny_config(tiny_sd_path), **options)])
+    app = create_app(make_settings(tmp_path), [with_options(tiny_config(tiny_sd_path), **options)])
     async with running(app):
         backend = app.state.scheduler.worker("tiny-sd").backend
         if options.get("channels_last"):
@@ -43,20 +42,24 @@ async def test_options_apply_and_serve(tmp_path, tiny_sd_path, options) -> None:
 
 
 def test_unknown_option_values_fail_at_start_up(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # The registry passes a backend kind's keys through; the backend checks them when built
+    # (at start-up, and by `imagegate serve` before it binds).
     with pytest.raises(ValueError, match="compile"):
-        _config_from_table({"name": "m", "source": "x", "compile": "max"}, tmp_path)
+        DiffusersBackend(_config_from_table({"name": "m", "source": "x", "compile": "max"}, tmp_path))
     with pytest.raises(ValueError, match="cache"):
-        _config_from_table({"name": "m", "source": "x", "cache": "lots"}, tmp_path)
+        DiffusersBackend(_config_from_table({"name": "m", "source": "x", "cache": "lots"}, tmp_path))
+    with pytest.raises(ValueError, match="unknown keys"):
+        DiffusersBackend(_config_from_table({"name": "m", "source": "x", "compiel": "full"}, tmp_path))
 
 
 def test_fp8_refuses_cpu_with_a_clear_error(tiny_sd_path) -> None:  # type: ignore[no-untyped-def]
-    backend = DiffusersBackend(dataclasses.replace(tiny_config(tiny_sd_path), fp8=True))
+    backend = DiffusersBackend(with_options(tiny_config(tiny_sd_path), fp8=True))
     with pytest.raises(ValueError, match="fp8 needs a CUDA GPU"):
         backend.load()
 
 
 def test_step_cache_needs_a_supporting_denoiser(tiny_sd_path) -> None:  # type: ignore[no-untyped-def]
-    backend = DiffusersBackend(dataclasses.replace(tiny_config(tiny_sd_path), cache="first-block"))
+    backend = DiffusersBackend(with_options(tiny_config(tiny_sd_path), cache="first-block"))
     with pytest.raises(ValueError, match="step caching is not available"):
         backend.load()
 
@@ -64,7 +67,7 @@ def test_step_cache_needs_a_supporting_denoiser(tiny_sd_path) -> None:  # type: 
 async def test_regional_compile_with_warm_up(tmp_path, tiny_sd_path) -> None:  # type: ignore[no-untyped-def]
     """torch.compile of the UNet's repeated transformer blocks, warmed up before /health is
     ready (the slowest test here: inductor compiles C++ on CPU, ~30-70 s on 2 cores)."""
-    config = dataclasses.replace(tiny_config(tiny_sd_path), compile="regional", warmup_sizes=("1024x1024",))
+    config = with_options(tiny_config(tiny_sd_path), compile="regional", warmup_sizes=("1024x1024",))
     app = create_app(make_settings(tmp_path), [config])
     async with running(app):
         unet = app.state.scheduler.worker("tiny-sd").backend.main.unet
@@ -79,7 +82,7 @@ async def test_regional_compile_with_warm_up(tmp_path, tiny_sd_path) -> None:  #
 
 def test_every_mode_keeps_the_configured_dtype(tiny_sd_path) -> None:  # type: ignore[no-untyped-def]
     """diffusers' from_pipe casts shared components to float32 unless given the dtype."""
-    backend = DiffusersBackend(dataclasses.replace(tiny_config(tiny_sd_path), dtype="bfloat16"))
+    backend = DiffusersBackend(with_options(tiny_config(tiny_sd_path), dtype="bfloat16"))
     backend.load()
     for mode, pipe in backend.pipes.items():
         for name, comp in pipe.components.items():
@@ -96,7 +99,7 @@ def test_preview_vae_decodes_previews(tiny_sd_path, tmp_path) -> None:  # type: 
 
     AutoencoderTiny(encoder_block_out_channels=(8, 8), decoder_block_out_channels=(8, 8), num_encoder_blocks=(1, 1),
                     num_decoder_blocks=(1, 1), latent_channels=4).save_pretrained(tmp_path / "taesd")
-    backend = DiffusersBackend(dataclasses.replace(tiny_config(tiny_sd_path), preview_vae=str(tmp_path / "taesd")))
+    backend = DiffusersBackend(with_options(tiny_config(tiny_sd_path), preview_vae=str(tmp_path / "taesd")))
     backend.load()
     calls = []
     real = backend.preview_vae.decode

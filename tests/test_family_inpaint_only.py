@@ -32,7 +32,8 @@ def _png(img: Image.Image) -> bytes:
 
 async def test_inpaint_only_checkpoint(tmp_path, inpaint_path) -> None:  # type: ignore[no-untyped-def]
     assert detect_family(str(inpaint_path)) == "sd-inpaint"
-    config = ModelConfig(name="inp", source=str(inpaint_path), native_size=64, size_multiple=16, dtype="float32",
+    config = ModelConfig(name="inp", source=str(inpaint_path), native_size=64, size_multiple=16,
+                         options={"dtype": "float32"},
                          quality={"low": (2, 5.0), "medium": (2, 5.0), "high": (2, 5.0)})
     app = create_app(make_settings(tmp_path), [config])
     async with running(app):

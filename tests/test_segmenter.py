@@ -4,7 +4,6 @@ when nothing is found, image-to-image (both reported in x-imagegate-notes)."""
 
 from __future__ import annotations
 
-import dataclasses
 import io
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import make_settings, running, sdk_client, tiny_config
+from conftest import make_settings, running, sdk_client, tiny_config, with_options
 from imagegate.app import create_app
 from tiny import write_char_clip_tokenizer
 
@@ -53,7 +52,7 @@ def _png(size: tuple[int, int] = (96, 64)) -> bytes:
 
 @pytest.mark.parametrize(("threshold", "note"), [(0.0, "inferred from the prompt"), (1.01, "image-to-image instead")])
 async def test_maskless_edit_uses_segmenter(tmp_path, tiny_sd_path, clipseg_path, threshold, note) -> None:  # type: ignore[no-untyped-def]
-    config = dataclasses.replace(tiny_config(tiny_sd_path), segmenter=str(clipseg_path), segment_threshold=threshold)
+    config = with_options(tiny_config(tiny_sd_path), segmenter=str(clipseg_path), segment_threshold=threshold)
     app = create_app(make_settings(tmp_path), [config])
     async with running(app):
         client = sdk_client(app)
@@ -71,7 +70,7 @@ async def test_maskless_edit_uses_segmenter(tmp_path, tiny_sd_path, clipseg_path
 def test_segment_returns_region_at_image_size(tiny_sd_path, clipseg_path) -> None:  # type: ignore[no-untyped-def]
     from imagegate.backends.diffusers import DiffusersBackend
 
-    backend = DiffusersBackend(dataclasses.replace(tiny_config(tiny_sd_path), segmenter=str(clipseg_path),
+    backend = DiffusersBackend(with_options(tiny_config(tiny_sd_path), segmenter=str(clipseg_path),
                                                    segment_threshold=0.0))
     backend.prepare()
     mask = backend.segment(Image.new("RGB", (120, 80)), "a circle")

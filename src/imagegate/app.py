@@ -91,7 +91,7 @@ async def _load(container: Container) -> None:
     # Everything alive now (modules, models, pipelines) lives as long as the process: keep
     # it out of the cyclic collector's full passes. Without this a gen-2 collection walked
     # torch's and diffusers' object graphs and stalled the event loop for 30-185 ms under
-    # load (measured with bench/bench_overload.py, 2-core Xeon, 2026-12-03).
+    # load (measured with bench/bench_overload.py, 2-core AMD EPYC, 2026-12-03).
     gc.collect()
     gc.freeze()
 

@@ -46,9 +46,7 @@ class ModelConfig:
     source: str
     backend: str = "diffusers"
     aliases: tuple[str, ...] = ()
-    family: str | None = None
-    device: str = "auto"
-    dtype: str = "auto"
+    family: str | None = None  # the architecture; None: detected by the backend
     native_size: int | None = None  # None: the family's default
     size_multiple: int | None = None  # None: the family's default
     max_side: int = 4096
@@ -60,31 +58,15 @@ class ModelConfig:
     # Most images one pipeline call may carry (memory-bound on GPUs).
     max_batch_images: int = 8
     builtin: bool = False
-    # A text-prompted segmentation model (CLIPSeg, transformers format): mask-less edits on
-    # families without native editing inpaint the region it finds for the prompt.
-    segmenter: str | None = None
-    segment_threshold: float = 0.4
-    # Speed settings (docs/performance.md): None/off defaults are the safe ones; GPU
-    # users opt in after measuring on their card with bench/bench_engine.py.
-    channels_last: bool | None = None  # None: on for UNets on CUDA
-    compile: str = "off"  # off | regional (repeated blocks) | full | graphs (full + CUDA graphs)
-    vae_tiling: bool = False
-    vae_slicing: bool = False
-    cache: str = "off"  # off | first-block (diffusers' first-block cache hook; a quality/speed trade)
-    cache_threshold: float = 0.1
-    fp8: bool = False  # torchao float8 dynamic quantisation of the denoiser (CUDA, DiT families)
-    warmup_sizes: tuple[str, ...] = ()  # sizes generated once at load, before /health says ready
     # LoRA adapters selectable per request by name: name -> .safetensors file or folder.
     loras: dict[str, str] = field(default_factory=dict)
     # Load at start-up (else on first use); either way subject to the memory budget.
     preload: bool = True
-    # A second checkpoint used for masks (e.g. FLUX.1 Fill beside FLUX.1 dev).
-    inpaint_source: str | None = None
-    # For a single .safetensors file: a local diffusers folder holding the component configs
-    # and tokenizers (no weights needed), so loading never touches the network.
-    single_file_config: str | None = None
-    # A tiny autoencoder (e.g. TAESD) for cheap streaming previews; default: the model's VAE.
-    preview_vae: str | None = None
+    # The backend kind's own keys of the table (devices, dtypes, speed settings, extra
+    # checkpoints), parsed and checked by that backend (backends/diffusers/options.py).
+    options: dict[str, Any] = field(default_factory=dict)
+    # The models file's folder: the backend resolves relative paths in `options` against it.
+    base_dir: str | None = None
 
     def preset(self, tier: str) -> tuple[int, float]:
         return self.quality[tier]
@@ -110,26 +92,28 @@ def builtin_mini_config() -> ModelConfig:
         size_multiple=16,
         quality=dict(mini.QUALITY_PRESETS),
         # Evaluated and benchmarked in float32 (docs/imagegate-mini.md); not bf16, whatever the CPU.
-        dtype="float32",
+        options={"dtype": "float32"},
         builtin=True,
     )
 
 
+GENERIC_KEYS = set(ModelConfig.__dataclass_fields__) - {"builtin", "options", "base_dir"}
+
+
 def _config_from_table(table: dict[str, Any], base_dir: Path) -> ModelConfig:
-    known = set(ModelConfig.__dataclass_fields__) - {"builtin"}
-    unknown = set(table) - known
-    if unknown:
-        raise ValueError(f"model {table.get('name')!r}: unknown keys {sorted(unknown)}")
+    """One [[models]] table: the keys every model has are read here; the rest go to the
+    backend kind as `options` (it refuses keys it does not know, at start-up)."""
     if "name" not in table or "source" not in table:
         raise ValueError("every [[models]] table needs `name` and `source`")
-    kw = dict(table)
+    kw = {k: v for k, v in table.items() if k in GENERIC_KEYS}
+    options = {k: v for k, v in table.items() if k not in GENERIC_KEYS}
+    reserved = sorted(set(options) & {"builtin", "options", "base_dir"})
+    if reserved:
+        raise ValueError(f"model {kw['name']!r}: unknown keys {reserved}")
     source = str(kw["source"])
     if source.startswith((".", "/")) or (base_dir / source).exists():
         source = str((base_dir / source).resolve()) if not Path(source).is_absolute() else source
     kw["source"] = source
-    for key in ("inpaint_source", "single_file_config", "preview_vae", "segmenter"):
-        if key in kw and (str(kw[key]).startswith((".", "/")) or (base_dir / str(kw[key])).exists()):
-            kw[key] = str((base_dir / str(kw[key])).resolve()) if not Path(str(kw[key])).is_absolute() else str(kw[key])
     kw["aliases"] = tuple(kw.get("aliases", ()))
     if "quality" in kw:
         q = {k: (int(v[0]), float(v[1])) for k, v in kw["quality"].items()}
@@ -140,15 +124,9 @@ def _config_from_table(table: dict[str, Any], base_dir: Path) -> ModelConfig:
     if "loras" in kw:
         kw["loras"] = {str(k): str((base_dir / str(v)).resolve()) if not Path(str(v)).is_absolute()
                        and (base_dir / str(v)).exists() else str(v) for k, v in kw["loras"].items()}
-    if "warmup_sizes" in kw:
-        kw["warmup_sizes"] = tuple(str(s) for s in kw["warmup_sizes"])
-    if kw.get("compile", "off") not in ("off", "regional", "full", "graphs"):
-        raise ValueError(f"model {kw['name']!r}: compile must be off, regional, full or graphs")
-    if kw.get("cache", "off") not in ("off", "first-block"):
-        raise ValueError(f"model {kw['name']!r}: cache must be off or first-block")
     if "strength" in kw:
         kw["strength"] = {k: float(v) for k, v in kw["strength"].items()}
-    return ModelConfig(**kw)
+    return ModelConfig(**kw, options=options, base_dir=str(base_dir.resolve()))
 
 
 def load_models_file(path: Path) -> list[ModelConfig]:

@@ -26,6 +26,7 @@ from ...engine.base import Capabilities, Job, RunCancelled
 from ...registry import ModelConfig
 from .families import FAMILIES, Family, family_for_class
 from .loading import _image_only_processors, detect_family, pick_device, pick_dtype
+from .options import DiffusersOptions
 
 log = logging.getLogger("imagegate.diffusers")
 
@@ -42,8 +43,9 @@ class DiffusersBackend:
     def __init__(self, config: ModelConfig) -> None:
         self.config = config
         self.name = config.name
-        self.device = pick_device(config.device)
-        self.dtype = pick_dtype(config.dtype, self.device)
+        self.options = DiffusersOptions.parse(config.name, config.options, config.base_dir)
+        self.device = pick_device(self.options.device)
+        self.dtype = pick_dtype(self.options.dtype, self.device)
         self.family: Family | None = None
         self.pipes: dict[str, Any] = {}
         self.preview_vae: Any = None
@@ -57,7 +59,7 @@ class DiffusersBackend:
         """What the model can do, known from its family before its weights are loaded."""
         if self.family is None:
             return frozenset(self.pipes)
-        return frozenset(self.family.modes) | ({"inpaint"} if self.config.inpaint_source else set())
+        return frozenset(self.family.modes) | ({"inpaint"} if self.options.inpaint_source else set())
 
     @property
     def capabilities(self) -> Capabilities:
@@ -74,19 +76,25 @@ class DiffusersBackend:
     def prepare(self) -> None:
         """Check the files and detect the family without loading weights, so a bad models
         file fails at start-up naming the model, and lazy models know their presets."""
-        self.validate()
-        if self.config.segmenter and self.segmenter is None:
-            self._load_segmenter(self.config.segmenter)
+        family = self._checked_family()
+        self.family = family
+        self.config = self.config.resolved(family.name, family.native_size, family.size_multiple, dict(family.quality))
+        if self.options.segmenter and self.segmenter is None:
+            self._load_segmenter(self.options.segmenter)
 
     def validate(self) -> None:
-        """Files present, family known: no weights read (a hub id reads model_index.json)."""
+        """Files present, family known: no weights read (a hub id reads model_index.json).
+        A pure check: prepare() is what adopts the family and its defaults."""
+        self._checked_family()
+
+    def _checked_family(self) -> Family:
         src = self.config.source
         local = Path(src)
         if local.exists() and local.is_dir() and not (local / "model_index.json").exists():
             raise ValueError(f"model {self.name!r}: {src} has no model_index.json (not a diffusers folder)")
         if not local.exists() and (src.startswith(("/", ".")) or src.endswith(".safetensors")):
             raise ValueError(f"model {self.name!r}: {src} does not exist")
-        for extra in (self.config.inpaint_source, self.config.single_file_config, self.config.preview_vae):
+        for extra in (self.options.inpaint_source, self.options.single_file_config, self.options.preview_vae):
             if extra and extra.startswith(("/", ".")) and not Path(extra).exists():
                 raise ValueError(f"model {self.name!r}: {extra} does not exist")
         if self.config.family is not None and self.config.family not in FAMILIES:
@@ -95,8 +103,7 @@ class DiffusersBackend:
             family = FAMILIES[self.config.family or detect_family(src)]
         except Exception as exc:  # whatever detection raised: a clear start-up error naming the model
             raise ValueError(f"model {self.name!r}: cannot detect the family of {src}: {exc}") from exc
-        self.family = family
-        self.config = self.config.resolved(family.name, family.native_size, family.size_multiple, dict(family.quality))
+        return family
 
     def _load_segmenter(self, source: str) -> None:
         """CLIPSeg is small (~150M parameters): loaded with the model's validation so that
@@ -125,7 +132,7 @@ class DiffusersBackend:
             logits = model(**{k: v.to(self.device) for k, v in inputs.items()}).logits
         prob = torch.sigmoid(logits.float()).reshape(1, 1, *logits.shape[-2:])
         prob = torch.nn.functional.interpolate(prob, size=(image.height, image.width), mode="bilinear")[0, 0]
-        region = (prob >= self.config.segment_threshold).cpu().numpy()
+        region = (prob >= self.options.segment_threshold).cpu().numpy()
         if not region.any():
             return None
         mask = Image.fromarray((region * 255).astype("uint8"), "L")
@@ -134,7 +141,7 @@ class DiffusersBackend:
     def estimated_bytes(self) -> int:
         """Weights on disk, a proxy for memory before loading (measured exactly after)."""
         total = 0
-        for src in (self.config.source, self.config.inpaint_source):
+        for src in (self.config.source, self.options.inpaint_source):
             if not src or not Path(src).exists():
                 continue
             p = Path(src)
@@ -183,10 +190,10 @@ class DiffusersBackend:
                     # from_pipe casts every shared component to float32 unless told the dtype.
                     built[cls_name] = getattr(diffusers, cls_name).from_pipe(main, dtype=self.dtype)
                 self.pipes[mode] = built[cls_name]
-            if self.config.inpaint_source:
+            if self.options.inpaint_source:
                 inp = diffusers.DiffusionPipeline.from_pretrained(
-                    self.config.inpaint_source, torch_dtype=self.dtype,
-                    local_files_only=Path(self.config.inpaint_source).exists(),
+                    self.options.inpaint_source, torch_dtype=self.dtype,
+                    local_files_only=Path(self.options.inpaint_source).exists(),
                     **self._shared_with_inpaint(main))
                 self.pipes["inpaint"] = inp
                 fam = family_for_class(type(inp).__name__)
@@ -198,10 +205,10 @@ class DiffusersBackend:
             if self.config.loras:
                 main.disable_lora()
             self.main = main
-            if self.config.preview_vae:
+            if self.options.preview_vae:
                 self.preview_vae = diffusers.AutoencoderTiny.from_pretrained(
-                    self.config.preview_vae, torch_dtype=self.dtype,
-                    local_files_only=Path(self.config.preview_vae).exists())
+                    self.options.preview_vae, torch_dtype=self.dtype,
+                    local_files_only=Path(self.options.preview_vae).exists())
         except Exception as exc:  # any loader failure becomes one clear start-up error
             raise ValueError(f"model {self.name!r}: cannot load {src}: {type(exc).__name__}: {exc}") from exc
         for pipe in {id(p): p for p in self.pipes.values()}.values():
@@ -218,7 +225,7 @@ class DiffusersBackend:
         """The speed settings of the models file (performance.md documents each):
         channels_last for UNets, VAE tiling/slicing, step caching, fp8, torch.compile.
         Each applies once at load, to components shared by every mode's pipeline."""
-        cfg = self.config
+        cfg = self.options
         main = self.main or next(iter(self.pipes.values()))
         denoiser = getattr(main, "unet", None) or getattr(main, "transformer", None)
         channels_last = cfg.channels_last if cfg.channels_last is not None else self.device == "cuda"
@@ -258,11 +265,11 @@ class DiffusersBackend:
     def _warm_up(self) -> None:
         """Run the configured sizes once before /health says ready (compilation, autotuning
         and allocator warm-up happen here, not in a user's request)."""
-        if not self.config.warmup_sizes or "txt2img" not in self.pipes:
+        if not self.options.warmup_sizes or "txt2img" not in self.pipes:
             return
         from ...normalize import build_spec, parse_size
 
-        for size in self.config.warmup_sizes:
+        for size in self.options.warmup_sizes:
             parse_size(size)
             spec = build_spec(task="generate", model=self.config, requested_model=None, prompt="warm-up", n=1,
                               size=size, quality="low", background=None, output_format="png", output_compression=None,
@@ -272,7 +279,7 @@ class DiffusersBackend:
     def _shared_with_inpaint(self, main: Any) -> dict[str, Any]:
         """FLUX.1 Fill ships the same text encoders, tokenizers and VAE as FLUX.1: reuse the
         loaded ones instead of holding a second copy (T5-XXL alone is ~10 GB in bf16)."""
-        src = self.config.inpaint_source
+        src = self.options.inpaint_source
         if not src or self.family is None or not self.family.name.startswith("flux"):
             return {}
         try:
@@ -288,8 +295,8 @@ class DiffusersBackend:
             first = next(iter(family.modes.values()))
             cls = getattr(diffusers, first)
             kw: dict[str, Any] = {"torch_dtype": self.dtype}
-            if self.config.single_file_config:
-                kw.update(config=self.config.single_file_config, local_files_only=True)
+            if self.options.single_file_config:
+                kw.update(config=self.options.single_file_config, local_files_only=True)
             return cls.from_single_file(src, **kw)
         return diffusers.DiffusionPipeline.from_pretrained(src, torch_dtype=self.dtype, local_files_only=local,
                                                          **_image_only_processors(src, local))
