@@ -324,3 +324,28 @@ def build_spec(
         lora=lora,
         lora_scale=1.0 if lora_scale is None else lora_scale,
     )
+
+
+def check_limits(*, model: ModelConfig, images: list[str], negative_prompt: str | None, steps: int | None,
+                 negative_prompt_ok: bool, max_inference_steps: int, max_input_images: int) -> None:
+    """The request's rules that depend on this server's limits and what the model takes,
+    checked before any input is decoded (`images`: the params the uploads came as)."""
+    if steps is not None and steps > max_inference_steps:
+        raise InvalidRequest(f"num_inference_steps is {steps}; this server allows at most {max_inference_steps}.",
+                             param="num_inference_steps")
+    if negative_prompt and not negative_prompt_ok:
+        raise InvalidRequest(f"Model '{model.name}' does not take a negative_prompt.", param="negative_prompt")
+    limit = min(max_input_images, model.max_input_images)
+    if len(images) > limit:
+        # Name the field the client sent: `images` in JSON bodies, `image` in multipart forms.
+        param = "images" if images[0].startswith("images") else "image"
+        raise InvalidRequest(f"{len(images)} images were sent; at most {limit} are accepted.", param=param,
+                             code="too_many_images")
+
+
+def check_request_pixels(total: int, limit: int, images: list[str]) -> None:
+    """All of a request's inputs together, from their headers (before decoding)."""
+    if total > limit:
+        param = images[0].split("[")[0] if images else "image"
+        raise InvalidRequest(f"The input images of this request have {total} pixels in all; the limit is {limit}. "
+                             "Send fewer or smaller images.", param=param, code="image_too_large")

@@ -21,11 +21,11 @@ from PIL import Image
 from .. import metering, postprocess
 from ..admission import Budget
 from ..db import Ledger, RequestRow
-from ..engine.base import Capabilities, Job, RunResult
+from ..engine.base import Job, RunResult
 from ..engine.client import Done, EngineClient
 from ..errors import Cancelled, GenerationFailed, ImagegateError, InvalidRequest
 from ..inputs import InputImage, decode_image, decode_mask, probe_size
-from ..normalize import ImageSpec, build_spec
+from ..normalize import ImageSpec, build_spec, check_limits, check_request_pixels
 from ..protocol import Image as WireImage
 from ..protocol import ImagesUsage
 from ..registry import ModelConfig, Registry
@@ -156,17 +156,15 @@ class ImageService:
 
     async def _prepare(self, req: ImageRequest, ctx: RequestContext, model: ModelConfig) -> Prepared:
         caps = self.engine.capabilities(model.name)
-        _check_limits(req, model, caps, self.settings)
         uploads, mask = list(req.images), req.mask
+        params = [u.param for u in uploads]
+        check_limits(model=model, images=params, negative_prompt=req.negative_prompt, steps=req.num_inference_steps,
+                     negative_prompt_ok=caps.negative_prompt, max_inference_steps=self.settings.max_inference_steps,
+                     max_input_images=self.settings.max_input_images)
         loop = asyncio.get_running_loop()
         sizes = await loop.run_in_executor(self.pool, self._probe_inputs, uploads, mask)
         total = sum(w * h for w, h in sizes)
-        if total > self.settings.max_request_pixels:
-            param = uploads[0].param.split("[")[0] if uploads else "image"
-            raise InvalidRequest(
-                f"The input images of this request have {total} pixels in all; the limit is "
-                f"{self.settings.max_request_pixels}. Send fewer or smaller images.", param=param,
-                code="image_too_large")
+        check_request_pixels(total, self.settings.max_request_pixels, params)
         # Decoded pixels are held only within this block (503 when the server's budget for
         # them is spent); the job keeps copies at the generation size.
         with self.pixels.hold(total):
@@ -321,23 +319,6 @@ class ImageService:
                 ctx.started_row = not final
         except Exception:  # a ledger outage must not turn a good response into a 500
             log.exception("could not record request %s", ctx.request_id)
-
-
-def _check_limits(req: ImageRequest, model: ModelConfig, caps: Capabilities, settings: Settings) -> None:
-    """The request's rules that depend on this server's limits and the model's capabilities
-    (the rest are in normalize.build_spec)."""
-    steps = req.num_inference_steps
-    if steps is not None and steps > settings.max_inference_steps:
-        raise InvalidRequest(f"num_inference_steps is {steps}; this server allows at most "
-                             f"{settings.max_inference_steps}.", param="num_inference_steps")
-    if req.negative_prompt and not caps.negative_prompt:
-        raise InvalidRequest(f"Model '{model.name}' does not take a negative_prompt.", param="negative_prompt")
-    limit = min(settings.max_input_images, model.max_input_images)
-    if len(req.images) > limit:
-        # Name the field the client sent: `images` in JSON bodies, `image` in multipart forms.
-        param = "images" if req.images[0].param.startswith("images") else "image"
-        raise InvalidRequest(f"{len(req.images)} images were sent; at most {limit} are accepted.", param=param,
-                             code="too_many_images")
 
 
 def _clip(text: str | None, limit: int) -> str | None:
