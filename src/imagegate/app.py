@@ -29,6 +29,7 @@ from .errors import (
     validation_error,
 )
 from .registry import ModelConfig, Registry
+from .server import BodyTimeoutMiddleware, ErrorOverride
 from .settings import Settings
 
 log = logging.getLogger("imagegate")
@@ -75,7 +76,6 @@ def create_app(settings: Settings, configs: list[ModelConfig] | None = None) -> 
     app.include_router(models.router)
     app.state.body_budget = Budget("request bodies", settings.max_inflight_body_bytes, "bytes", trim_after=64 * 2**20)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, budget=app.state.body_budget)
-    from .server import BodyTimeoutMiddleware
 
     app.add_middleware(BodyTimeoutMiddleware, gap=settings.body_timeout_seconds,
                        total=settings.body_total_timeout_seconds)
@@ -215,37 +215,22 @@ class BodyLimitMiddleware:
             return
         held = declared
         seen = 0
-        exceeded = started = replaced = False
+        guarded = ErrorOverride(scope, receive, send)
 
         async def limited_receive() -> Message:
-            nonlocal seen, exceeded, held
+            nonlocal seen, held
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    exceeded = True
+                    guarded.error = too_large
                     raise too_large
                 if seen > held:  # chunked, or more than declared: count it as it arrives
                     self.budget.acquire(seen - held)
                     held = seen
             return message
 
-        async def guarded_send(message: Message) -> None:
-            # Whoever turns the raised error into a response, the client gets the 413:
-            # FastAPI answers any failed JSON body read with its own 400 ("There was an
-            # error parsing the body"), so a chunked body over the limit was a 400.
-            nonlocal started, replaced
-            if exceeded and not started:
-                started = replaced = True
-                await render(too_large)(scope, receive, send)
-                return
-            if replaced:
-                return
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
         try:
-            await self.app(scope, limited_receive, guarded_send)
+            await self.app(scope, limited_receive, guarded)
         finally:
             self.budget.release(held)

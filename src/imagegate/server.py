@@ -110,6 +110,26 @@ class _Timers:
     _head_timer: asyncio.TimerHandle | None = None
     _drain_timer: asyncio.TimerHandle | None = None
 
+    # What both protocols share: uvicorn's concurrency cap answered by _limited, and the
+    # head timer armed for the first request of a connection.
+    limit_concurrency: int | None
+    connections: set[Any]
+    tasks: set[Any]
+    app: Any
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        limit, self.limit_concurrency = self.limit_concurrency, None
+        self.app = _limited(self.app, limit, self.connections, self.tasks)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]  # the protocol class after us in the MRO
+        self._arm_head()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._head_complete()
+        super().connection_lost(exc)  # type: ignore[misc]  # the protocol class after us in the MRO
+
     def _arm_head(self) -> None:
         if self._head_timer is None and not self.transport.is_closing():
             self._head_timer = self.loop.call_later(self.header_timeout, self._expire)
@@ -151,19 +171,6 @@ def _limited(app: Any, limit: int | None, connections: set[Any], tasks: set[Any]
 
 
 class TimedH11Protocol(_Timers, H11Protocol):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        limit, self.limit_concurrency = self.limit_concurrency, None
-        self.app = _limited(self.app, limit, self.connections, self.tasks)
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._arm_head()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._head_complete()
-        super().connection_lost(exc)
-
     def handle_events(self) -> None:
         before = self.cycle
         super().handle_events()
@@ -184,19 +191,6 @@ if HttpToolsProtocol is not None:
 
     class TimedHttpToolsProtocol(_Timers, HttpToolsProtocol):
         _in_head = False
-
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            limit, self.limit_concurrency = self.limit_concurrency, None
-            self.app = _limited(self.app, limit, self.connections, self.tasks)
-
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self._arm_head()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._head_complete()
-            super().connection_lost(exc)
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
@@ -223,6 +217,29 @@ else:  # pragma: no cover
     TimedHttpToolsProtocol = None  # type: ignore[assignment,misc]
 
 
+class ErrorOverride:
+    """A `send` for middleware that fails a request while the app reads its body: once
+    `error` is set, the client gets that error (if no response has started) whoever turns
+    the raised exception into a response (FastAPI makes any failed body read its own 400),
+    and the app's own messages after it are dropped."""
+
+    def __init__(self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str] | None = None) -> None:
+        self.scope, self.receive, self.send, self.headers = scope, receive, send, headers
+        self.error: ImagegateError | None = None
+        self.started = self.replaced = False
+
+    async def __call__(self, message: Message) -> None:
+        if self.error is not None and not self.started:
+            self.started = self.replaced = True
+            await render(self.error, self.headers)(self.scope, self.receive, self.send)
+            return
+        if self.replaced:
+            return
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self.send(message)
+
+
 # -- the body timer -------------------------------------------------------------------------
 class BodyTimeoutMiddleware:
     """408 `request_timeout` when a request body stalls: no chunk for `gap` seconds, or not
@@ -243,11 +260,10 @@ class BodyTimeoutMiddleware:
         loop = asyncio.get_running_loop()
         deadline: float | None = None
         reading = True
-        error: ImagegateError | None = None
-        started = replaced = False
+        guarded = ErrorOverride(scope, receive, send, {"connection": "close"})
 
         async def timed_receive() -> Message:
-            nonlocal deadline, reading, error
+            nonlocal deadline, reading
             if not reading:
                 return await receive()
             now = loop.time()
@@ -262,24 +278,10 @@ class BodyTimeoutMiddleware:
                     error = RequestTimeout(f"The request body was not complete within {self.total:g} seconds.")
                 else:
                     error = RequestTimeout(f"The request body stalled: no data for {self.gap:g} seconds.")
+                guarded.error = error
                 raise error from None
             if message["type"] != "http.request" or not message.get("more_body", False):
                 reading = False
             return message
 
-        async def guarded_send(message: Message) -> None:
-            # Whoever turns the raised error into a response (FastAPI makes any failed body
-            # read a 400), the client gets the 408; after it, the app's messages are dropped.
-            nonlocal started, replaced
-            if error is not None and not started:
-                started = replaced = True
-                headers = {"connection": "close"}
-                await render(error, headers)(scope, receive, send)
-                return
-            if replaced:
-                return
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        await self.app(scope, timed_receive, guarded_send)
+        await self.app(scope, timed_receive, guarded)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from typing import Any
 
@@ -123,6 +124,7 @@ def _check_keys(data: dict[str, Any]) -> None:
             stack.append(value)
 
 
+@functools.cache  # the schema is built once per wire model, not on every request
 def _integer_fields(model: type[BaseModel]) -> frozenset[str]:
     props = model.model_json_schema().get("properties", {})
     return frozenset(k for k, v in props.items()

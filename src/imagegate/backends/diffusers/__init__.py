@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from .backend import DiffusersBackend, partial_steps
+from .backend import DiffusersBackend
 from .families import FAMILIES, Family
 from .loading import cpu_has_native_bf16, detect_family, pick_device, pick_dtype
+from .previews import partial_steps
 
 __all__ = ["FAMILIES", "DiffusersBackend", "Family", "cpu_has_native_bf16", "detect_family", "partial_steps",
            "pick_device", "pick_dtype"]
