@@ -700,6 +700,7 @@ def run_workload(w: Workload, args: argparse.Namespace, device: str, dtype: torc
         spec = build_spec(task="generate", model=config, requested_model=config.name, prompt=prompt(0), n=1, size=SIZE,
                           quality=QUALITY, background=None, output_format=OUTPUT_FORMAT, output_compression=None,
                           response_format="b64_json", stream=False, partial_images=None, seed=0)
+        spec = backend.plan(spec).spec  # at the model's bucket, as the server runs it
         pipe = backend.pipes["txt2img"]  # the object the server runs; the naive server calls it too
         # One pipeline call through the backend, as the server makes it for one image (also a warm-up).
         backend.run_batch([Job(spec=spec)])

@@ -72,6 +72,7 @@ async def main() -> None:
     spec = build_spec(task="generate", model=config, requested_model=None, prompt="a red circle on a blue background",
                       n=1, size="1024x1024", quality=None, background=None, output_format="png",
                       output_compression=None, response_format="b64_json", stream=False, partial_images=None, seed=1)
+    spec = backend.plan(spec).spec  # at the model's bucket, as the server runs it
     for _ in range(3):
         backend.run(Job(spec=spec))
     own = []

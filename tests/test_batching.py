@@ -35,12 +35,12 @@ class Gate:
         self.calls: list[int] = []
         backend.run_batch = self.run_batch
 
-    def run_batch(self, jobs):  # type: ignore[no-untyped-def]
+    def run_batch(self, jobs, runtimes):  # type: ignore[no-untyped-def]
         self.calls.append(len(jobs))
         if len(self.calls) == 1:
             self.entered.set()
             self.release.wait(30)
-        return self.real(jobs)
+        return self.real(jobs, runtimes)
 
 
 @pytest.fixture

@@ -25,6 +25,16 @@ def test_serve_refuses_a_public_bind_without_a_key(tmp_path: Path, served: list[
     assert served == []
 
 
+def test_serve_public_bind_with_a_database_key(tmp_path: Path, served: list[dict[str, Any]],
+                                              models_toml: Path) -> None:
+    made = runner.invoke(app, ["keys", "create", "ops", "--data-dir", str(tmp_path / "d")])
+    assert made.exit_code == 0, made.output
+    r = runner.invoke(app, ["serve", "--models", str(models_toml), "--host", "0.0.0.0",
+                            "--data-dir", str(tmp_path / "d")])
+    assert r.exit_code == 0, r.output
+    assert len(served) == 1
+
+
 def test_serve_allow_anonymous_passes_the_check(tmp_path: Path, served: list[dict[str, Any]],
                                                 models_toml: Path) -> None:
     r = runner.invoke(app, ["serve", "--models", str(models_toml), "--host", "0.0.0.0", "--port", "9123",

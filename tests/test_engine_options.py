@@ -94,7 +94,7 @@ def test_preview_vae_decodes_previews(tiny_sd_path, tmp_path) -> None:  # type: 
     """A tiny autoencoder (TAESD-style), when configured, decodes the streaming previews."""
     from diffusers import AutoencoderTiny
 
-    from imagegate.engine.base import Job
+    from imagegate.engine.base import JobRuntime
     from imagegate.normalize import build_spec
 
     AutoencoderTiny(encoder_block_out_channels=(8, 8), decoder_block_out_channels=(8, 8), num_encoder_blocks=(1, 1),
@@ -108,6 +108,7 @@ def test_preview_vae_decodes_previews(tiny_sd_path, tmp_path) -> None:  # type: 
     spec = build_spec(task="generate", model=backend.config, requested_model=None, prompt="x", n=1, size="256x256",
                       quality="high", background=None, output_format="png", output_compression=None,
                       response_format="b64_json", stream=True, partial_images=2, seed=1)
-    backend.run(Job(spec=spec, on_preview=lambda i, k, im: previews.append(im)))
+    job = backend.plan(spec)
+    backend.run(job, JobRuntime(on_preview=lambda i, k, im: previews.append(im)))
     assert len(previews) == 2 and len(calls) == 2
-    assert previews[0].size == (spec.gen_width, spec.gen_height)
+    assert previews[0].size == (job.spec.gen_width, job.spec.gen_height) == (64, 64)

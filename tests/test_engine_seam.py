@@ -1,5 +1,6 @@
 """The engine seam: a backend that is not diffusers plugs into the engine and the flow by
-implementing engine.base.Backend and nothing else; jobs pickle as plain data; the flow
+implementing engine.base.Backend and nothing else; jobs pickle as plain data (their
+runtime hooks stay in this process, beside them); the flow
 yields Accepted, partial images, then Completed; a consumer that stops early cancels the
 job and leaves a `cancelled` row.
 
@@ -9,9 +10,11 @@ in for an upstream provider or another process."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import pickle
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -22,10 +25,10 @@ from imagegate.core.events import Accepted, Completed, PartialImage
 from imagegate.core.request import ImageRequest, RequestContext, Upload
 from imagegate.core.service import ImageService
 from imagegate.db import Ledger
-from imagegate.engine.base import Capabilities, Job, RunCancelled
+from imagegate.engine.base import Capabilities, Job, JobRuntime, RunCancelled
 from imagegate.engine.local import LocalEngine, ModelWorker
 from imagegate.errors import InvalidRequest
-from imagegate.normalize import build_spec
+from imagegate.normalize import ImageSpec, build_spec
 from imagegate.registry import ModelConfig, Registry
 from imagegate.settings import Settings
 from imagegate.storage import LocalStore, SignedLinks
@@ -73,22 +76,28 @@ class SolidBackend:
     def segment(self, image: Image.Image, text: str) -> Image.Image | None:
         return None
 
+    def plan(self, spec: ImageSpec, mode: str, images: Sequence[Image.Image], mask: Image.Image | None) -> Job:
+        """Generates at a quarter of the output size, with the first input as its init image."""
+        spec = dataclasses.replace(spec, gen_width=spec.width // 4, gen_height=spec.height // 4)
+        init = images[0].convert("RGB").resize((spec.gen_width, spec.gen_height)) if images else None
+        return Job(spec=spec, mode=mode, init_image=init)
+
     def batch_key(self, job: Job) -> tuple[object, ...]:
         return (job.mode, job.spec.gen_width, job.spec.gen_height)
 
-    def run_batch(self, jobs: list[Job]) -> list[list[Image.Image]]:
+    def run_batch(self, jobs: list[Job], runtimes: list[JobRuntime]) -> list[list[Image.Image]]:
         self.calls += 1
         out = []
-        for job in jobs:
+        for job, runtime in zip(jobs, runtimes, strict=True):
             size = (job.spec.gen_width, job.spec.gen_height)
             for k in range(job.spec.partial_images):
-                if job.on_preview is not None:
-                    job.on_preview(0, k, Image.new("RGB", size, (k * 40, 0, 0)))
+                if runtime.on_preview is not None:
+                    runtime.on_preview(0, k, Image.new("RGB", size, (k * 40, 0, 0)))
             if self.hold is not None:
                 self.hold.wait(10)
-            if job.cancel.is_set():
+            if runtime.cancel.is_set():
                 raise RunCancelled()
-            job.seed_used = 7
+            runtime.seed_used = 7
             out.append([Image.new("RGB", size, (0, 200, 0)) for _ in range(job.spec.n)])
         return out
 
@@ -104,16 +113,37 @@ async def _service(tmp_path: Path, backend: SolidBackend) -> tuple[ImageService,
     return service, ledger, engine
 
 
-def test_a_job_pickles_as_plain_data_without_its_hooks() -> None:
+def test_a_job_round_trips_through_pickle_as_plain_data() -> None:
+    """Every input a backend needs, images included, survives the trip to another process
+    and compares equal; the hooks are not the Job's (a runtime holds a lock: never sent)."""
     spec = build_spec(task="edit", model=CONFIG, requested_model=None, prompt="x", n=2, size="256x256", quality=None,
                       background=None, output_format="png", output_compression=None, response_format=None,
                       stream=False, partial_images=None)
-    job = Job(spec=spec, mode="img2img", init_image=Image.new("RGB", (64, 64), (1, 2, 3)))
-    job.on_preview = lambda i, k, im: None
-    job.cancel.set()
-    back = pickle.loads(pickle.dumps(job))
-    assert back.spec == spec and back.mode == "img2img" and back.init_image.getpixel((0, 0)) == (1, 2, 3)
-    assert back.on_preview is None and not back.cancel.is_set()
+    noise = Image.effect_noise((64, 48), 40)  # 'L', distinct pixels
+    mask = noise.point(lambda v: 255 if v > 128 else 0)
+    jobs = [
+        Job(spec=spec, mode="inpaint", init_image=Image.merge("RGB", [noise] * 3), edit_mask=mask),
+        Job(spec=spec, mode="edit", references=(Image.new("RGB", (32, 64), (1, 2, 3)), noise.convert("RGB"))),
+    ]
+    assert {f.name for f in dataclasses.fields(Job)} == {"spec", "mode", "references", "init_image", "edit_mask"}
+    for job in jobs:
+        back = pickle.loads(pickle.dumps(job))
+        assert back == job and back is not job
+    assert jobs[0] != dataclasses.replace(jobs[0], edit_mask=noise)  # pixels are compared, not identities
+    with pytest.raises(TypeError):
+        pickle.dumps(JobRuntime(on_preview=lambda i, k, im: None))
+
+
+def test_the_backend_plans_its_generation_size() -> None:
+    """The spec leaves normalisation at the output size; the backend's plan picks the size
+    its model generates at and lays out the inputs for it."""
+    spec = build_spec(task="edit", model=CONFIG, requested_model=None, prompt="x", n=1, size="256x256", quality=None,
+                      background=None, output_format="png", output_compression=None, response_format=None,
+                      stream=False, partial_images=None)
+    assert (spec.gen_width, spec.gen_height) == (256, 256)
+    job = SolidBackend().plan(spec, "img2img", [Image.new("RGBA", (100, 100))], None)
+    assert (job.spec.gen_width, job.spec.gen_height) == (64, 64) and job.init_image is not None
+    assert job.init_image.size == (64, 64) and job.spec.width == 256
 
 
 async def test_another_backend_kind_serves_the_whole_flow(tmp_path: Path) -> None:

@@ -679,7 +679,7 @@ async def test_model_failures_do_not_leak_internals(app, client) -> None:  # typ
     backend = app.state.scheduler.worker("tiny-sd").backend
     real = backend.run_batch
 
-    def broken(jobs):  # type: ignore[no-untyped-def]  # fake at the GPU edge
+    def broken(jobs, runtimes):  # type: ignore[no-untyped-def]  # fake at the GPU edge
         raise RuntimeError("CUDA error at /secret/path/kernel.cu:42")
 
     backend.run_batch = broken

@@ -25,7 +25,7 @@ from families.dit_family import build_pixart_sigma, build_sana
 from families.harness import Live, bucket, decode, gen, noise, png, serve
 from imagegate.backends.diffusers import detect_family
 from imagegate.backends.diffusers.families import FAMILIES
-from imagegate.engine.base import Job, RunCancelled
+from imagegate.engine.base import JobRuntime, RunCancelled
 from imagegate.normalize import build_spec
 
 QUALITY = "{low = [2, 5.0], medium = [2, 5.0], high = [2, 5.0]}"
@@ -128,18 +128,18 @@ def test_cancellation_stops_between_steps(live: Live, model: str) -> None:
                       size="1024x1024", quality="low", background=None, output_format="png",
                       output_compression=None, response_format="b64_json", stream=False, partial_images=None,
                       seed=0, num_inference_steps=6)
-    job = Job(spec=spec)
+    runtime = JobRuntime()
     steps: list[int] = []
 
     def on_step(step: int, total: int) -> None:
         steps.append(step)
         assert total == 6
         if step == 2:
-            job.cancel.set()
+            runtime.cancel.set()
 
-    job.on_step = on_step
+    runtime.on_step = on_step
     with pytest.raises(RunCancelled):
-        backend.run(job)
+        backend.run(backend.plan(spec), runtime)
     assert steps == [1, 2]
 
 

@@ -62,14 +62,14 @@ class PoisonGPU:
         self.release = threading.Event()
         backend.run_batch = self.run_batch
 
-    def run_batch(self, jobs: list[Any]) -> Any:
+    def run_batch(self, jobs: list[Any], runtimes: list[Any]) -> Any:
         self.calls.append(len(jobs))
         if len(self.calls) == 1:
             self.entered.set()
             self.release.wait(30)
         if any("POISON" in j.spec.prompt for j in jobs):
             raise RuntimeError("device fault on this input")
-        return self.real(jobs)
+        return self.real(jobs, runtimes)
 
 
 @pytest.fixture

@@ -14,14 +14,14 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # Lowest first. A module may import its own layer and those below.
 LAYERS = [
     ["errors", "settings", "protocol", "admission", "mini"],
-    ["normalize", "inputs", "postprocess", "metering", "families", "registry"],
+    ["normalize", "inputs", "postprocess", "metering", "families", "registry", "pricing"],
     ["engine"],
-    ["backends", "storage", "db"],
+    ["backends", "storage", "db", "accounts"],
     ["core"],
     ["container", "server"],
     ["routes"],
     ["app"],
-    ["cli"],
+    ["cli", "cli_common", "cli_keys", "cli_usage"],
 ]
 MAX_LINES = 400
 

@@ -2,7 +2,8 @@
 made before migrations (by `create_all`) is stamped and upgraded in place with its rows,
 the migrations build exactly the tables the code maps, `imagegate db` shows and upgrades
 the revision, and a ledger write that fails is logged and counted, never raised into the
-request. SQLite always; PostgreSQL too where its server is installed."""
+request. Each runs on SQLite and on PostgreSQL (the `db_url` / `pg_url` fixtures of
+tests/pg_support.py: a throwaway server, skipped with the reason where none can run)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,7 @@ import asyncio
 import datetime as dt
 import io
 import logging
-import os
-import pwd
-import shutil
 import sqlite3
-import subprocess
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +22,6 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy.ext.asyncio import create_async_engine
 from typer.testing import CliRunner
 
 from cli_fixtures import clean_env  # noqa: F401 - fixture
@@ -105,7 +99,7 @@ async def check_fresh_database_is_at_head(url: str) -> None:
         assert await ledger.revision() is None
         await ledger.start()
         assert await ledger.revision() == HEAD
-        assert await _tables(ledger) == {"requests", "alembic_version"}
+        assert await _tables(ledger) == {*Base.metadata.tables, "alembic_version"}
         assert await _diff(ledger) == []
         await ledger.start()  # a second start is a no-op
         assert await ledger.revision() == HEAD
@@ -130,6 +124,8 @@ async def check_old_database_is_upgraded_in_place(url: str, create_old: str) -> 
         assert (old.status, old.http_status, old.user, old.model, old.seed, old.output_tokens) == (
             "ok", 200, "alice", "tiny-sd", 7, 272)
         assert old.params == {"prompt": "a red circle"} and old.notes == ["kept"]
+        # Accounts' columns (0002) are empty on rows from before them: no cost was known then.
+        assert (old.api_key_id, old.project_id, old.cost_usd, old.images) == (None, None, None, None)
         assert old.created_at.replace(tzinfo=dt.timezone.utc) == dt.datetime(2026, 11, 30, 12, tzinfo=dt.timezone.utc)
         assert await ledger.record(_row("req_new"))
         assert await ledger.mark_interrupted() == 1
@@ -161,21 +157,35 @@ async def check_failed_writes_are_logged_and_counted(url: str, caplog: pytest.Lo
         await ledger.close()
 
 
-# -- SQLite -------------------------------------------------------------------------------
+# -- each database (db_url: [sqlite] and [postgresql]) -------------------------------------
+async def test_a_fresh_database_is_created_at_head(db_url: str) -> None:
+    await check_fresh_database_is_at_head(db_url)
+
+
+async def test_a_database_from_before_migrations_is_upgraded_in_place(db_url: str) -> None:
+    old = OLD_POSTGRES if db_url.startswith("postgresql") else OLD_SQLITE
+    await check_old_database_is_upgraded_in_place(db_url, old)
+
+
+async def test_failed_writes_are_logged_and_counted(db_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    await check_failed_writes_are_logged_and_counted(db_url, caplog)
+
+
+async def test_a_database_from_a_newer_imagegate_is_refused_untouched(db_url: str) -> None:
+    ledger = Ledger(db_url)
+    try:
+        await ledger.start()
+        await _exec(ledger, "UPDATE alembic_version SET version_num = '9999'")
+        with pytest.raises(migrate.SchemaTooNew, match="9999"):
+            await ledger.start()
+        assert await ledger.revision() == "9999"
+    finally:
+        await ledger.close()
+
+
+# -- SQLite only ---------------------------------------------------------------------------
 def _sqlite(tmp_path: Path) -> str:
     return f"sqlite+aiosqlite:///{tmp_path / 'imagegate.db'}"
-
-
-async def test_a_fresh_database_is_created_at_head(tmp_path: Path) -> None:
-    await check_fresh_database_is_at_head(_sqlite(tmp_path))
-
-
-async def test_a_database_from_before_migrations_is_upgraded_in_place(tmp_path: Path) -> None:
-    await check_old_database_is_upgraded_in_place(_sqlite(tmp_path), OLD_SQLITE)
-
-
-async def test_failed_writes_are_logged_and_counted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    await check_failed_writes_are_logged_and_counted(_sqlite(tmp_path), caplog)
 
 
 async def test_the_comparison_sees_a_missing_migration(tmp_path: Path) -> None:
@@ -185,22 +195,11 @@ async def test_the_comparison_sees_a_missing_migration(tmp_path: Path) -> None:
         await ledger.start()
         changed = sa.MetaData()
         table = Base.metadata.tables["requests"].to_metadata(changed)
-        table.append_column(sa.Column("cost_usd", sa.Float))
+        table.append_column(sa.Column("forgotten", sa.Float))
         async with ledger.engine.connect() as conn:
             diff = await conn.run_sync(lambda c: compare_metadata(MigrationContext.configure(c), changed))
-        assert [(d[0], d[2], d[3].name) for d in diff] == [("add_column", "requests", "cost_usd")]
-    finally:
-        await ledger.close()
-
-
-async def test_a_database_from_a_newer_imagegate_is_refused_untouched(tmp_path: Path) -> None:
-    ledger = Ledger(_sqlite(tmp_path))
-    try:
-        await ledger.start()
-        await _exec(ledger, "UPDATE alembic_version SET version_num = '9999'")
-        with pytest.raises(migrate.SchemaTooNew, match="9999"):
-            await ledger.start()
-        assert await ledger.revision() == "9999"
+        added = [(d[0], d[2], d[3].name) for d in diff if d[0] == "add_column"]
+        assert added == [("add_column", "requests", "forgotten")]
     finally:
         await ledger.close()
 
@@ -266,74 +265,11 @@ def test_cli_db_current_and_upgrade(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         assert c.execute("SELECT id FROM requests").fetchall() == [("req_old",)]
 
 
-# -- PostgreSQL (a throwaway server on a Unix socket, where one is installed) -------------
-def _pg_bin() -> Path | None:
-    for d in [os.environ.get("PG_BIN"), *sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)]:
-        if d and (Path(d) / "initdb").exists():
-            return Path(d)
-    initdb = shutil.which("initdb")
-    return Path(initdb).parent if initdb else None
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[str]:
-    """A server of its own (initdb + pg_ctl, trust auth, no TCP); yields its URL."""
-    pytest.importorskip("asyncpg")
-    bin_dir = _pg_bin()
-    if bin_dir is None:
-        pytest.skip("no PostgreSQL server installed (initdb not found)")
-    as_user: list[str] = []
-    if os.geteuid() == 0:  # initdb refuses root: run the server as the package's `postgres` user
-        try:
-            pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root and there is no postgres user to run the server")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    root = Path(tempfile.mkdtemp(prefix="imagegate-pg-"))
-    if as_user:
-        shutil.chown(root, "postgres")
-    data = root / "data"
-    subprocess.run([*as_user, str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
-                    "-E", "UTF8", "--no-sync"], check=True, capture_output=True)
-    subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-o",
-                    f"-k {root} -c listen_addresses= -c timezone=UTC -F", "start"], check=True, capture_output=True)
-    try:
-        yield f"postgresql+asyncpg://postgres@/postgres?host={root}"
-    finally:
-        subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
-                       check=False, capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
-
-
-async def _fresh_pg(url: str) -> str:
-    """An empty database of its own on the test server."""
-    name = f"t{os.urandom(6).hex()}"
-    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as conn:
-            await conn.execute(sa.text(f"CREATE DATABASE {name}"))
-    finally:
-        await engine.dispose()
-    return url.replace("@/postgres?", f"@/{name}?")
-
-
-async def test_postgres_fresh_database_is_at_head(postgres: str) -> None:
-    await check_fresh_database_is_at_head(await _fresh_pg(postgres))
-
-
-async def test_postgres_database_from_before_migrations_is_upgraded_in_place(postgres: str) -> None:
-    await check_old_database_is_upgraded_in_place(await _fresh_pg(postgres), OLD_POSTGRES)
-
-
-async def test_postgres_failed_writes_are_logged_and_counted(postgres: str, caplog: pytest.LogCaptureFixture) -> None:
-    await check_failed_writes_are_logged_and_counted(await _fresh_pg(postgres), caplog)
-
-
-async def test_postgres_servers_starting_together_upgrade_once(postgres: str) -> None:
+# -- PostgreSQL only ----------------------------------------------------------------------
+async def test_postgres_servers_starting_together_upgrade_once(pg_url: str) -> None:
     """Several processes starting at once on one new database: the advisory lock lets one
     create the tables and the others find them at head."""
-    url = await _fresh_pg(postgres)
-    ledgers = [Ledger(url) for _ in range(4)]
+    ledgers = [Ledger(pg_url) for _ in range(4)]
     try:
         # Without the lock they block each other's CREATE TABLE: a bound, not a hung suite.
         await asyncio.wait_for(asyncio.gather(*(ledger.start() for ledger in ledgers)), 60)

@@ -1,4 +1,4 @@
-"""normalize.py and metering.py as pure functions: sizes, buckets, aspect/resolution,
+"""normalize.py and metering.py as pure functions: sizes, aspect/resolution,
 quality tiers, output-token table and the input-image token rule."""
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from imagegate.normalize import (
     RESOLUTION_PIXELS,
     STANDARD_SIZES,
     build_spec,
-    generation_bucket,
     output_tokens,
     parse_aspect_ratio,
     parse_size,
@@ -94,42 +93,12 @@ def test_build_spec_rejects_a_bad_size_with_param_size() -> None:
     assert e.value.param == "size"
 
 
-# -- generation_bucket --------------------------------------------------------------------
-def test_square_requests_use_the_native_square() -> None:
-    assert generation_bucket(model(), 1024, 1024) == (64, 64)
-    assert generation_bucket(model(), 256, 256) == (64, 64)
-    assert generation_bucket(model(native_size=512, size_multiple=64), 3840, 3840) == (512, 512)
-
-
-@pytest.mark.parametrize(("w", "h"), [(1536, 1024), (1024, 1536), (1792, 1024), (3840, 2160), (3840, 1280), (256, 768)])
-def test_bucket_keeps_aspect_area_and_multiple(w: int, h: int) -> None:
-    for m in (model(), model(native_size=512, size_multiple=64), model(native_size=1024, size_multiple=64)):
-        bw, bh = generation_bucket(m, w, h)
-        native = m.native_size or 512
-        assert bw % m.size_multiple == 0 and bh % m.size_multiple == 0
-        # about native² pixels (rounding to the multiple moves it by at most one step per side)
-        assert (native - m.size_multiple) ** 2 <= bw * bh <= (native + m.size_multiple) ** 2 * 1.1
-        # landscape stays landscape, portrait stays portrait
-        assert (bw > bh) == (w > h) and (bw < bh) == (w < h)
-        if m.native_size and m.native_size >= 512:
-            assert abs(math.log((bw / bh) / (w / h))) < 0.15
-
-
-def test_bucket_exact_values() -> None:
-    assert generation_bucket(model(native_size=512, size_multiple=64), 1536, 1024) == (640, 448)
-    assert generation_bucket(model(native_size=1024, size_multiple=64), 1024, 1536) == (832, 1280)
-
-
-def test_bucket_clamps_aspect_to_3_to_1() -> None:
-    m = model(native_size=512, size_multiple=16)
-    assert generation_bucket(m, 10_000, 100) == generation_bucket(m, 3 * 512, 512)
-    assert generation_bucket(m, 100, 10_000) == generation_bucket(m, 512, 3 * 512)
-
-
-def test_spec_carries_the_bucket_and_the_requested_size() -> None:
+def test_spec_leaves_the_generation_size_to_the_backend() -> None:
+    """The bucket is the serving backend's choice (its plan()); until then the spec
+    generates at the size asked for (tests/test_diffusers_planning.py has the buckets)."""
     s = spec(size="1536x1024")
     assert (s.width, s.height) == (1536, 1024)
-    assert (s.gen_width, s.gen_height) == generation_bucket(model(), 1536, 1024)
+    assert (s.gen_width, s.gen_height) == (1536, 1024)
 
 
 # -- aspect_ratio / resolution ------------------------------------------------------------

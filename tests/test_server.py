@@ -49,12 +49,12 @@ class HeldGPU:
         self.calls = 0
         backend.run_batch = self.run_batch
 
-    def run_batch(self, jobs: list[Any]) -> Any:
+    def run_batch(self, jobs: list[Any], runtimes: list[Any]) -> Any:
         self.calls += 1
         if self.calls == 1:
             self.entered.set()
             self.release.wait(30)
-        return self.real(jobs)
+        return self.real(jobs, runtimes)
 
 
 @pytest.fixture
@@ -319,7 +319,7 @@ async def test_ledger_records_failures_without_usage(app: Any, sdk: AsyncOpenAI)
     # the device faults mid-run: a 500, recorded as an error, not billed
     backend = app.state.scheduler.worker("tiny-sd").backend
 
-    def faulty_gpu(jobs: list[Any]) -> Any:  # fake at the GPU edge
+    def faulty_gpu(jobs: list[Any], runtimes: list[Any]) -> Any:  # fake at the GPU edge
         raise RuntimeError("simulated device fault")
 
     backend.run_batch = faulty_gpu

@@ -83,16 +83,16 @@ class FaultyGPU:
         self.real = backend.run_batch
         backend.run_batch = self.run_batch
 
-    def run_batch(self, jobs: list[Any]) -> Any:
-        for job in jobs:
-            sink = job.on_preview
+    def run_batch(self, jobs: list[Any], runtimes: list[Any]) -> Any:
+        for runtime in runtimes:
+            sink = runtime.on_preview
 
             def on_preview(i: int, k: int, im: Image.Image, sink: Any = sink) -> None:
                 sink(i, k, im)
                 raise RuntimeError("simulated device fault after the first preview")
 
-            job.on_preview = on_preview
-        return self.real(jobs)
+            runtime.on_preview = on_preview
+        return self.real(jobs, runtimes)
 
 
 class SlowGPU:
@@ -108,9 +108,9 @@ class SlowGPU:
         self.outcome: str | None = None
         backend.run_batch = self.run_batch
 
-    def run_batch(self, jobs: list[Any]) -> Any:
-        for job in jobs:
-            inner = job.on_step
+    def run_batch(self, jobs: list[Any], runtimes: list[Any]) -> Any:
+        for runtime in runtimes:
+            inner = runtime.on_step
 
             def on_step(step: int, total: int, inner: Any = inner) -> None:
                 self.steps, self.total = step, total
@@ -118,9 +118,9 @@ class SlowGPU:
                 if inner is not None:
                     inner(step, total)
 
-            job.on_step = on_step
+            runtime.on_step = on_step
         try:
-            out = self.real(jobs)
+            out = self.real(jobs, runtimes)
             self.outcome = "finished"
             return out
         except BaseException as exc:

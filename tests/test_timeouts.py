@@ -279,9 +279,9 @@ async def test_a_long_generation_outlives_the_body_timeouts(server: tuple[Any, i
     backend = app.state.scheduler.worker("tiny-sd").backend
     real = backend.run_batch
 
-    def slow(jobs: list[Any]) -> Any:
+    def slow(jobs: list[Any], runtimes: list[Any]) -> Any:
         time.sleep(TIMEOUTS["body_total_timeout_seconds"] + 1)  # past the gap and the total
-        return real(jobs)
+        return real(jobs, runtimes)
 
     backend.run_batch = slow
     try:

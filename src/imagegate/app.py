@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .accounts import headers as rate_headers
 from .admission import Budget
 from .container import Container, janitor, model_configs
 from .errors import (
@@ -50,15 +51,20 @@ def create_app(settings: Settings, configs: list[ModelConfig] | None = None) -> 
         app.state.ledger = container.ledger
         app.state.storage = container.storage
         app.state.service = container.service
+        app.state.accounts = container.accounts
         # Load in the background so /health can say "loading" (503) until every model is ready.
         loader = asyncio.create_task(_load(container))
-        sweeper = asyncio.create_task(janitor(container.storage, settings.janitor_interval_seconds))
+        sweeper = asyncio.create_task(janitor(container.storage, settings.janitor_interval_seconds,
+                                              container.accounts))
         app.state.loader = loader
         try:
             yield
         finally:
             sweeper.cancel()
             loader.cancel()
+            # Wait for both to end before the database closes: a janitor cut off mid-query
+            # left its connection behind (and once hung shutdown).
+            await asyncio.gather(sweeper, loader, return_exceptions=True)
             await container.close()
 
     app = FastAPI(
@@ -68,12 +74,14 @@ def create_app(settings: Settings, configs: list[ModelConfig] | None = None) -> 
         lifespan=lifespan,
     )
     _install_error_handlers(app)
-    from .routes import health, images, models
+    from .routes import admin, health, images, models, usage
 
     app.include_router(health.router)
+    app.include_router(admin.router)
     app.include_router(images.router)
     app.include_router(images.content_router)
     app.include_router(models.router)
+    app.include_router(usage.router)
     app.state.body_budget = Budget("request bodies", settings.max_inflight_body_bytes, "bytes", trim_after=64 * 2**20)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, budget=app.state.body_budget)
 
@@ -172,6 +180,11 @@ class RequestContextMiddleware:
                     headers.append((b"x-imagegate-notes", "; ".join(ctx.notes).encode("ascii", "replace")))
                 if ctx is not None and ctx.composited:
                     headers.append((b"x-imagegate-composited", str(ctx.composited).encode()))
+                if ctx is not None:  # an image route: its cost (0 for a failure) and the key's windows
+                    headers.append((b"x-imagegate-cost-usd", _usd(ctx.cost_usd if status < 400 else 0.0).encode()))
+                    present = {k for k, _ in headers}
+                    headers += [(k.encode(), v.encode()) for k, v in rate_headers(ctx.rate_windows).items()
+                                if k.encode() not in present]
                 message["headers"] = headers
             await send(message)
 
@@ -182,6 +195,10 @@ class RequestContextMiddleware:
             outcome = "" if completed else (" (response cut off)" if status else " (no response)")
             access_log.info('%s:%s - "%s %s" %d %.1fms %s%s', client[0], client[1], scope.get("method"),
                             scope.get("path"), status, (time.perf_counter() - started) * 1000, request_id, outcome)
+
+
+def _usd(value: float | None) -> str:
+    return f"{value or 0.0:.8f}".rstrip("0").rstrip(".") or "0"
 
 
 class BodyLimitMiddleware:

@@ -1,4 +1,4 @@
-"""`imagegate serve | generate | edit | models`."""
+"""`imagegate serve | generate | edit | models | keys | db`."""
 
 from __future__ import annotations
 
@@ -8,6 +8,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
+from .cli_common import DatabaseUrlOption, DataDirOption, database_url_of, load_settings
+from .cli_keys import database_has_keys, keys_app
+from .cli_usage import usage_command
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="A self-hosted, drop-in OpenAI Images API.")
 
@@ -22,24 +26,6 @@ def _is_loopback(host: str) -> bool:
             return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
         except OSError:
             return False
-
-
-def _settings(**overrides: object):  # type: ignore[no-untyped-def]
-    """Settings from the environment with the options given on the command line on top; a
-    bad value (or an unreadable keys file) is a one-line error and exit 2, not a traceback."""
-    from pydantic import ValidationError
-
-    from .settings import Settings
-
-    try:
-        return Settings(**overrides)  # type: ignore[arg-type]
-    except ValidationError as exc:
-        for err in exc.errors():
-            cause = (err.get("ctx") or {}).get("error")
-            where = ".".join(str(p) for p in err["loc"])
-            line = f"error: {cause}" if cause is not None and not where else f"error: {where}: {err['msg']}"
-            typer.echo(line, err=True)
-        raise typer.Exit(2) from exc
 
 
 @app.command()
@@ -62,11 +48,13 @@ def serve(
         "host": host, "port": port, "data_dir": data_dir, "models_file": models, "api_keys": api_key or None,
         "api_keys_file": api_keys_file, "allow_anonymous": allow_anonymous or None, "log_level": log_level,
     }
-    settings = _settings(**{k: v for k, v in given.items() if v is not None})
-    if not _is_loopback(settings.host) and not settings.api_keys and not settings.allow_anonymous:
+    settings = load_settings(**{k: v for k, v in given.items() if v is not None})
+    if (not _is_loopback(settings.host) and not settings.api_keys and not settings.allow_anonymous
+            and not database_has_keys(settings)):
         typer.echo(
-            f"refusing to bind {settings.host} with no API key: set --api-keys-file (or IMAGEGATE_API_KEYS_FILE, "
-            "IMAGEGATE_API_KEYS, --api-key), or pass --allow-anonymous to serve everyone on the network.",
+            f"refusing to bind {settings.host} with no API key: make one (`imagegate keys create NAME`), set "
+            "--api-keys-file (or IMAGEGATE_API_KEYS_FILE, IMAGEGATE_API_KEYS, --api-key), or pass --allow-anonymous "
+            "to serve everyone on the network.",
             err=True,
         )
         raise typer.Exit(2)
@@ -98,7 +86,7 @@ def _run_local(task: str, prompt: str, out: Path, images: list[Path], mask: Path
     from .errors import ImagegateError
 
     models = params.pop("models")
-    settings = _settings(models_file=models) if models else _settings()
+    settings = load_settings(models_file=models) if models else load_settings()
     suffixes = {".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp", ".avif": "avif", ".gif": "gif"}
     fmt = suffixes.get(out.suffix.lower(), "png")
     try:
@@ -192,32 +180,18 @@ def list_models(models: Annotated[Path | None, typer.Option("--models", help="TO
     from .container import model_configs
     from .registry import Registry
 
-    registry = Registry(model_configs(_settings(models_file=models) if models else _settings()))
+    registry = Registry(model_configs(load_settings(models_file=models) if models else load_settings()))
     for name, c in registry.configs.items():
         typer.echo(f"{name}\t{c.source}")
     for alias, target in registry.aliases.items():
         typer.echo(f"{alias}\t-> {target}")
 
 
+app.add_typer(keys_app, name="keys")
+app.command("usage")(usage_command)
+
 db_app = typer.Typer(no_args_is_help=True, help="The request ledger's database: schema revision and upgrades.")
 app.add_typer(db_app, name="db")
-
-DataDirOption = Annotated[Path | None, typer.Option(
-    "--data-dir", help="Holds the SQLite ledger unless --database-url is set [IMAGEGATE_DATA_DIR; data].")]
-DatabaseUrlOption = Annotated[str | None, typer.Option(
-    "--database-url", help="SQLAlchemy async URL of the ledger [IMAGEGATE_DATABASE_URL; SQLite in the data dir].")]
-
-
-def _db_url(data_dir: Path | None, database_url: str | None) -> tuple[str, Path | None]:
-    """The ledger's URL from the options and IMAGEGATE_* (as `serve` resolves it), and its file if SQLite."""
-    from sqlalchemy.engine import make_url
-
-    given = {"data_dir": data_dir, "database_url": database_url}
-    url = _settings(**{k: v for k, v in given.items() if v is not None}).resolved_database_url
-    u = make_url(url)
-    sqlite_file = u.get_backend_name() == "sqlite" and u.database not in (None, "", ":memory:")
-    return url, Path(u.database) if sqlite_file and u.database else None
-
 
 async def _db_revision(ledger) -> str:  # type: ignore[no-untyped-def]
     from sqlalchemy import inspect
@@ -241,7 +215,7 @@ def db_upgrade(data_dir: DataDirOption = None, database_url: DatabaseUrlOption =
 
     from .db import Ledger, migrate
 
-    url, db_file = _db_url(data_dir, database_url)
+    url, db_file = database_url_of(data_dir, database_url)
     if db_file is not None:
         db_file.parent.mkdir(parents=True, exist_ok=True)
 
@@ -269,7 +243,7 @@ def db_current(data_dir: DataDirOption = None, database_url: DatabaseUrlOption =
 
     from .db import Ledger
 
-    url, db_file = _db_url(data_dir, database_url)
+    url, db_file = database_url_of(data_dir, database_url)
     if db_file is not None and not db_file.exists():  # don't create an empty file just to look
         typer.echo(f"error: no ledger database at {db_file}", err=True)
         raise typer.Exit(1)

@@ -12,6 +12,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from .accounts import Accounts
 from .core.service import ImageService
 from .db import Ledger
 from .engine.base import Backend
@@ -50,6 +51,7 @@ class Container:
     storage: SignedLinks
     pool: ThreadPoolExecutor
     service: ImageService
+    accounts: Accounts
 
     @classmethod
     async def start(cls, settings: Settings, configs: list[ModelConfig] | None = None,
@@ -67,6 +69,7 @@ class Container:
         key_file = settings.data_dir / "url-signing.key"
         secret = key.get_secret_value().encode() if key else load_or_create_secret(key_file)
         storage = SignedLinks(LocalStore(settings.data_dir / "images"), secret, settings.url_ttl_seconds)
+        accounts = make_accounts(settings, ledger)
         workers = {c.name: ModelWorker(backend_for(c, settings), settings.queue_size, c.max_batch_images)
                    for c in configs}
         budget = int(settings.memory_budget_gb * 2**30) if settings.memory_budget_gb else None
@@ -76,8 +79,8 @@ class Container:
             w.on_loaded = lambda backend: registry.update(backend.config)
         pool = ThreadPoolExecutor(max_workers=settings.encode_workers or os.cpu_count() or 1,
                                   thread_name_prefix="encode")
-        service = ImageService(settings, registry, engine, storage, ledger, pool)
-        return cls(settings, registry, engine, ledger, storage, pool, service)
+        service = ImageService(settings, registry, engine, storage, ledger, pool, accounts=accounts)
+        return cls(settings, registry, engine, ledger, storage, pool, service, accounts)
 
     async def load(self) -> None:
         """Validate every model and load those marked `preload` (the server runs this in
@@ -90,14 +93,27 @@ class Container:
         await self.ledger.close()
 
 
-async def janitor(storage: SignedLinks, interval: float) -> None:
-    """Deletes expired images through the Store. Replicas sharing a store each run one:
-    deletes of the same blob are harmless, so no coordination is needed."""
+def make_accounts(settings: Settings, ledger: Ledger) -> Accounts:
+    """Accounts on the ledger's database (the server, and the CLI's `keys` commands)."""
+    secret = settings.key_secret
+    key_secret = (secret.get_secret_value().encode() if secret
+                  else load_or_create_secret(settings.data_dir / "key-secret.key"))
+    admin = settings.admin_key.get_secret_value() if settings.admin_key else None
+    return Accounts(ledger.sessions, key_secret=key_secret, static_keys=settings.api_keys, admin_key=admin,
+                    redis_url=settings.redis_url, hold_seconds=settings.budget_hold_seconds)
+
+
+async def janitor(storage: SignedLinks, interval: float, accounts: Accounts | None = None) -> None:
+    """Deletes expired images through the Store, and ended rate-limit windows and budget
+    holds. Replicas sharing a store and a database each run one: deleting the same thing
+    twice is harmless, so no coordination is needed."""
     while True:
         try:
             removed = await asyncio.to_thread(storage.sweep)
             if removed:
                 log.info("janitor removed %d expired images", removed)
+            if accounts is not None:
+                await accounts.sweep()
         except Exception:  # keep sweeping
             log.exception("janitor failed")
         await asyncio.sleep(interval)

@@ -61,6 +61,36 @@ class Forbidden(ImagegateError):
     code = "forbidden"
 
 
+class ModelNotAllowed(Forbidden):
+    code = "model_not_allowed"
+
+
+class RateLimited(ImagegateError):
+    """A key's requests or images per minute are spent; the SDK retries after Retry-After."""
+
+    status = 429
+    type = "requests"
+    code = "rate_limit_exceeded"
+
+
+class QuotaExceeded(ImagegateError):
+    """A key's monthly budget would be exceeded: retrying soon cannot help, so the SDK is
+    told not to (x-should-retry: false)."""
+
+    status = 429
+    type = "insufficient_quota"
+    code = "insufficient_quota"
+
+    def __init__(self, message: str, **kw: Any) -> None:
+        super().__init__(message, headers={"x-should-retry": "false"}, **kw)
+
+
+class Conflict(ImagegateError):
+    status = 409
+    type = "invalid_request_error"
+    code = "conflict"
+
+
 class NotFound(ImagegateError):
     status = 404
     type = "invalid_request_error"

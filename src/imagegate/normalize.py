@@ -65,6 +65,8 @@ class ImageSpec:
     n: int
     width: int
     height: int
+    # The size the model generates at: the output size until the serving backend's plan()
+    # picks its own (diffusers: the family's native bucket nearest this aspect).
     gen_width: int
     gen_height: int
     quality: Literal["low", "medium", "high"]
@@ -158,15 +160,6 @@ def size_for_input(width: int, height: int) -> tuple[int, int]:
     return max(1, math.floor(width * scale)), max(1, math.floor(height * scale))
 
 
-def generation_bucket(model: ModelConfig, width: int, height: int) -> tuple[int, int]:
-    """The model's native bucket nearest the requested aspect: about native_size² pixels,
-    sides multiples of the model's size_multiple, aspect clamped to 1:3..3:1."""
-    native = model.native_size or 512
-    m = model.size_multiple or 16  # an unresolved config: the families' default
-    ar = min(3.0, max(1 / 3, width / height))
-    return _round_to(native * math.sqrt(ar), m), _round_to(native / math.sqrt(ar), m)
-
-
 def resolve_quality(quality: str | None, requested_model: str | None) -> Literal["low", "medium", "high"]:
     q = quality or "auto"
     if q in ("standard", "hd"):
@@ -257,7 +250,6 @@ def build_spec(
         width, height = 1024, 1024
     else:
         width, height = 1024, 1024
-    gen_w, gen_h = generation_bucket(model, width, height)
     # 3. quality → steps and guidance (extensions override the preset)
     tier = resolve_quality(quality, requested_model)
     steps, guidance = model.preset(tier)
@@ -305,8 +297,8 @@ def build_spec(
         n=n,
         width=width,
         height=height,
-        gen_width=gen_w,
-        gen_height=gen_h,
+        gen_width=width,
+        gen_height=height,
         quality=tier,
         steps=steps,
         guidance=guidance,

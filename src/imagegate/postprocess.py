@@ -1,11 +1,10 @@
-"""Everything between the model's pixels and the bytes on the wire: size policy,
-reference layout, mask compositing, transparent backgrounds, encoding. CPU-only, run in
-worker threads."""
+"""Everything between the model's pixels and the bytes on the wire: size policy, mask
+compositing, transparent backgrounds, encoding. CPU-only, run in worker threads. (How
+inputs are laid out for a model is its backend's: backends/diffusers/planning.py.)"""
 
 from __future__ import annotations
 
 import io
-import math
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -21,49 +20,11 @@ DEFAULT_LOSSY_QUALITY = 95
 
 
 def resize_to(img: Image.Image, width: int, height: int) -> Image.Image:
-    """The model's bucket → exactly the size asked for (Lanczos; reducing_gap keeps big downscales fast)."""
+    """Exactly `width` x `height`: the model's bucket → the size asked for, or an input → the
+    bucket (Lanczos; reducing_gap keeps big downscales fast)."""
     if img.size == (width, height):
         return img
     return img.resize((width, height), Image.Resampling.LANCZOS, reducing_gap=3.0)
-
-
-def fit_into(img: Image.Image, width: int, height: int, fill: tuple[int, int, int] = (127, 127, 127)) -> Image.Image:
-    """Scale to cover the canvas and centre-crop: the model sees the input at its bucket aspect."""
-    src = img.convert("RGB")
-    scale = max(width / src.width, height / src.height)
-    w, h = max(1, math.ceil(src.width * scale)), max(1, math.ceil(src.height * scale))
-    src = src.resize((w, h), Image.Resampling.LANCZOS)
-    left, top = (w - width) // 2, (h - height) // 2
-    return src.crop((left, top, left + width, top + height))
-
-
-def fit_area(img: Image.Image, pixels: int, multiple: int = 16) -> Image.Image:
-    """A reference image scaled to about `pixels` pixels, keeping its aspect, sides
-    multiples of `multiple` (what native-editing pipelines expect)."""
-    src = img.convert("RGB")
-    scale = math.sqrt(pixels / (src.width * src.height))
-    w = max(multiple, round(src.width * scale / multiple) * multiple)
-    h = max(multiple, round(src.height * scale / multiple) * multiple)
-    return src.resize((w, h), Image.Resampling.LANCZOS)
-
-
-def layout_references(images: list[Image.Image], width: int, height: int) -> Image.Image:
-    """Several input images → one canvas for image-to-image: a near-square grid, each image
-    scaled to fit its cell (letterboxed on neutral grey)."""
-    if len(images) == 1:
-        return fit_into(images[0], width, height)
-    cols = math.ceil(math.sqrt(len(images) * width / height))
-    rows = math.ceil(len(images) / cols)
-    canvas = Image.new("RGB", (width, height), (127, 127, 127))
-    cw, ch = width // cols, height // rows
-    for i, im in enumerate(images):
-        src = im.convert("RGB")
-        scale = min(cw / src.width, ch / src.height)
-        tile = src.resize((max(1, int(src.width * scale)), max(1, int(src.height * scale))), Image.Resampling.LANCZOS)
-        x = (i % cols) * cw + (cw - tile.width) // 2
-        y = (i // cols) * ch + (ch - tile.height) // 2
-        canvas.paste(tile, (x, y))
-    return canvas
 
 
 # Blur value → blend weight: 0 at the region's edge (blur 0.5), rising to 1 where the blur

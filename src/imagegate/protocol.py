@@ -6,7 +6,7 @@ quality names, format/background combinations) live in normalize.py."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
@@ -179,6 +179,8 @@ class ModelCard(BaseModel):
     created: int
     owned_by: str
     alias_of: str | None = None
+    # Extra to OpenAI's card (the SDK ignores it): what an image costs here (pricing.py).
+    pricing: dict[str, Any] | None = None
 
 
 class ModelList(BaseModel):

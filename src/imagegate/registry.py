@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ModelNotFound
+from .pricing import FREE, GPT_IMAGE_1, Pricing
+from .pricing import parse as parse_pricing
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -67,6 +69,8 @@ class ModelConfig:
     options: dict[str, Any] = field(default_factory=dict)
     # The models file's folder: the backend resolves relative paths in `options` against it.
     base_dir: str | None = None
+    # Its price table (pricing.py); None: OpenAI's names cost what OpenAI charges, others are free.
+    pricing: Pricing | None = None
 
     def preset(self, tier: str) -> tuple[int, float]:
         return self.quality[tier]
@@ -124,6 +128,8 @@ def _config_from_table(table: dict[str, Any], base_dir: Path) -> ModelConfig:
     if "loras" in kw:
         kw["loras"] = {str(k): str((base_dir / str(v)).resolve()) if not Path(str(v)).is_absolute()
                        and (base_dir / str(v)).exists() else str(v) for k, v in kw["loras"].items()}
+    if "pricing" in kw:
+        kw["pricing"] = parse_pricing(kw["pricing"], str(kw["name"]))
     if "strength" in kw:
         kw["strength"] = {k: float(v) for k, v in kw["strength"].items()}
     return ModelConfig(**kw, options=options, base_dir=str(base_dir.resolve()))
@@ -166,6 +172,15 @@ class Registry:
     def update(self, config: ModelConfig) -> None:
         """Replace a model's config with its resolved form once its backend has loaded."""
         self.configs[config.name] = config
+
+    def pricing(self, model: ModelConfig, requested: str | None = None) -> Pricing:
+        """The prices a request pays: the model's own table, else gpt-image-1's published
+        prices when the model or the name asked for is one of OpenAI's, else free."""
+        if model.pricing is not None:
+            return model.pricing
+        if model.name in OPENAI_IMAGE_MODELS or requested in OPENAI_IMAGE_MODELS:
+            return GPT_IMAGE_1
+        return FREE
 
     def resolve(self, requested: str | None) -> ModelConfig:
         if requested is None or requested == "":

@@ -28,6 +28,22 @@ class Settings(BaseSettings):
     api_keys_file: Path | None = Field(
         None, description="File of accepted bearer keys, one a line (blank lines and # comments ignored), merged with "
                           "api_keys; keeps keys off the command line.")
+    admin_key: SecretStr | None = Field(
+        None,
+        description="Bearer key of the admin API (/admin/v1/keys) and of every key's usage; not an image key unless "
+                    "it is also in api_keys or the database.")
+    key_secret: SecretStr | None = Field(
+        None,
+        description="HMAC secret under which API keys are stored (as digests), at least 32 characters; set the same "
+                    "on every process sharing a database. Default: the file key-secret.key in data_dir, made on "
+                    "first use.")
+    redis_url: str | None = Field(
+        None,
+        description="Redis URL (redis://host:6379/0) for the rate-limit counters; default: they live in the database.")
+    budget_hold_seconds: float = Field(
+        3600.0, gt=0,
+        description="How long a request's cost estimate stays held against its key's budget if its process dies "
+                    "before settling it.")
     allow_anonymous: bool = Field(False, description="Allow binding a non-loopback address with no API key configured.")
     public_base_url: str | None = Field(
         None, description="Base URL used in `url` responses; default: the request's own base URL.")
@@ -111,6 +127,14 @@ class Settings(BaseSettings):
         if not keys:
             raise ValueError(f"the API keys file {path} has no keys (one a line; # starts a comment)")
         self.api_keys = list(dict.fromkeys([*self.api_keys, *keys]))
+        return self
+
+    @model_validator(mode="after")
+    def _check_secrets(self) -> Settings:
+        for name in ("key_secret", "url_signing_key"):
+            value = getattr(self, name)
+            if value is not None and len(value.get_secret_value()) < 32:
+                raise ValueError(f"{name} must be at least 32 characters")
         return self
 
     @property

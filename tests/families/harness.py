@@ -25,7 +25,7 @@ from PIL import Image
 
 from conftest import live_server, make_settings
 from imagegate.app import create_app
-from imagegate.normalize import generation_bucket
+from imagegate.backends.diffusers.planning import generation_bucket
 from imagegate.registry import load_models_file
 
 
@@ -58,8 +58,8 @@ class Live:
         real = backend.run_batch
         calls: list[Call] = []
 
-        def run_batch(jobs: list[Any]) -> list[list[Image.Image]]:
-            out = real(jobs)
+        def run_batch(jobs: list[Any], *runtimes: Any) -> list[list[Image.Image]]:
+            out = real(jobs, *runtimes)
             pipe = backend.pipes[jobs[0].mode]
             guidance = getattr(pipe, "guidance_scale", None)
             calls.append(Call(jobs[0].mode, type(pipe).__name__, [im.size for ims in out for im in ims],

@@ -4,13 +4,16 @@ depends on the model is applied (normalize.py turns it into an ImageSpec)."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
+    from ..accounts import Principal, Window
     from ..protocol import (
         CreateImageEditForm,
         CreateImageEditJSONRequest,
@@ -116,6 +119,22 @@ class RequestContext:
     recorded: bool = False  # the final ledger row is written
     started_row: bool = False  # a `running` row was written when the request was accepted
     batch: tuple[int, int, int] | None = None  # (batch id, requests in it, images in it)
+    # Accounts: the caller (None while no key exists), its rate-limit windows (for the
+    # x-ratelimit-* headers), the cost held against its budget, and the request's cost.
+    principal: Principal | None = None
+    rate_windows: list[Window] = field(default_factory=list)
+    held_usd: float | None = None
+    cost_usd: float | None = None
+
+
+    @contextlib.contextmanager
+    def timed(self, name: str) -> Iterator[None]:
+        """Add the block's time to timings[name] (a Server-Timing entry)."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t0
 
 
 def hash_key(key: str | None) -> str | None:

@@ -7,32 +7,32 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import hashlib
-import json
 import logging
 import time
 from collections.abc import AsyncGenerator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+from dataclasses import dataclass, replace
 
 from PIL import Image
 
 from .. import metering, postprocess
+from ..accounts import Accounts
 from ..admission import Budget
-from ..db import Ledger, RequestRow
+from ..db import Ledger
 from ..engine.base import Job, RunResult
 from ..engine.client import Done, EngineClient
-from ..errors import Cancelled, GenerationFailed, ImagegateError, InvalidRequest
+from ..errors import Cancelled, GenerationFailed, ImagegateError, InvalidRequest, ModelNotAllowed
 from ..inputs import InputImage, decode_image, decode_mask, probe_size
 from ..normalize import ImageSpec, build_spec, check_limits, check_request_pixels
+from ..pricing import Pricing, Tokens
 from ..protocol import Image as WireImage
 from ..protocol import ImagesUsage
 from ..registry import ModelConfig, Registry
 from ..settings import Settings
 from ..storage import SignedLinks
 from .events import Accepted, Completed, Event, Failed, PartialImage
-from .planning import build_job
+from .planning import plan_job
+from .records import ledger_row
 from .request import ImageRequest, RequestContext, Upload
 
 log = logging.getLogger("imagegate.service")
@@ -69,6 +69,7 @@ class ImageService:
         ledger: Ledger,
         encode_pool: ThreadPoolExecutor,
         matter: postprocess.Matter | None = None,
+        accounts: Accounts | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -77,6 +78,10 @@ class ImageService:
         self.ledger = ledger
         self.pool = encode_pool
         self.matter = matter or postprocess.ChromaKeyMatter()
+        self.accounts = accounts
+        # Device seconds per image seen so far, per model: the budget estimate of models
+        # priced by device time (an exponential average).
+        self._seconds_per_image: dict[str, float] = {}
         # 16 M pixels, about 64 MB decoded: below that the heap keeps little worth returning.
         self.pixels = Budget("decoded input pixels", settings.max_inflight_pixels, "pixels", trim_after=16_000_000)
 
@@ -86,20 +91,40 @@ class ImageService:
         is raised (the consumer answers it with a plain error); every outcome, including a
         consumer that stops early, ends in one ledger row."""
         p: Prepared | None = None
+        accepted = False
         status, http_status, error, usage = "error", 500, None, None
         try:
-            # 1. Authorise + limit: the API key is checked by the route (accounts come here).
-            # 2. Resolve route: the served model, refused early while it loads or its queue is full
+            # 1. Authorise + limit: the route authenticated the key; here its requests and
+            #    images per minute are taken (429 rate_limit_exceeded, nothing taken)
+            who = ctx.principal
+            if who is not None and who.limited and self.accounts is not None:
+                with ctx.timed("accounts"):
+                    ctx.rate_windows = await self.accounts.limits.take(who, req.n or 1)
+            # 2. Resolve route: the served model (within the key's allow-list), refused early
+            #    while it loads or its queue is full
             model = self.registry.resolve(req.model)
             ctx.model = model.name
+            if who is not None and not who.allows(req.model, model.name):
+                raise ModelNotAllowed(f"This API key may not use the model '{req.model or model.name}'.",
+                                      param="model")
             self.engine.check_capacity(model.name)
             # 3. Normalise: inputs checked from their headers, decoded under the memory
             #    budget, the spec built and the job planned (plain data at the generation size)
             p = await self._prepare(req, ctx, model)
             # 4. Moderate input: no moderation stage is configured yet (see README).
+            # 4b. Budget: the cost estimate is held against the key's monthly budget (429
+            #     insufficient_quota when it does not fit), settled with the actual cost at the end
+            price = self.registry.pricing(model, req.model)
+            estimate = self._estimate(price, p, req)
+            ctx.cost_usd = estimate  # the stream's header: exact for table prices
+            if who is not None and who.budget_usd is not None and self.accounts is not None:
+                with ctx.timed("accounts"):
+                    await self.accounts.budgets.hold(who.key_id, who.budget_usd, ctx.request_id, estimate)
+                ctx.held_usd = estimate
             # The request is accepted: its ledger row exists from now on (status `running`),
             # so a crash leaves a trace; the next start marks such rows `interrupted`.
             await self._record(ctx, req, p, "running", 0)
+            accepted = True
             yield Accepted(p.spec)
             # 5. Run
             result: RunResult | None = None
@@ -129,6 +154,11 @@ class ImageService:
             # 9. Meter + record (failures are not billed)
             usage = metering.usage(p.spec, p.input_sizes, req.fidelity)
             each = metering.usage(p.spec, p.input_sizes, req.fidelity, images=1)
+            # A batched call's device time is shared by its images.
+            device_s = result.inference_s * len(encoded) / max(1, result.batch_images)
+            self._learn_speed(model.name, device_s, len(encoded))
+            ctx.cost_usd = price.cost(quality=p.spec.quality, width=p.spec.width, height=p.spec.height,
+                                      images=len(encoded), tokens=_tokens(usage), device_seconds=device_s)
             status, http_status = "ok", 200
             await self._record(ctx, req, p, status, http_status, usage=usage, seed=result.seed)
             yield Completed(spec=p.spec, images=tuple(encoded), data=tuple(data), usage=usage, usage_per_image=each,
@@ -137,7 +167,7 @@ class ImageService:
             status = "cancelled" if isinstance(exc, Cancelled) else "error"
             http_status, error = exc.status, exc
             await self._record(ctx, req, p, status, http_status, error=error)
-            if p is None:
+            if not accepted:
                 raise
             yield Failed(exc)
         except (asyncio.CancelledError, GeneratorExit):
@@ -150,7 +180,7 @@ class ImageService:
             failure = GenerationFailed(f"The server had an error processing request {ctx.request_id}.",
                                        detail=f"{type(exc).__name__}: {exc}")
             await self._record(ctx, req, p, "error", 500, error=failure)
-            if p is None:
+            if not accepted:
                 raise failure from exc
             yield Failed(failure)
 
@@ -171,12 +201,12 @@ class ImageService:
             inputs, edit_mask = await loop.run_in_executor(self.pool, self._decode_inputs, uploads, mask)
             spec = self._spec(req, model, inputs)
             ctx.notes.extend(spec.notes)
-            segment = (lambda image, text: self.engine.segment(model.name, image, text)) if caps.segmenter else None
-            job = await loop.run_in_executor(self.pool, build_job, spec, inputs, edit_mask, caps, ctx, segment)
+            planned = await loop.run_in_executor(self.pool, plan_job, self.engine, spec, inputs, edit_mask, ctx)
+            job, spec = planned.job, planned.job.spec  # the backend's plan set the generation size
             input_sizes = [i.size for i in inputs]
         composite = None
-        if job.inferred_region is not None:
-            composite = Composite(image=uploads[0], mask=None, region=job.inferred_region,
+        if planned.inferred_region is not None:
+            composite = Composite(image=uploads[0], mask=None, region=planned.inferred_region,
                                   pixels=sizes[0][0] * sizes[0][1])
         elif edit_mask is not None:
             composite = Composite(image=uploads[0], mask=mask, pixels=2 * sizes[0][0] * sizes[0][1])
@@ -186,6 +216,22 @@ class ImageService:
             ctx.notes.append(f"input_fidelity={req.input_fidelity} has no effect in {job.mode} mode "
                              "(it sets image-to-image strength only)")
         return Prepared(model=model, spec=spec, job=job, input_sizes=input_sizes, composite=composite)
+
+    def _estimate(self, price: Pricing, p: Prepared, req: ImageRequest) -> float:
+        """What the request will cost if every image is delivered (the budget hold)."""
+        if price.free:
+            return 0.0
+        spec = p.spec
+        usage = metering.usage(spec, p.input_sizes, req.fidelity)
+        return price.estimate(quality=spec.quality, width=spec.width, height=spec.height, images=spec.n,
+                              tokens=_tokens(usage), seconds_per_image=self._seconds_per_image.get(p.model.name))
+
+    def _learn_speed(self, model: str, device_s: float, images: int) -> None:
+        if images <= 0:
+            return
+        per = device_s / images
+        old = self._seconds_per_image.get(model)
+        self._seconds_per_image[model] = per if old is None else 0.8 * old + 0.2 * per
 
     def _spec(self, req: ImageRequest, model: ModelConfig, inputs: list[InputImage]) -> ImageSpec:
         spec = build_spec(
@@ -282,35 +328,23 @@ class ImageService:
         if ctx.recorded or (not final and ctx.started_row):
             return
         spec = p.spec if p else None
-        row = RequestRow(
-            id=ctx.request_id,
-            created_at=ctx.created_at,
-            endpoint=ctx.endpoint,
-            api_key=ctx.api_key,
-            user=_clip(req.user if req else None, 256),
-            model_requested=_clip(req.model if req else None, 256),
-            model=p.model.name if p else ctx.model,
-            params=_bounded_params(spec if spec is not None else req, self.settings.ledger_text_chars),
-            status=status,
-            http_status=http_status,
-            error_code=error.code if error else None,
-            error_message=_clip(getattr(error, "detail", None) or error.message, 2000) if error else None,
-            n=spec.n if spec else None,
-            seed=seed,
-            queue_s=ctx.timings.get("queue"),
-            inference_s=ctx.timings.get("inference"),
-            encode_s=ctx.timings.get("encode"),
-            total_s=time.perf_counter() - ctx.started if final else None,
-            # Failures are not billed: usage only on success.
-            input_tokens=usage.input_tokens if usage and status == "ok" else None,
-            output_tokens=usage.output_tokens if usage and status == "ok" else None,
-            notes=list(ctx.notes),
-            batch_id=ctx.batch[0] if ctx.batch else None,
-            batch_jobs=ctx.batch[1] if ctx.batch else None,
-            batch_images=ctx.batch[2] if ctx.batch else None,
-        )
+        ok = status == "ok"
+        who = ctx.principal
+        cost = (ctx.cost_usd or 0.0) if ok else 0.0  # failures cost nothing
+        if final:
+            ctx.cost_usd = cost
+        row = ledger_row(ctx, req, spec, p.model.name if p else ctx.model, status, http_status, error=error,
+                         usage=usage, seed=seed, cost=cost if final else None, final=final,
+                         text_limit=self.settings.ledger_text_chars)
         if final:
             ctx.recorded = True
+            if ctx.held_usd is not None and who is not None and self.accounts is not None:
+                try:
+                    with ctx.timed("accounts"):
+                        await self.accounts.budgets.settle(who.key_id, ctx.request_id, cost)
+                except Exception:  # the hold expires by itself; the spend is lost: say so loudly
+                    log.exception("could not settle the budget of request %s (cost $%.6f)", ctx.request_id, cost)
+                ctx.held_usd = None
         try:
             if ctx.started_row:
                 await self.ledger.update(row)
@@ -321,26 +355,6 @@ class ImageService:
             log.exception("could not record request %s", ctx.request_id)
 
 
-def _clip(text: str | None, limit: int) -> str | None:
-    return text if text is None or len(text) <= limit else text[:limit]
-
-
-def _bounded_params(obj: ImageSpec | ImageRequest | None, limit: int) -> dict[str, Any]:
-    """The request's parameters with every text cut to `limit` characters, so a ledger row
-    has a bounded size whatever was sent (a rejected 100 MB prompt once became 200 MB of
-    database). A cut text keeps its full UTF-8 length and SHA-256 beside it."""
-    if obj is None:
-        return {}
-    if isinstance(obj, ImageRequest):  # not the uploads: megabytes, and not parameters
-        d = {f.name: getattr(obj, f.name) for f in fields(obj) if f.name not in ("images", "mask")}
-    else:
-        d = asdict(obj)
-    d = {k: v for k, v in d.items() if v is not None}
-    params: dict[str, Any] = json.loads(json.dumps(d, default=str))
-    for key, value in list(params.items()):
-        if isinstance(value, str) and len(value) > limit:
-            raw = value.encode("utf-8", "surrogatepass")
-            params[key] = value[:limit]
-            params[f"{key}_bytes"] = len(raw)
-            params[f"{key}_sha256"] = hashlib.sha256(raw).hexdigest()
-    return params
+def _tokens(usage: ImagesUsage) -> Tokens:
+    details = usage.input_tokens_details
+    return Tokens(text_in=details.text_tokens, image_in=details.image_tokens, image_out=usage.output_tokens)

@@ -5,8 +5,9 @@ asyncpg) works."""
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 from . import migrate
@@ -15,9 +16,23 @@ from .tables import RequestRow
 log = logging.getLogger("imagegate.db")
 
 
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """WAL: readers never wait for the writer, and a commit is one append (the embedded
+    default serves many requests at once)."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
 class Ledger:
     def __init__(self, url: str) -> None:
-        self.engine: AsyncEngine = create_async_engine(url)
+        sqlite = url.startswith("sqlite")
+        # SQLite: writers from many requests (ledger rows, rate-limit counters, budget holds)
+        # wait their turn for up to 30 s instead of failing at once.
+        self.engine: AsyncEngine = create_async_engine(url, connect_args={"timeout": 30} if sqlite else {})
+        if sqlite:
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         # Rows that could not be written since start (the request itself was still
         # answered): each is logged at ERROR with its request id; to be exported as a metric.

@@ -1,12 +1,13 @@
-"""The ledger's tables. A change here needs a migration in `migrations/versions/` (the
-tests compare the two, so a forgotten migration fails them)."""
+"""The database's tables: the request ledger, API keys, and the counters rate limits and
+budgets keep. A change here needs a migration in `migrations/versions/` (the tests compare
+the two, so a forgotten migration fails them)."""
 
 from __future__ import annotations
 
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, Integer, String, Text
+from sqlalchemy import JSON, DateTime, Float, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -44,3 +45,67 @@ class RequestRow(Base):
     batch_id: Mapped[int | None] = mapped_column(Integer)
     batch_jobs: Mapped[int | None] = mapped_column(Integer)
     batch_images: Mapped[int | None] = mapped_column(Integer)
+    # Accounts (migration 0002): who pays, for what, and how much. `api_key_id` is the
+    # database key's id, or `static_<digest prefix>` for a key from IMAGEGATE_API_KEYS.
+    api_key_id: Mapped[str | None] = mapped_column(String(64))
+    project_id: Mapped[str | None] = mapped_column(String(128))
+    size: Mapped[str | None] = mapped_column(String(32))  # as generated (WxH)
+    quality: Mapped[str | None] = mapped_column(String(16))  # as generated (low | medium | high)
+    images: Mapped[int | None] = mapped_column(Integer)  # images delivered (0 on failure)
+    cost_usd: Mapped[float | None] = mapped_column(Float)  # 0 for failures; None before 0002
+
+    __table_args__ = (Index("ix_requests_created_at", "created_at"),
+                      Index("ix_requests_api_key_id_created_at", "api_key_id", "created_at"))
+
+
+class ApiKeyRow(Base):
+    """A key handed out by `imagegate keys create` or the admin API. Only its HMAC-SHA256
+    digest under the server's key secret is stored: the key itself is shown once."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # key_<hex>, shown in usage
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    redacted: Mapped[str] = mapped_column(String(32))  # sk-ig-...abcd: enough to tell keys apart
+    project: Mapped[str] = mapped_column(String(128))
+    models: Mapped[list[str] | None] = mapped_column(JSON)  # None: every model
+    rpm: Mapped[int | None] = mapped_column(Integer)  # None: unlimited
+    ipm: Mapped[int | None] = mapped_column(Integer)
+    budget_usd: Mapped[float | None] = mapped_column(Float)  # per calendar month (UTC)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class RateCounterRow(Base):
+    """Fixed-window counters of the rate limiter (the `limits` library's strategy over
+    this table when no Redis is configured): shared by every process on the database."""
+
+    __tablename__ = "rate_counters"
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[float] = mapped_column(Float)  # unix time the window ends
+
+
+class SpendRow(Base):
+    """Month-to-date spending of one key, settled when its requests end."""
+
+    __tablename__ = "key_spend"
+
+    key_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    month: Mapped[str] = mapped_column(String(7), primary_key=True)  # YYYY-MM, UTC
+    spent_usd: Mapped[float] = mapped_column(Float)
+
+
+class BudgetHoldRow(Base):
+    """The estimate a running request holds against its key's budget until it settles; a
+    hold whose process died is ignored once it expires."""
+
+    __tablename__ = "budget_holds"
+
+    request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(64), index=True)
+    amount_usd: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))

@@ -1,9 +1,11 @@
 """The engine's data and the backend seam.
 
-`Job` is what a backend needs to make a request's images: plain, picklable data (the spec,
-the mode and images at the generation size), so it can go to another process (a Ray
-replica, a job worker). What only makes sense in this process — the cancel flag, the
-preview and progress callbacks — travels beside it in `JobHooks`; what comes back is a
+`Job` is what a backend needs to make a request's images: plain, picklable values (the
+spec, the mode, and the input images at the generation size, which pickle as their mode,
+size and pixel bytes), so it can go to another process (a Ray replica, a job worker) and
+compare equal there. What only makes sense in this process — the cancel flag, the preview
+and progress callbacks, the seed a run drew — lives in a `JobRuntime` that the engine
+creates per submission and hands to the backend beside the job; what comes back is a
 `RunResult`.
 
 `Backend` is every member the engine and the service use: a backend kind (diffusers, an
@@ -12,9 +14,9 @@ upstream provider) implements exactly this and nothing is read through getattr."
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from PIL import Image
 
@@ -31,33 +33,28 @@ class RunCancelled(Exception):
     """Raised inside a model call when its client went away."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class Job:
-    spec: ImageSpec
+    """Built by the serving backend's plan(), so its generation size and images are already
+    what that model takes; a backend in another process gets exactly these values."""
+
+    spec: ImageSpec  # gen_width x gen_height: the size the model generates at
     mode: str = "txt2img"  # txt2img | img2img | inpaint | edit (native instruction editing)
-    references: list[Image.Image] = field(default_factory=list)  # edit: the reference image(s)
+    references: tuple[Image.Image, ...] = ()  # edit: the reference image(s)
     init_image: Image.Image | None = None  # RGB at the generation size (img2img / inpaint)
     edit_mask: Image.Image | None = None  # 'L' at the generation size, 255 = repaint
-    # The edit region at the first input's size when it was inferred (segmenter), for compositing.
-    inferred_region: Image.Image | None = None
-    # Runtime hooks and outputs, set by the engine in this process: never pickled.
-    on_preview: PreviewSink | None = field(default=None, repr=False, compare=False)
-    on_step: Callable[[int, int], None] | None = field(default=None, repr=False, compare=False)  # (step, total)
-    cancel: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
-    seed_used: int | None = field(default=None, compare=False)
-    pipeline_calls: int = field(default=0, compare=False)
 
-    _RUNTIME = ("on_preview", "on_step", "cancel", "seed_used", "pipeline_calls")
 
-    def __getstate__(self) -> dict[str, Any]:
-        """The inputs only: a job sent to another process carries no callbacks or flags."""
-        return {k: v for k, v in self.__dict__.items() if k not in self._RUNTIME}
+@dataclass
+class JobRuntime:
+    """One submitted job's life in this process, kept out of the Job so the Job stays data:
+    the engine sets the flag and callbacks, the backend reports the seed it drew. Holds a
+    lock (the Event), so it cannot be pickled by accident."""
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self.on_preview = self.on_step = None
-        self.cancel = threading.Event()
-        self.seed_used, self.pipeline_calls = None, 0
+    cancel: threading.Event = field(default_factory=threading.Event)
+    on_preview: PreviewSink | None = None
+    on_step: Callable[[int, int], None] | None = None  # (step, total)
+    seed_used: int | None = None
 
 
 @dataclass(frozen=True)
@@ -112,9 +109,16 @@ class Backend(Protocol):
     def segment(self, image: Image.Image, text: str) -> Image.Image | None:
         """The region `text` names, as an 'L' mask at the image's size (capabilities.segmenter)."""
 
+    def plan(self, spec: ImageSpec, mode: str, images: Sequence[Image.Image], mask: Image.Image | None) -> Job:
+        """The job that serves `spec` in `mode` (one of capabilities.modes, chosen by the
+        caller): the size this model generates at and the inputs laid out for it (`mask`:
+        'L' at the first image's size, inpaint only). Blocking CPU work, no weights needed;
+        raises InvalidRequest for inputs this model cannot take."""
+
     def batch_key(self, job: Job) -> tuple[object, ...]:
         """Jobs with equal keys may share one model call."""
 
-    def run_batch(self, jobs: list[Job]) -> list[list[Image.Image]]:
-        """Blocking; called from the model's worker thread, one batch at a time. Returns
-        each job's images, in order; raises RunCancelled when every job was cancelled."""
+    def run_batch(self, jobs: list[Job], runtimes: list[JobRuntime]) -> list[list[Image.Image]]:
+        """Blocking; called from the model's worker thread, one batch at a time, with each
+        job's runtime beside it. Returns each job's images, in order; raises RunCancelled
+        when every job was cancelled."""

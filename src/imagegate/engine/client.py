@@ -5,12 +5,13 @@ job worker can sit behind the same protocol."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from PIL import Image
 
+from ..normalize import ImageSpec
 from .base import Capabilities, Job, RunResult
 
 
@@ -35,6 +36,11 @@ class EngineClient(Protocol):
 
     def check_capacity(self, model: str) -> None:
         """Raise Overloaded (503 + Retry-After) when `model` cannot take another request now."""
+
+    def plan(self, model: str, spec: ImageSpec, mode: str, images: Sequence[Image.Image],
+             mask: Image.Image | None) -> Job:
+        """Blocking (resizing is CPU work): the job that serves `spec` in `mode` on `model`,
+        at the size it generates at, its inputs laid out the way it takes them (Backend.plan)."""
 
     def submit(self, model: str, job: Job, priority: str = "interactive") -> AsyncGenerator[EngineEvent, None]:
         """Run `job`; closing the iterator early cancels it (dropped from the queue, or its

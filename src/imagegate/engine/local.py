@@ -17,7 +17,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -25,7 +25,8 @@ from PIL import Image
 
 from ..admission import trim_heap
 from ..errors import Cancelled, GenerationFailed, ImagegateError, Overloaded
-from .base import Backend, Capabilities, Job, RunCancelled, RunResult
+from ..normalize import ImageSpec
+from .base import Backend, Capabilities, Job, JobRuntime, RunCancelled, RunResult
 from .client import Done, EngineEvent, Preview
 
 log = logging.getLogger("imagegate.scheduler")
@@ -38,6 +39,7 @@ class _Entry:
     priority: int
     seq: int
     job: Job
+    runtime: JobRuntime
     future: asyncio.Future[RunResult]
     enqueued: float = field(default_factory=time.perf_counter)
 
@@ -112,10 +114,13 @@ class ModelWorker:
                 retry_after=self._retry_after(),
             )
 
-    async def run(self, job: Job, priority: str = "interactive") -> RunResult:
+    async def run(self, job: Job, priority: str = "interactive", runtime: JobRuntime | None = None) -> RunResult:
         self.check_capacity()
         assert self._wakeup is not None
-        entry = _Entry(PRIORITIES.get(priority, 0), next(self._seq), job, asyncio.get_running_loop().create_future())
+        if runtime is None:
+            runtime = JobRuntime()
+        entry = _Entry(PRIORITIES.get(priority, 0), next(self._seq), job, runtime,
+                       asyncio.get_running_loop().create_future())
         self.waiting += 1  # counted before loading, so this model is not evicted under us
         try:
             if not self.backend.loaded:
@@ -132,7 +137,7 @@ class ModelWorker:
             self._wakeup.set()
             return await entry.future
         except asyncio.CancelledError:
-            job.cancel.set()
+            runtime.cancel.set()
             if entry in self.pending:
                 self.pending.remove(entry)
             raise
@@ -140,7 +145,7 @@ class ModelWorker:
             self.waiting -= 1
 
     def _take_batch(self) -> list[_Entry]:
-        self.pending = [e for e in self.pending if not (e.job.cancel.is_set() or e.future.done())]
+        self.pending = [e for e in self.pending if not (e.runtime.cancel.is_set() or e.future.done())]
         if not self.pending:
             return []
         self.pending.sort(key=lambda e: (e.priority, e.seq))
@@ -172,11 +177,11 @@ class ModelWorker:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            jobs = [e.job for e in batch]
+            jobs, runtimes = [e.job for e in batch], [e.runtime for e in batch]
             started = time.perf_counter()
             batch_id = next(self._batch_ids)
             try:
-                results = await loop.run_in_executor(self.executor, self.backend.run_batch, jobs)
+                results = await loop.run_in_executor(self.executor, self.backend.run_batch, jobs, runtimes)
             except RunCancelled:
                 self._settle(batch, exc=Cancelled("The request was cancelled."))
                 continue
@@ -204,18 +209,18 @@ class ModelWorker:
             for e, images in zip(batch, results, strict=True):
                 if not e.future.done():
                     e.future.set_result(RunResult(images=images, queue_s=started - e.enqueued, inference_s=run_s,
-                                                  seed=e.job.seed_used, batch_id=batch_id, batch_jobs=len(batch),
+                                                  seed=e.runtime.seed_used, batch_id=batch_id, batch_jobs=len(batch),
                                                   batch_images=n_images))
 
     async def _run_alone(self, batch: list[_Entry], batch_id: int) -> None:
         loop = asyncio.get_running_loop()
         for e in batch:
-            if e.future.done() or e.job.cancel.is_set():
+            if e.future.done() or e.runtime.cancel.is_set():
                 self._settle([e], exc=Cancelled("The request was cancelled."))
                 continue
             started = time.perf_counter()
             try:
-                [images] = await loop.run_in_executor(self.executor, self.backend.run_batch, [e.job])
+                [images] = await loop.run_in_executor(self.executor, self.backend.run_batch, [e.job], [e.runtime])
             except RunCancelled:
                 self._settle([e], exc=Cancelled("The request was cancelled."))
                 continue
@@ -228,7 +233,7 @@ class ModelWorker:
             self.pipeline_calls += 1
             if not e.future.done():
                 e.future.set_result(RunResult(images=images, queue_s=started - e.enqueued,
-                                              inference_s=time.perf_counter() - started, seed=e.job.seed_used,
+                                              inference_s=time.perf_counter() - started, seed=e.runtime.seed_used,
                                               batch_id=batch_id, batch_jobs=1, batch_images=e.job.spec.n))
 
     def _failed(self, exc: Exception) -> GenerationFailed:
@@ -298,14 +303,18 @@ class LocalEngine:
     def segment(self, model: str, image: Image.Image, text: str) -> Image.Image | None:
         return self.workers[model].backend.segment(image, text)
 
+    def plan(self, model: str, spec: ImageSpec, mode: str, images: Sequence[Image.Image],
+             mask: Image.Image | None) -> Job:
+        return self.workers[model].backend.plan(spec, mode, images, mask)
+
     async def submit(self, model: str, job: Job, priority: str = "interactive") -> AsyncGenerator[EngineEvent, None]:
         loop = asyncio.get_running_loop()
         previews: asyncio.Queue[Preview] = asyncio.Queue()
         def on_preview(i: int, k: int, im: Image.Image) -> None:  # called from the model's thread
             loop.call_soon_threadsafe(previews.put_nowait, Preview(i, k, im))
 
-        job.on_preview = on_preview
-        run = asyncio.ensure_future(self.workers[model].run(job, priority))
+        runtime = JobRuntime(on_preview=on_preview)
+        run = asyncio.ensure_future(self.workers[model].run(job, priority, runtime))
         try:
             while not run.done() or not previews.empty():
                 getter = asyncio.ensure_future(previews.get())
@@ -317,7 +326,7 @@ class LocalEngine:
             yield Done(run.result())
         finally:
             if not run.done():  # the consumer went away: cancel the job
-                job.cancel.set()
+                runtime.cancel.set()
                 run.cancel()
 
     @property

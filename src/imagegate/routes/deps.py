@@ -5,19 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from ..accounts import Accounts, Principal
 from ..core.events import Accepted, Completed, Event, Failed, PartialImage
 from ..core.request import ImageRequest, RequestContext, hash_key
 from ..core.service import ImageService
-from ..errors import AuthenticationFailed, Cancelled, ImagegateError, InvalidRequest
+from ..errors import AuthenticationFailed, Cancelled, Forbidden, ImagegateError, InvalidRequest
 from ..protocol import CompletedEvent, ImagesResponse, PartialImageEvent
 
 T = TypeVar("T")
@@ -29,16 +30,56 @@ def bearer(request: Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-async def require_api_key(request: Request) -> None:
-    keys: list[str] = request.app.state.settings.api_keys
+def accounts(request: Request) -> Accounts:
+    acc: Accounts = request.app.state.accounts
+    return acc
+
+
+async def require_api_key(request: Request) -> Principal | None:
+    """The caller's key (a database key or a static one), or None while no key exists at
+    all; 401 otherwise. The admin key alone does not make image requests."""
     token = bearer(request)
-    request.state.api_key = token
-    if not keys:
-        return
+    ctx: RequestContext | None = getattr(request.state, "ctx", None)
+    if ctx is None:
+        principal = await accounts(request).keys.authenticate(token)
+    else:
+        with ctx.timed("accounts"):
+            principal = await accounts(request).keys.authenticate(token)
+        ctx.principal = principal
+    request.state.principal = principal
+    return principal
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """Who reads usage: the admin (everything) or a key (its own)."""
+
+    admin: bool
+    principal: Principal | None
+
+
+async def require_viewer(request: Request) -> Viewer:
+    """The admin key, or any valid key (which then sees only its own usage)."""
+    acc = accounts(request)
+    token = bearer(request)
+    if acc.is_admin(token):
+        return Viewer(admin=True, principal=None)
+    principal = await acc.keys.authenticate(token)
+    if principal is None:  # an open server (no keys at all): everyone sees everything
+        return Viewer(admin=True, principal=None)
+    return Viewer(admin=False, principal=principal)
+
+
+async def require_admin(request: Request) -> None:
+    """The admin API takes the admin key only (IMAGEGATE_ADMIN_KEY); with none set it is off."""
+    acc = accounts(request)
+    token = bearer(request)
+    if not request.app.state.settings.admin_key:
+        raise Forbidden("The admin API is off: set IMAGEGATE_ADMIN_KEY to use it.", code="admin_disabled")
     if token is None:
-        raise AuthenticationFailed("You didn't provide an API key. Send it as 'Authorization: Bearer KEY'.")
-    if not any(hmac.compare_digest(token.encode(), k.encode()) for k in keys):
-        raise AuthenticationFailed("Incorrect API key provided.")
+        raise AuthenticationFailed("You didn't provide the admin key. Send it as 'Authorization: Bearer KEY'.")
+    if not acc.is_admin(token):
+        raise AuthenticationFailed("Incorrect admin key provided.")
 
 
 async def open_context(request: Request) -> None:

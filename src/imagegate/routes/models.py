@@ -14,8 +14,13 @@ _CREATED = int(time.time())
 
 
 def _cards(registry: Registry) -> list[ModelCard]:
-    cards = [ModelCard(id=name, created=_CREATED, owned_by="imagegate") for name in registry.configs]
-    cards += [ModelCard(id=a, created=_CREATED, owned_by="imagegate", alias_of=t) for a, t in registry.aliases.items()]
+    """Each card carries the prices a request naming it pays (an OpenAI name served by a
+    model without its own table pays OpenAI's published prices)."""
+    cards = [ModelCard(id=name, created=_CREATED, owned_by="imagegate", pricing=registry.pricing(c).card())
+             for name, c in registry.configs.items()]
+    cards += [ModelCard(id=a, created=_CREATED, owned_by="imagegate", alias_of=t,
+                        pricing=registry.pricing(registry.configs[t], a).card())
+              for a, t in registry.aliases.items()]
     return cards
 
 

@@ -9,21 +9,24 @@ request.
 
 Over 400 lines: one backend is one self-contained file behind the Backend protocol
 (loading, optimisation and batching share the pipeline state); the stateless parts live
-beside it: families.py, loading.py, options.py, previews.py."""
+beside it: families.py, loading.py, options.py, planning.py, previews.py."""
 
 from __future__ import annotations
 
 import inspect
 import logging
 import secrets
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from PIL import Image
 
-from ...engine.base import Capabilities, Job, RunCancelled
+from ...engine.base import Capabilities, Job, JobRuntime, RunCancelled
+from ...normalize import ImageSpec
 from ...registry import ModelConfig
+from . import planning
 from .families import FAMILIES, Family, family_for_class
 from .loading import _image_only_processors, detect_family, pick_device, pick_dtype
 from .options import DiffusersOptions
@@ -267,7 +270,7 @@ class DiffusersBackend:
             spec = build_spec(task="generate", model=self.config, requested_model=None, prompt="warm-up", n=1,
                               size=size, quality="low", background=None, output_format="png", output_compression=None,
                               response_format="b64_json", stream=False, partial_images=None, seed=0)
-            self.run(Job(spec=spec))
+            self.run(self.plan(spec))
 
     def _shared_with_inpaint(self, main: Any) -> dict[str, Any]:
         """FLUX.1 Fill ships the same text encoders, tokenizers and VAE as FLUX.1: reuse the
@@ -294,7 +297,12 @@ class DiffusersBackend:
         return diffusers.DiffusionPipeline.from_pretrained(src, torch_dtype=self.dtype, local_files_only=local,
                                                          **_image_only_processors(src, local))
 
-    # -- batches --------------------------------------------------------------------
+    # -- planning and batches ---------------------------------------------------------
+    def plan(self, spec: ImageSpec, mode: str = "txt2img", images: Sequence[Image.Image] = (),
+             mask: Image.Image | None = None) -> Job:
+        """`spec` at this family's bucket, its inputs laid out for `mode` (planning.plan)."""
+        return planning.plan(self.config, self.capabilities.multi_image, spec, mode, images, mask)
+
     @staticmethod
     def batch_key(job: Job) -> tuple[Any, ...]:
         """Jobs with equal keys run as one pipeline call. Prompts, negative prompts, seeds,
@@ -306,14 +314,17 @@ class DiffusersBackend:
                 spec.strength if mode in ("img2img",) else None, id(job) if mode == "edit" else None,
                 spec.lora, spec.lora_scale if spec.lora else None)
 
-    def run(self, job: Job) -> list[Image.Image]:
-        return self.run_batch([job])[0]
+    def run(self, job: Job, runtime: JobRuntime | None = None) -> list[Image.Image]:
+        return self.run_batch([job], [runtime if runtime is not None else JobRuntime()])[0]
 
-    def run_batch(self, jobs: list[Job]) -> list[list[Image.Image]]:
+    def run_batch(self, jobs: list[Job], runtimes: list[JobRuntime] | None = None) -> list[list[Image.Image]]:
         """One pipeline call for every image of every job. Image i of a job is seeded with
         `seed + i` on its own CPU generator, so it is the same batched or alone (up to
-        the numerical noise of batched kernels; see tests)."""
+        the numerical noise of batched kernels; see tests). Without runtimes (a direct
+        call, a benchmark) nothing is cancelled or previewed."""
         assert self.family is not None, "load() first"
+        runtimes = runtimes if runtimes is not None else [JobRuntime() for _ in jobs]
+        assert len(runtimes) == len(jobs), "one runtime per job"
         family = self.family
         head = jobs[0]
         spec = head.spec
@@ -324,10 +335,9 @@ class DiffusersBackend:
         generators: list[torch.Generator] = []
         images: list[Image.Image] = []
         masks: list[Image.Image] = []
-        for job in jobs:
+        for job, runtime in zip(jobs, runtimes, strict=True):
             seed = job.spec.seed if job.spec.seed is not None else secrets.randbelow(2**31)
-            job.seed_used = seed
-            job.pipeline_calls += 1
+            runtime.seed_used = seed
             for i in range(job.spec.n):
                 prompts.append(job.spec.prompt)
                 negatives.append(job.spec.negative_prompt or "")
@@ -344,7 +354,7 @@ class DiffusersBackend:
         }
         if head.mode == "edit":
             # Native editing: one request, its reference image(s), n samples.
-            refs = head.references
+            refs = list(head.references)
             kwargs.update(prompt=spec.prompt, num_images_per_prompt=spec.n,
                           image=refs if family.multi_image else refs[0])
             negatives = negatives[: 1]
@@ -377,7 +387,7 @@ class DiffusersBackend:
             kwargs["use_resolution_binning"] = False  # our own buckets already fit the model
         if "_auto_resize" in params:
             kwargs["_auto_resize"] = False  # keep the bucket we chose (Kontext)
-        self._attach_callback(kwargs, params, jobs)
+        self._attach_callback(kwargs, params, jobs, runtimes)
         self._select_lora(spec.lora, spec.lora_scale)
         with torch.inference_mode():
             out = pipe(**kwargs)
@@ -412,15 +422,16 @@ class DiffusersBackend:
             self.main.set_adapters([name], adapter_weights=[scale])
 
     # -- progress, cancellation, previews -------------------------------------------
-    def _attach_callback(self, kwargs: dict[str, Any], params: Any, jobs: list[Job]) -> None:
-        step_end = self._on_step(jobs)
+    def _attach_callback(self, kwargs: dict[str, Any], params: Any, jobs: list[Job],
+                         runtimes: list[JobRuntime]) -> None:
+        step_end = self._on_step(jobs, runtimes)
         if "callback_on_step_end" in params:
             kwargs["callback_on_step_end"] = lambda pipe, step, t, kw: step_end(pipe, step, kw["latents"]) or kw
         elif "callback" in params:  # older pipelines (PixArt-Σ): callback(step, timestep, latents)
             pipe = self.pipes[jobs[0].mode]
             kwargs.update(callback=lambda step, t, latents: step_end(pipe, step, latents), callback_steps=1)
 
-    def _on_step(self, jobs: list[Job]) -> Any:
+    def _on_step(self, jobs: list[Job], runtimes: list[JobRuntime]) -> Any:
         offsets, at = [], 0
         for job in jobs:
             offsets.append(at)
@@ -428,22 +439,22 @@ class DiffusersBackend:
         plans: dict[int, list[int]] = {}
 
         def step_end(pipe: Any, step: int, latents: torch.Tensor) -> None:
-            if all(j.cancel.is_set() for j in jobs):
+            if all(r.cancel.is_set() for r in runtimes):
                 raise RunCancelled()
             total = int(getattr(pipe, "num_timesteps", 0) or jobs[0].spec.steps)
-            for j, job in enumerate(jobs):
-                if job.cancel.is_set():
+            for j, (job, runtime) in enumerate(zip(jobs, runtimes, strict=True)):
+                if runtime.cancel.is_set():
                     continue
-                if job.on_step is not None:
-                    job.on_step(step + 1, total)
-                if job.on_preview is None or not job.spec.partial_images:
+                if runtime.on_step is not None:
+                    runtime.on_step(step + 1, total)
+                if runtime.on_preview is None or not job.spec.partial_images:
                     continue
                 if j not in plans:
                     plans[j] = partial_steps(total, job.spec.partial_images)
                 if step in plans[j]:
                     mine = latents[offsets[j]:offsets[j] + job.spec.n]
                     for i, im in enumerate(self.preview(pipe, mine, job)):
-                        job.on_preview(i, plans[j].index(step), im)
+                        runtime.on_preview(i, plans[j].index(step), im)
 
         return step_end
 
