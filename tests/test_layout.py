@@ -16,12 +16,12 @@ LAYERS = [
     ["errors", "settings", "protocol", "admission", "mini"],
     ["normalize", "inputs", "postprocess", "metering", "families", "registry", "pricing"],
     ["engine"],
-    ["backends", "storage", "db", "accounts"],
+    ["backends", "storage", "db", "accounts", "safety"],
     ["core"],
     ["container", "server"],
     ["routes"],
     ["app"],
-    ["cli", "cli_common", "cli_keys", "cli_usage"],
+    ["cli", "cli_common", "cli_keys", "cli_usage", "cli_verify"],
 ]
 MAX_LINES = 400
 

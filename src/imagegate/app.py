@@ -74,7 +74,7 @@ def create_app(settings: Settings, configs: list[ModelConfig] | None = None) -> 
         lifespan=lifespan,
     )
     _install_error_handlers(app)
-    from .routes import admin, health, images, models, usage
+    from .routes import admin, health, images, models, moderations, usage
 
     app.include_router(health.router)
     app.include_router(admin.router)
@@ -82,6 +82,7 @@ def create_app(settings: Settings, configs: list[ModelConfig] | None = None) -> 
     app.include_router(images.content_router)
     app.include_router(models.router)
     app.include_router(usage.router)
+    app.include_router(moderations.router)
     app.state.body_budget = Budget("request bodies", settings.max_inflight_body_bytes, "bytes", trim_after=64 * 2**20)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, budget=app.state.body_budget)
 

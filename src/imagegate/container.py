@@ -18,6 +18,7 @@ from .db import Ledger
 from .engine.base import Backend
 from .engine.local import LocalEngine, ModelWorker
 from .registry import ModelConfig, Registry, builtin_mini_config, load_models_file
+from .safety import Moderation, Signer, load_credentials
 from .settings import Settings
 from .storage import LocalStore, SignedLinks, load_or_create_secret
 
@@ -52,6 +53,7 @@ class Container:
     pool: ThreadPoolExecutor
     service: ImageService
     accounts: Accounts
+    moderation: Moderation
 
     @classmethod
     async def start(cls, settings: Settings, configs: list[ModelConfig] | None = None,
@@ -79,8 +81,12 @@ class Container:
             w.on_loaded = lambda backend: registry.update(backend.config)
         pool = ThreadPoolExecutor(max_workers=settings.encode_workers or os.cpu_count() or 1,
                                   thread_name_prefix="encode")
-        service = ImageService(settings, registry, engine, storage, ledger, pool, accounts=accounts)
-        return cls(settings, registry, engine, ledger, storage, pool, service, accounts)
+        moderation = Moderation(settings, pool)
+        signer = Signer(load_credentials(settings.data_dir, settings.c2pa_cert, settings.c2pa_key)) \
+            if settings.c2pa == "on" else None
+        service = ImageService(settings, registry, engine, storage, ledger, pool, accounts=accounts,
+                               moderation=moderation, signer=signer)
+        return cls(settings, registry, engine, ledger, storage, pool, service, accounts, moderation)
 
     async def load(self) -> None:
         """Validate every model and load those marked `preload` (the server runs this in

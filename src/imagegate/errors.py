@@ -218,3 +218,20 @@ def from_http_status(status: int, method: str, path: str, detail: str,
         err.status = status
     err.headers.update(headers or {})
     return err
+
+
+class ModerationBlocked(ImagegateError):
+    """A moderation stage blocked the request: OpenAI's shape, with the stage and the
+    categories in `moderation_details` inside the error object."""
+
+    status = 400
+    type = "image_generation_user_error"
+    code = "moderation_blocked"
+
+    def __init__(self, stage: str, categories: list[str]) -> None:
+        super().__init__(
+            "Your request was rejected by the safety system "
+            f"({stage} moderation: {', '.join(categories)}). It may contain content that this server does not allow.",
+            extra={"moderation_details": {"moderation_stage": stage, "categories": list(categories)}})
+        self.stage = stage
+        self.categories = list(categories)

@@ -89,7 +89,14 @@ class ChromaKeyMatter:
 def encode(img: Image.Image, fmt: str, compression: int | None) -> bytes:
     """Encode with no metadata (no EXIF, no text chunks). `compression` follows OpenAI's
     output_compression: for jpeg/webp/avif it is the quality (100 = best); for png it is
-    the zlib effort (0..100 → level 0..9, default level 1)."""
+    the zlib effort (0..100 → level 0..9, default level 1).
+
+    Nothing of an input's metadata is carried over: resizing and compositing copy an
+    image's `info` (EXIF, XMP, ICC profile, comments), and Pillow's encoders write some of
+    it back, so it is dropped here."""
+    if img.info:
+        img = img.copy()
+        img.info = {}
     buf = io.BytesIO()
     if fmt == "png":
         level = DEFAULT_PNG_LEVEL if compression is None else round(compression * 9 / 100)

@@ -186,3 +186,41 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+# -- moderations (POST /v1/moderations) ------------------------------------------------------
+class ModerationImageURL(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: str
+
+
+class ModerationImageInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["image_url"]
+    image_url: ModerationImageURL
+
+
+class ModerationTextInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["text"]
+    text: Annotated[str, AfterValidator(_encodable)]
+
+
+class ModerationRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    input: (Annotated[str, AfterValidator(_encodable)] | list[Annotated[str, AfterValidator(_encodable)]]
+            | list[Annotated[ModerationTextInput | ModerationImageInput, Field(discriminator="type")]])
+    model: str | None = None
+
+
+class ModerationResult(BaseModel):
+    flagged: bool
+    categories: dict[str, bool]
+    category_scores: dict[str, float]
+    category_applied_input_types: dict[str, list[str]]
+
+
+class ModerationResponse(BaseModel):
+    id: str
+    model: str
+    results: list[ModerationResult]

@@ -7,6 +7,7 @@ Environment variables use the prefix IMAGEGATE_ (e.g. IMAGEGATE_API_KEYS='["k1",
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -90,6 +91,31 @@ class Settings(BaseSettings):
         None, description="Model that OpenAI names and a missing `model` resolve to; default: the first model served."
     )
     log_level: str = Field("info", description="uvicorn / imagegate log level.")
+
+    # Safety and provenance (safety/).
+    moderation: Literal["on", "off"] = Field(
+        "on", description="Input and output moderation; off for operators who moderate elsewhere (reported in "
+                          "x-imagegate-notes).")
+    moderation_deny_file: Path | None = Field(
+        None, description="Operator deny list: one phrase a line (`category: phrase` names its category), blocked at "
+                          "every moderation level.")
+    moderation_allow_file: Path | None = Field(
+        None, description="Operator allow list: phrases taken out of a prompt before the shipped lists are matched "
+                          "(they do not override the deny list).")
+    moderation_output_threshold_auto: float = Field(
+        0.6, ge=0, le=1, description="NSFW score (0..1) at or above which an output or input image is blocked at "
+                                     "moderation=auto.")
+    moderation_output_threshold_low: float = Field(
+        0.85, ge=0, le=1, description="NSFW score (0..1) at or above which an output or input image is blocked at "
+                                      "moderation=low.")
+    c2pa: Literal["on", "off"] = Field("on", description="Sign every output image with a C2PA manifest.")
+    c2pa_cert: Path | None = Field(
+        None, description="PEM certificate chain (signing certificate first) for C2PA; default: a development chain "
+                          "made in data_dir/c2pa on first start.")
+    c2pa_key: Path | None = Field(None, description="PEM private key (ES256) of c2pa_cert.")
+    c2pa_trust_anchors: Path | None = Field(
+        None, description="PEM trust anchors `imagegate verify` checks against; default: the development CA in "
+                          "data_dir/c2pa.")
 
     # Connections (server.py). The defaults keep a slow but live client working and bound
     # what an idle or stalling one can hold.

@@ -23,6 +23,9 @@ def ledger_row(ctx: RequestContext, req: ImageRequest | None, spec: ImageSpec | 
     Failures are not billed: usage and cost only on success (cost 0 otherwise)."""
     ok = status == "ok"
     who = ctx.principal
+    params = bounded_params(spec if spec is not None else req, text_limit)
+    if error is not None and error.code == "moderation_blocked":
+        params = redacted(params)
     return RequestRow(
         id=ctx.request_id,
         created_at=ctx.created_at,
@@ -31,7 +34,7 @@ def ledger_row(ctx: RequestContext, req: ImageRequest | None, spec: ImageSpec | 
         user=clip(req.user if req else None, 256),
         model_requested=clip(req.model if req else None, 256),
         model=model,
-        params=bounded_params(spec if spec is not None else req, text_limit),
+        params=params,
         status=status,
         http_status=http_status,
         error_code=error.code if error else None,
@@ -56,6 +59,18 @@ def ledger_row(ctx: RequestContext, req: ImageRequest | None, spec: ImageSpec | 
         images=(spec.n if ok and spec else 0) if final else None,
         cost_usd=cost,
     )
+
+
+def redacted(params: dict[str, Any]) -> dict[str, Any]:
+    """A blocked request's parameters without its texts: only their UTF-8 length and SHA-256
+    (enough to find repeats, not to read what was asked for)."""
+    out = dict(params)
+    for key in ("prompt", "negative_prompt"):
+        value = out.pop(key, None)
+        if isinstance(value, str):
+            out.setdefault(f"{key}_bytes", len(value.encode("utf-8", "surrogatepass")))
+            out.setdefault(f"{key}_sha256", hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest())
+    return out
 
 
 def clip(text: str | None, limit: int) -> str | None:

@@ -21,13 +21,14 @@ from ..admission import Budget
 from ..db import Ledger
 from ..engine.base import Job, RunResult
 from ..engine.client import Done, EngineClient
-from ..errors import Cancelled, GenerationFailed, ImagegateError, InvalidRequest, ModelNotAllowed
+from ..errors import Cancelled, GenerationFailed, ImagegateError, InvalidRequest, ModelNotAllowed, ModerationBlocked
 from ..inputs import InputImage, decode_image, decode_mask, probe_size
 from ..normalize import ImageSpec, build_spec, check_limits, check_request_pixels
 from ..pricing import Pricing, Tokens
 from ..protocol import Image as WireImage
 from ..protocol import ImagesUsage
 from ..registry import ModelConfig, Registry
+from ..safety import Ingredient, Moderation, Signer, sniff_mime, thumbnail
 from ..settings import Settings
 from ..storage import SignedLinks
 from .events import Accepted, Completed, Event, Failed, PartialImage
@@ -57,6 +58,7 @@ class Prepared:
     job: Job
     input_sizes: list[tuple[int, int]]
     composite: Composite | None
+    thumbs: list[Image.Image]  # the input images as the moderation classifier sees them
 
 
 class ImageService:
@@ -70,6 +72,8 @@ class ImageService:
         encode_pool: ThreadPoolExecutor,
         matter: postprocess.Matter | None = None,
         accounts: Accounts | None = None,
+        moderation: Moderation | None = None,
+        signer: Signer | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -79,6 +83,8 @@ class ImageService:
         self.pool = encode_pool
         self.matter = matter or postprocess.ChromaKeyMatter()
         self.accounts = accounts
+        self.moderation = moderation
+        self.signer = signer
         # Device seconds per image seen so far, per model: the budget estimate of models
         # priced by device time (an exponential average).
         self._seconds_per_image: dict[str, float] = {}
@@ -111,7 +117,11 @@ class ImageService:
             # 3. Normalise: inputs checked from their headers, decoded under the memory
             #    budget, the spec built and the job planned (plain data at the generation size)
             p = await self._prepare(req, ctx, model)
-            # 4. Moderate input: no moderation stage is configured yet (see README).
+            # 4. Moderate input: the prompt and the input images (400 moderation_blocked, nothing held or billed)
+            level = req.moderation or "auto"
+            if self.moderation is not None and self.moderation.enabled:
+                with ctx.timed("moderation"):
+                    await self.moderation.check_input([req.prompt] if req.prompt else [], p.thumbs, level)
             # 4b. Budget: the cost estimate is held against the key's monthly budget (429
             #     insufficient_quota when it does not fit), settled with the actual cost at the end
             price = self.registry.pricing(model, req.model)
@@ -138,16 +148,19 @@ class ImageService:
                     if (ev.image_index, ev.partial_index) in sent:  # a failed batch ran again alone
                         continue
                     sent.add((ev.image_index, ev.partial_index))
-                    # 6. Moderate output (previews too, before they leave): none configured yet.
+                    # 6. Moderate output, previews too, before they leave: a blocked preview ends the request
+                    await self._moderate_output([ev.image], level, ctx)
                     b64 = await asyncio.get_running_loop().run_in_executor(
                         self.pool, self._encode_preview, ev.image, p.spec)
                     yield PartialImage(ev.image_index, ev.partial_index, b64)
             assert result is not None
             ctx.timings["queue"], ctx.timings["inference"] = result.queue_s, result.inference_s
             ctx.batch = (result.batch_id, result.batch_jobs, result.batch_images)
+            # 6. Moderate output: every final image, in one batched call, before it is finished or stored
+            await self._moderate_output(result.images, level, ctx)
             # 7. Finish: size policy, mask compositing, background, encode (worker threads)
             t0 = time.perf_counter()
-            encoded = await self._finish_all(result.images, p)
+            encoded = await self._finish_all(result.images, p, req, ctx)
             # 8. Deliver: b64_json | signed, expiring URL
             data = await asyncio.get_running_loop().run_in_executor(self.pool, self._deliver, encoded, p.spec, ctx)
             ctx.timings["encode"] = time.perf_counter() - t0
@@ -165,6 +178,8 @@ class ImageService:
                             seed=result.seed)
         except ImagegateError as exc:
             status = "cancelled" if isinstance(exc, Cancelled) else "error"
+            if isinstance(exc, ModerationBlocked):  # the ledger keeps stage and categories, not the prompt
+                ctx.notes.append(f"moderation blocked at {exc.stage}: {', '.join(exc.categories)}")
             http_status, error = exc.status, exc
             await self._record(ctx, req, p, status, http_status, error=error)
             if not accepted:
@@ -204,6 +219,8 @@ class ImageService:
             planned = await loop.run_in_executor(self.pool, plan_job, self.engine, spec, inputs, edit_mask, ctx)
             job, spec = planned.job, planned.job.spec  # the backend's plan set the generation size
             input_sizes = [i.size for i in inputs]
+            thumbs = (await loop.run_in_executor(self.pool, lambda: [thumbnail(i.image) for i in inputs])
+                      if inputs and self.moderation is not None and self.moderation.enabled else [])
         composite = None
         if planned.inferred_region is not None:
             composite = Composite(image=uploads[0], mask=None, region=planned.inferred_region,
@@ -215,7 +232,7 @@ class ImageService:
             # have no such knob: say so rather than drop it silently.
             ctx.notes.append(f"input_fidelity={req.input_fidelity} has no effect in {job.mode} mode "
                              "(it sets image-to-image strength only)")
-        return Prepared(model=model, spec=spec, job=job, input_sizes=input_sizes, composite=composite)
+        return Prepared(model=model, spec=spec, job=job, input_sizes=input_sizes, composite=composite, thumbs=thumbs)
 
     def _estimate(self, price: Pricing, p: Prepared, req: ImageRequest) -> float:
         """What the request will cost if every image is delivered (the budget hold)."""
@@ -247,8 +264,8 @@ class ImageService:
             # diffusers pipelines run classifier-free guidance only above 1 (turbo presets use 0),
             # and the negative prompt is the unconditional half of it: say it went unused.
             notes.append("negative_prompt has no effect at guidance_scale <= 1 (no classifier-free guidance)")
-        if req.moderation == "low":
-            notes.append("moderation=low: no moderation model is configured, both levels behave alike")
+        if self.moderation is None or not self.moderation.enabled:
+            notes.append("moderation is off on this server (IMAGEGATE_MODERATION=off)")
         prompt = self.matter.steer(spec.prompt) if spec.background == "transparent" else spec.prompt
         return replace(spec, prompt=prompt, notes=tuple(notes))
 
@@ -270,19 +287,39 @@ class ImageService:
                                     max_bytes=s.max_image_bytes)
         return inputs, edit_mask
 
-    async def _finish_all(self, images: list[Image.Image], p: Prepared) -> list[bytes]:
+    async def _moderate_output(self, images: list[Image.Image], level: str, ctx: RequestContext) -> None:
+        if self.moderation is not None and self.moderation.enabled:
+            with ctx.timed("moderation"):
+                await self.moderation.check_output(images, level)
+
+    async def _finish_all(self, images: list[Image.Image], p: Prepared, req: ImageRequest,
+                          ctx: RequestContext) -> list[bytes]:
         loop = asyncio.get_running_loop()
+        ingredients = [Ingredient(u.data, sniff_mime(u.data)) for u in req.images] if self.signer else []
         if p.composite is None:
-            return list(await asyncio.gather(*(
-                loop.run_in_executor(self.pool, postprocess.finish, im, p.spec, None, None, self.matter)
-                for im in images)))
-        # A masked edit: the original and its mask are decoded again (they were kept
-        # compressed while queued), waiting for room in the in-flight budget if need be.
-        async with self.pixels.wait(p.composite.pixels):
-            original, region = await loop.run_in_executor(self.pool, self._decode_composite, p.composite)
-            return list(await asyncio.gather(*(
-                loop.run_in_executor(self.pool, postprocess.finish, im, p.spec, original, region, self.matter)
-                for im in images)))
+            done = await asyncio.gather(*(
+                loop.run_in_executor(self.pool, self._finish_one, im, p, None, None, ingredients) for im in images))
+        else:
+            # A masked edit: the original and its mask are decoded again (they were kept
+            # compressed while queued), waiting for room in the in-flight budget if need be.
+            async with self.pixels.wait(p.composite.pixels):
+                original, region = await loop.run_in_executor(self.pool, self._decode_composite, p.composite)
+                done = await asyncio.gather(*(
+                    loop.run_in_executor(self.pool, self._finish_one, im, p, original, region, ingredients)
+                    for im in images))
+        if self.signer is not None:
+            ctx.timings["provenance"] = sum(t for _, t in done)
+        return [b for b, _ in done]
+
+    def _finish_one(self, im: Image.Image, p: Prepared, original: Image.Image | None, region: Image.Image | None,
+                    ingredients: list[Ingredient]) -> tuple[bytes, float]:
+        """7. Finish one image (worker thread): encode, then sign its C2PA manifest."""
+        data = postprocess.finish(im, p.spec, original, region, self.matter)
+        if self.signer is None:
+            return data, 0.0
+        t0 = time.perf_counter()
+        signed = self.signer.sign(data, p.spec.output_format, model=p.model.name, ingredients=ingredients)
+        return signed, time.perf_counter() - t0
 
     def _decode_composite(self, c: Composite) -> tuple[Image.Image, Image.Image]:
         s = self.settings
