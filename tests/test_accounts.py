@@ -278,3 +278,33 @@ async def test_usage_and_costs_add_up_to_real_requests(acc_app: Any) -> None:
     assert amounts == {p: pytest.approx(v) for p, v in spent.items()}
     own = await org(a["key"]).usage.images(start_time=start, group_by=["api_key_id"])
     assert {r.api_key_id for bucket in own.data for r in bucket.results} == {a["id"]}
+
+
+@pytest.mark.parametrize("counters", ["database", "redis"])
+async def test_limits_hold_across_processes(tmp_path: Path, tiny_sd_path: Path, counters: str,
+                                            request: pytest.FixtureRequest) -> None:
+    """Two servers on one database (two processes' worth of state: engines, caches,
+    counters' clients), the counters in that database or in one Redis: a key's rpm is one
+    limit however its requests are spread."""
+    redis_url = request.getfixturevalue("redis_server") if counters == "redis" else None
+    db = f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}"
+    # Processes sharing a database share its key secret (IMAGEGATE_KEY_SECRET).
+    apps = [create_app(make_settings(tmp_path / name, database_url=db, admin_key=ADMIN, redis_url=redis_url,
+                                     key_secret="s" * 32), [tiny_config(tiny_sd_path)]) for name in ("one", "two")]
+    async with running(apps[0]), running(apps[1]):
+        from imagegate.accounts.ratelimit import SQLStorage
+
+        assert isinstance(apps[0].state.accounts.limits.storage, SQLStorage) == (counters == "database")
+        made = await _create(apps[0], "shared", rpm=5, ipm=100)
+        clients = [sdk_client(a, api_key=made["key"]) for a in apps]
+
+        async def one(i: int) -> Any:
+            try:
+                return await clients[i % 2].images.with_raw_response.generate(prompt="x", quality="low")
+            except openai.RateLimitError as exc:
+                return exc
+
+        results = await asyncio.gather(*(one(i) for i in range(20)))
+    ok = [r for r in results if not isinstance(r, Exception)]
+    assert len(ok) == 5
+    assert sorted(int(r.headers["x-ratelimit-remaining-requests"]) for r in ok) == [0, 1, 2, 3, 4]
