@@ -18,6 +18,7 @@ LAYERS = [
     ["engine"],
     ["backends", "storage", "db", "accounts", "safety"],
     ["core"],
+    ["jobs"],
     ["container", "server"],
     ["routes"],
     ["app"],

@@ -52,6 +52,8 @@ def create_app(settings: Settings, configs: list[ModelConfig] | None = None) -> 
         app.state.storage = container.storage
         app.state.service = container.service
         app.state.accounts = container.accounts
+        app.state.jobs, app.state.files = container.jobs, container.jobs.files
+        await container.jobs.start()
         # Load in the background so /health can say "loading" (503) until every model is ready.
         loader = asyncio.create_task(_load(container))
         sweeper = asyncio.create_task(janitor(container.storage, settings.janitor_interval_seconds,
@@ -60,6 +62,7 @@ def create_app(settings: Settings, configs: list[ModelConfig] | None = None) -> 
         try:
             yield
         finally:
+            await container.jobs.stop()  # stop claiming; running jobs finish or go back to the queue
             sweeper.cancel()
             loader.cancel()
             # Wait for both to end before the database closes: a janitor cut off mid-query
@@ -74,7 +77,7 @@ def create_app(settings: Settings, configs: list[ModelConfig] | None = None) -> 
         lifespan=lifespan,
     )
     _install_error_handlers(app)
-    from .routes import admin, health, images, models, moderations, usage
+    from .routes import admin, batches, files, health, images, models, moderations, queue, usage
 
     app.include_router(health.router)
     app.include_router(admin.router)
@@ -83,6 +86,9 @@ def create_app(settings: Settings, configs: list[ModelConfig] | None = None) -> 
     app.include_router(models.router)
     app.include_router(usage.router)
     app.include_router(moderations.router)
+    app.include_router(files.router)
+    app.include_router(queue.router)
+    app.include_router(batches.router)
     app.state.body_budget = Budget("request bodies", settings.max_inflight_body_bytes, "bytes", trim_after=64 * 2**20)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, budget=app.state.body_budget)
 

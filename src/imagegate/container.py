@@ -17,6 +17,7 @@ from .core.service import ImageService
 from .db import Ledger
 from .engine.base import Backend
 from .engine.local import LocalEngine, ModelWorker
+from .jobs import Jobs
 from .registry import ModelConfig, Registry, builtin_mini_config, load_models_file
 from .safety import Moderation, Signer, load_credentials
 from .settings import Settings
@@ -54,6 +55,7 @@ class Container:
     service: ImageService
     accounts: Accounts
     moderation: Moderation
+    jobs: Jobs
 
     @classmethod
     async def start(cls, settings: Settings, configs: list[ModelConfig] | None = None,
@@ -86,7 +88,8 @@ class Container:
             if settings.c2pa == "on" else None
         service = ImageService(settings, registry, engine, storage, ledger, pool, accounts=accounts,
                                moderation=moderation, signer=signer)
-        return cls(settings, registry, engine, ledger, storage, pool, service, accounts, moderation)
+        jobs = Jobs(settings, ledger.sessions, storage.store, service)
+        return cls(settings, registry, engine, ledger, storage, pool, service, accounts, moderation, jobs)
 
     async def load(self) -> None:
         """Validate every model and load those marked `preload` (the server runs this in

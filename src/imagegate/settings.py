@@ -137,6 +137,38 @@ class Settings(BaseSettings):
         512, ge=1,
         description="Open connections beyond which a new request gets 503 + Retry-After (uvicorn's limit_concurrency).")
 
+    # Async work (jobs/): files, the request queue, batches, webhooks.
+    result_ttl_s: int = Field(
+        86400, ge=1, description="How long a queue request's result is kept after it ends (then 404).")
+    batch_discount: float = Field(
+        0.5, ge=0.0, le=1.0, description="Price factor of batch lines (0.5: half price, as OpenAI's Batch API).")
+    job_workers: int = Field(
+        2, ge=0,
+        description="Queue and batch jobs run at once per process (each at bulk priority, behind interactive "
+                    "requests); 0 runs none (an API-only process).")
+    job_max_attempts: int = Field(
+        3, ge=1, description="Runs a job may start; one running when its process died is retried until then, "
+                             "then failed with code job_interrupted.")
+    job_lease_s: float = Field(
+        60.0, gt=0,
+        description="A running job's claim lasts this long unless its worker renews it; after that another "
+                    "process sharing a PostgreSQL database takes it over.")
+    shutdown_grace_s: float = Field(
+        30.0, ge=0, description="On shutdown, how long running jobs may take to finish before they are re-queued.")
+    webhook_secret: SecretStr | None = Field(
+        None,
+        description="Standard Webhooks signing secret (whsec_<base64>). Default: the file webhook-secret.key in "
+                    "data_dir, made on first use.")
+    webhook_allow_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts webhooks may be sent to; empty: any public host. Private, loopback and link-local "
+                    "addresses are refused unless their host is listed.")
+    webhook_retry_schedule_s: list[float] = Field(
+        default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0],
+        min_length=1,
+        description="Delays between webhook delivery attempts until a 2xx (the default spans 27.6 hours).")
+    webhook_timeout_s: float = Field(10.0, gt=0, description="Time a webhook receiver has to answer one attempt.")
+
     @model_validator(mode="after")
     def _merge_api_keys_file(self) -> Settings:
         """Keys from `api_keys_file` join `api_keys` here, once, so everything downstream

@@ -125,6 +125,7 @@ class RequestContext:
     rate_windows: list[Window] = field(default_factory=list)
     held_usd: float | None = None
     cost_usd: float | None = None
+    price_factor: float = 1.0  # batch lines: settings.batch_discount (jobs/runner.py)
 
 
     @contextlib.contextmanager

@@ -125,7 +125,7 @@ class ImageService:
             # 4b. Budget: the cost estimate is held against the key's monthly budget (429
             #     insufficient_quota when it does not fit), settled with the actual cost at the end
             price = self.registry.pricing(model, req.model)
-            estimate = self._estimate(price, p, req)
+            estimate = self._estimate(price, p, req) * ctx.price_factor
             ctx.cost_usd = estimate  # the stream's header: exact for table prices
             if who is not None and who.budget_usd is not None and self.accounts is not None:
                 with ctx.timed("accounts"):
@@ -171,7 +171,8 @@ class ImageService:
             device_s = result.inference_s * len(encoded) / max(1, result.batch_images)
             self._learn_speed(model.name, device_s, len(encoded))
             ctx.cost_usd = price.cost(quality=p.spec.quality, width=p.spec.width, height=p.spec.height,
-                                      images=len(encoded), tokens=_tokens(usage), device_seconds=device_s)
+                                      images=len(encoded), tokens=_tokens(usage),
+                                      device_seconds=device_s) * ctx.price_factor  # batch discount
             status, http_status = "ok", 200
             await self._record(ctx, req, p, status, http_status, usage=usage, seed=result.seed)
             yield Completed(spec=p.spec, images=tuple(encoded), data=tuple(data), usage=usage, usage_per_image=each,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, Float, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -109,3 +109,113 @@ class BudgetHoldRow(Base):
     key_id: Mapped[str] = mapped_column(String(64), index=True)
     amount_usd: Mapped[float] = mapped_column(Float)
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+# -- async work (migration 0003): files, durable jobs, batches, webhook deliveries -------------
+class FileRow(Base):
+    """An uploaded file (OpenAI's Files API) or a batch's output/error file. The bytes live in
+    the Store under `blob`; `owner` is the key id that uploaded it (`anonymous` on an open
+    server): another key never sees it."""
+
+    __tablename__ = "files"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # file-<hex>
+    owner: Mapped[str] = mapped_column(String(128))
+    purpose: Mapped[str] = mapped_column(String(32))
+    filename: Mapped[str] = mapped_column(String(512))
+    bytes: Mapped[int] = mapped_column(Integer)
+    blob: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[int] = mapped_column(Integer)  # unix seconds, as OpenAI reports it
+
+    __table_args__ = (Index("ix_files_owner_created_at", "owner", "created_at"),)
+
+
+class JobRow(Base):
+    """One unit of async work: a queue request or one line of a batch. It is claimed by one
+    worker at a time (status `in_progress`, `claimed_by`, `lease_until`), and its result is
+    written in the same transaction that ends it. `request_id` is the ledger row's id: the
+    same on every attempt, so a retried job replaces its ledger row instead of adding one."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # queue | batch
+    owner: Mapped[str] = mapped_column(String(128))
+    principal: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # the caller's key, as it was at submission
+    endpoint: Mapped[str] = mapped_column(String(64))  # images.generations | images.edits
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    base_url: Mapped[str] = mapped_column(String(512))
+    batch_id: Mapped[str | None] = mapped_column(String(64))
+    custom_id: Mapped[str | None] = mapped_column(String(512))
+    line: Mapped[int | None] = mapped_column(Integer)
+    order_key: Mapped[str] = mapped_column(String(64))  # claim order: queue before batch, then first come
+    # queued | in_progress | completed | failed | cancelled | expired
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[float | None] = mapped_column(Float)
+    request_id: Mapped[str] = mapped_column(String(64))
+    http_status: Mapped[int | None] = mapped_column(Integer)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # ImagesResponse, or the error envelope
+    webhook_url: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[float | None] = mapped_column(Float)
+    finished_at: Mapped[float | None] = mapped_column(Float)
+    expires_at: Mapped[float | None] = mapped_column(Float)  # results are deleted after it
+
+    __table_args__ = (Index("ix_jobs_status_order_key", "status", "order_key"),
+                      Index("ix_jobs_batch_id_status", "batch_id", "status"))
+
+
+class BatchRow(Base):
+    """A batch (OpenAI's Batch API): its lines are JobRows with `batch_id`; timestamps are
+    unix seconds as OpenAI reports them."""
+
+    __tablename__ = "batches"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # batch_<hex>
+    owner: Mapped[str] = mapped_column(String(128))
+    endpoint: Mapped[str] = mapped_column(String(64))
+    input_file_id: Mapped[str] = mapped_column(String(64))
+    completion_window: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    meta: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    errors: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    output_file_id: Mapped[str | None] = mapped_column(String(64))
+    error_file_id: Mapped[str | None] = mapped_column(String(64))
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    completed: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[int] = mapped_column(Integer)
+    in_progress_at: Mapped[int | None] = mapped_column(Integer)
+    expires_at: Mapped[int | None] = mapped_column(Integer)
+    finalizing_at: Mapped[int | None] = mapped_column(Integer)
+    completed_at: Mapped[int | None] = mapped_column(Integer)
+    failed_at: Mapped[int | None] = mapped_column(Integer)
+    expired_at: Mapped[int | None] = mapped_column(Integer)
+    cancelling_at: Mapped[int | None] = mapped_column(Integer)
+    cancelled_at: Mapped[int | None] = mapped_column(Integer)
+
+    __table_args__ = (Index("ix_batches_owner_created_at", "owner", "created_at"),)
+
+
+class WebhookRow(Base):
+    """One webhook event to one URL, written in the transaction that ended its job or batch
+    (so it is sent at least once), retried with backoff until a 2xx; `attempts_log` keeps
+    every delivery attempt (time, status code or error)."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # msg_<hex>: the webhook-id header
+    url: Mapped[str] = mapped_column(Text)
+    event: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16))  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    attempts_log: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    next_attempt_at: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[float] = mapped_column(Float)
+    delivered_at: Mapped[float | None] = mapped_column(Float)
+
+    __table_args__ = (Index("ix_webhook_deliveries_status_next", "status", "next_attempt_at"),)

@@ -16,6 +16,7 @@ from starlette.datastructures import UploadFile
 from ..core.request import ImageRequest, Upload
 from ..errors import InvalidRequest, quote_name, validation_error
 from ..inputs import decode_data_url
+from ..jobs.files import Files, owner_of
 from ..postprocess import MIME
 from ..protocol import (
     CreateImageEditForm,
@@ -61,7 +62,8 @@ _EDIT_BODY = {
                 "images": {"type": "array", "items": {"type": "object", "properties": {
                     "image_url": {"type": "string"}, "file_id": {"type": "string"}}}},
                 "prompt": {"type": "string"},
-                "mask": {"type": "object", "properties": {"image_url": {"type": "string"}}}}}},
+                "mask": {"type": "object", "properties": {"image_url": {"type": "string"},
+                                                          "file_id": {"type": "string"}}}}}},
         },
     }
 }
@@ -188,19 +190,21 @@ async def _read_form(request: Request) -> tuple[dict[str, Any], list[Upload], Up
     return fields, uploads, mask
 
 
-def _json_uploads(body: CreateImageEditJSONRequest) -> tuple[list[Upload], Upload | None]:
-    """JSON edit bodies reference images by data URL; file ids need a Files API we do not have."""
-    uploads = [Upload(f"images[{i}]", _ref_bytes(ref, f"images[{i}]")) for i, ref in enumerate(body.images)]
-    mask = Upload("mask", _ref_bytes(body.mask, "mask")) if body.mask else None
+async def _json_uploads(request: Request, body: CreateImageEditJSONRequest) -> tuple[list[Upload], Upload | None]:
+    """JSON edit bodies reference images by data URL or by the id of an uploaded file (the
+    caller's own: another key's file is a 404)."""
+    uploads = [Upload(f"images[{i}]", await _ref_bytes(request, ref, f"images[{i}]"))
+               for i, ref in enumerate(body.images)]
+    mask = Upload("mask", await _ref_bytes(request, body.mask, "mask")) if body.mask else None
     return uploads, mask
 
 
-def _ref_bytes(ref: ImageRef, param: str) -> bytes:
+async def _ref_bytes(request: Request, ref: ImageRef, param: str) -> bytes:
     if ref.file_id is not None and ref.image_url is not None:
         raise InvalidRequest(f"{param}: give exactly one of image_url or file_id.", param=param)
     if ref.file_id is not None:
-        raise InvalidRequest(f"{param}.file_id: this server has no Files API yet; send the image as a data URL.",
-                             param=f"{param}.file_id", code="unsupported_file_id")
+        files: Files = request.app.state.files
+        return await files.read(owner_of(request.state.principal), ref.file_id, param=f"{param}.file_id")
     if ref.image_url is None:
         raise InvalidRequest(f"{param}: image_url is required.", param=param)
     return decode_data_url(ref.image_url, param=f"{param}.image_url")
@@ -223,7 +227,7 @@ async def create_image_edit(request: Request) -> Any:
         body: CreateImageEditJSONRequest | CreateImageEditForm = _validate(
             CreateImageEditJSONRequest, await _json_body(request), strict=True)
         assert isinstance(body, CreateImageEditJSONRequest)
-        uploads, mask = _json_uploads(body)
+        uploads, mask = await _json_uploads(request, body)
     else:
         fields, uploads, mask = await _read_form(request)
         if not uploads:

@@ -1,0 +1,58 @@
+"""Async work, durable in the database: files (Files API), the request queue and batches
+(jobs run by workers in the server process), and webhooks. `Jobs` is the one object the
+container builds and the app's lifespan starts and stops."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from ..core.service import ImageService
+from ..settings import Settings
+from ..storage import Store, load_or_create_secret
+from .batches import Batches
+from .files import Files, owner_of
+from .queue import JobQueue
+from .runner import Runner
+from .webhooks import Dispatcher, secret_from_bytes, verify
+
+__all__ = ["Batches", "Files", "JobQueue", "Jobs", "owner_of", "verify"]
+
+
+class Jobs:
+    def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession], store: Store,
+                 service: ImageService) -> None:
+        s = settings
+        postgres = sessions.kw["bind"].dialect.name == "postgresql"
+        self.files = Files(sessions, store)
+        self.queue = JobQueue(sessions, postgres=postgres, lease_s=s.job_lease_s, max_attempts=s.job_max_attempts,
+                              result_ttl_s=s.result_ttl_s)
+        self.batches = Batches(sessions, self.files, self.queue, self.notify)
+        self.runner = Runner(self.queue, service, self.files, self.batches, workers=s.job_workers,
+                             discount=s.batch_discount, grace_s=s.shutdown_grace_s, postgres=postgres)
+        secret = (s.webhook_secret.get_secret_value() if s.webhook_secret
+                  else secret_from_bytes(load_or_create_secret(s.data_dir / "webhook-secret.key")))
+        self.webhook_secret = secret
+        self.dispatcher = Dispatcher(sessions, secret, schedule=s.webhook_retry_schedule_s,
+                                     timeout_s=s.webhook_timeout_s, allow_hosts=s.webhook_allow_hosts)
+        self.allow_hosts = list(s.webhook_allow_hosts)
+        self._dispatch: asyncio.Task[None] | None = None
+
+    def notify(self) -> None:
+        """New work: wake idle workers and the webhook dispatcher."""
+        self.runner.wake.set()
+        self.dispatcher.wake.set()
+
+    async def start(self) -> None:
+        await self.runner.start()
+        self._dispatch = asyncio.create_task(self.dispatcher.run())
+
+    async def stop(self) -> None:
+        """Stop claiming, let running jobs finish within the grace period (then re-queue them)."""
+        await self.runner.stop()
+        if self._dispatch is not None:
+            self._dispatch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._dispatch
