@@ -36,7 +36,7 @@ class Receiver:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["content-length"]))
                 code = 500 if outer.fail_first and not outer.got else 200
                 outer.got.append(({k.lower(): v for k, v in self.headers.items()}, body, code))
@@ -96,7 +96,7 @@ async def test_queue_webhook_signed_and_retried_after_a_500(wapp: Any, receiver:
     with pytest.raises(WebhookVerificationError):
         verify("whsec_" + base64.b64encode(b"x" * 32).decode(), h1, b1)
     await _until(lambda: _deliveries(wapp)[0][0] == "delivered")
-    status, attempts, log = _deliveries(wapp)[0]
+    _status, attempts, log = _deliveries(wapp)[0]
     assert attempts == 2 and [a["status_code"] for a in json.loads(log)] == [500, 200]
 
 
