@@ -459,11 +459,11 @@ async def test_json_edit_with_file_id(sdk: AsyncOpenAI) -> None:
     body = {"images": [{"file_id": "file-abc123"}], "prompt": "x"}
     with pytest.raises(openai.BadRequestError) as ei:
         await sdk.post("/images/edits", body=body, cast_to=openai.types.ImagesResponse)
-    check(ei.value, 400, "images[0].file_id", "unsupported_file_id")
+    check(ei.value, 400, "images[0].file_id", "file_not_found")  # no such file (the Files API: test_jobs.py)
     body = {"images": [{"image_url": data_url(noise(32, 32))}], "mask": {"file_id": "file-abc"}, "prompt": "x"}
     with pytest.raises(openai.BadRequestError) as ei:
         await sdk.post("/images/edits", body=body, cast_to=openai.types.ImagesResponse)
-    check(ei.value, 400, "mask.file_id", "unsupported_file_id")
+    check(ei.value, 400, "mask.file_id", "file_not_found")
 
 
 @pytest.mark.parametrize("url", ["https://example.com/cat.png", "http://169.254.169.254/latest/meta-data"])

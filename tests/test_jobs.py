@@ -77,14 +77,15 @@ async def test_files_belong_to_their_key(japp: Any) -> None:
     with pytest.raises(openai.BadRequestError) as err:
         await c1.files.create(file=("x.png", png()), purpose="fine-tune")
     assert err.value.body["param"] == "purpose"  # type: ignore[index]
-    # A JSON edit takes the file by id; another key's file is a 404 naming the parameter.
+    # A JSON edit takes the file by id; another key's file is a 400 naming the parameter.
     async with _http(japp, K1) as h1, _http(japp, K2) as h2:
         body = {"prompt": "a hat", "images": [{"file_id": f.id}], "size": "256x256", "mask": {"file_id": f.id}}
         ok = await h1.post("/v1/images/edits", json={**body, "mask": None})
         assert ok.status_code == 200, ok.text
         assert len(ok.json()["data"]) == 1
         other = await h2.post("/v1/images/edits", json=body)
-        assert other.status_code == 404 and other.json()["error"]["param"] == "images[0].file_id"
+        assert other.status_code == 400 and other.json()["error"]["param"] == "images[0].file_id"
+        assert other.json()["error"]["code"] == "file_not_found"
     deleted = await c1.files.delete(f.id)
     assert deleted.deleted and deleted.id == f.id
     with pytest.raises(openai.NotFoundError):

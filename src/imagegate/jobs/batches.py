@@ -80,8 +80,9 @@ def parse_input(raw: bytes, url: str, file_ids: set[str]) -> tuple[list[dict[str
         cid = obj.get("custom_id")
         if extra:
             err(n, "invalid_request", f"Unknown field '{sorted(extra)[0][:64]}'.", sorted(extra)[0][:64])
-        elif not isinstance(cid, str) or not cid or len(cid) > 512:
-            err(n, "missing_custom_id", "custom_id must be a non-empty string (at most 512 characters).", "custom_id")
+        elif not isinstance(cid, str) or not cid or len(cid) > 512 or not cid.isprintable():
+            err(n, "missing_custom_id", "custom_id must be a non-empty printable string (at most 512 characters).",
+                "custom_id")
         elif cid in seen:
             err(n, "duplicate_custom_id", f"The custom_id '{cid[:64]}' is used by an earlier line.", "custom_id")
         elif obj.get("method") != "POST":

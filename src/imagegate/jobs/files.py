@@ -45,7 +45,9 @@ class Files:
             raise InvalidRequest(f"Invalid value for 'purpose': '{purpose[:64]}'; use one of {', '.join(PURPOSES)}.",
                                  param="purpose", code="invalid_value")
         fid = file_id or new_id("file-")
-        row = FileRow(id=fid, owner=owner, purpose=purpose, filename=filename[:512], bytes=len(data), blob=fid,
+        # Control characters out of the name (PostgreSQL refuses NUL in text).
+        filename = "".join(ch if ch.isprintable() else "_" for ch in filename[:512]) or "upload"
+        row = FileRow(id=fid, owner=owner, purpose=purpose, filename=filename, bytes=len(data), blob=fid,
                       created_at=int(time.time()))
         await asyncio.to_thread(self.store.put, fid, data)
         async with self.sessions() as s:
@@ -98,6 +100,14 @@ class Files:
             return await asyncio.to_thread(self.store.get, row.blob)
         except BlobNotFound:
             raise NotFound(f"The content of file {file_id} is gone.", param=param, code="file_not_found") from None
+
+    async def read_input(self, owner: str, file_id: str, param: str) -> bytes:
+        """A file a request body names as an input: a missing one (or another key's) is that
+        parameter's mistake, a 400 naming it."""
+        try:
+            return await self.read(owner, file_id, param)
+        except NotFound as exc:
+            raise InvalidRequest(exc.message, param=param, code="file_not_found") from None
 
     async def open(self, owner: str, file_id: str) -> tuple[FileRow, Blob]:
         row = await self.get(owner, file_id)

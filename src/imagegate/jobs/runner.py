@@ -211,7 +211,7 @@ class Runner:
 
     async def _ref(self, job: JobRow, ref: dict[str, Any], param: str) -> bytes:
         if ref.get("file_id"):
-            return await self.files.read(job.owner, ref["file_id"], param=f"{param}.file_id")
+            return await self.files.read_input(job.owner, ref["file_id"], param=f"{param}.file_id")
         if ref.get("blob"):  # a multipart upload of a queue request
             try:
                 return await asyncio.to_thread(self.files.store.get, ref["blob"])

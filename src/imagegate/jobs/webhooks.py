@@ -73,7 +73,13 @@ def check_url(url: str, allow_hosts: Sequence[str], param: str) -> None:
 
     if len(url) > 2048:
         raise bad("longer than 2048 characters")
-    parts = urlsplit(url)
+    if any(ord(ch) < 0x21 for ch in url):
+        raise bad("it contains spaces or control characters")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise bad("it cannot be parsed") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise bad("it must be an http or https URL with a host")
     if parts.username or parts.password:
@@ -85,9 +91,8 @@ def check_url(url: str, allow_hosts: Sequence[str], param: str) -> None:
     if allowed:
         raise bad(f"the host '{host[:100]}' is not in IMAGEGATE_WEBHOOK_ALLOW_HOSTS")
     try:
-        infos = socket.getaddrinfo(host, parts.port or (443 if parts.scheme == "https" else 80),
-                                   type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError):
+        infos = socket.getaddrinfo(host, port or (443 if parts.scheme == "https" else 80), type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError, ValueError):
         raise bad(f"the host '{host[:100]}' does not resolve") from None
     for info in infos:
         addr = str(info[4][0])

@@ -204,7 +204,7 @@ async def _ref_bytes(request: Request, ref: ImageRef, param: str) -> bytes:
         raise InvalidRequest(f"{param}: give exactly one of image_url or file_id.", param=param)
     if ref.file_id is not None:
         files: Files = request.app.state.files
-        return await files.read(owner_of(request.state.principal), ref.file_id, param=f"{param}.file_id")
+        return await files.read_input(owner_of(request.state.principal), ref.file_id, param=f"{param}.file_id")
     if ref.image_url is None:
         raise InvalidRequest(f"{param}: image_url is required.", param=param)
     return decode_data_url(ref.image_url, param=f"{param}.image_url")

@@ -84,7 +84,7 @@ async def queue_edit(request: Request, webhook_url: str | None = None,
             if (ref.file_id is None) == (ref.image_url is None):
                 raise InvalidRequest(f"{param}: give exactly one of image_url or file_id.", param=param)
             if ref.file_id is not None:
-                await jobs(request).files.get(owner, ref.file_id, param=f"{param}.file_id")
+                await jobs(request).files.read_input(owner, ref.file_id, param=f"{param}.file_id")
         uploads: dict[str, bytes] = {}
         stream, n = body.stream, body.n
     else:
