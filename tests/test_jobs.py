@@ -244,3 +244,24 @@ async def test_queue_submit_status_response_cancel(japp: Any) -> None:
         assert final.status_code in (200, 400)
         bad_stream = await h.post("/v1/queue/images/generations", json={"prompt": "x", "stream": True})
         assert bad_stream.status_code == 400 and bad_stream.json()["error"]["param"] == "stream"
+
+
+async def test_batch_and_queue_on_each_database(tmp_path: Path, tiny_sd_path: Path, db_url: str) -> None:
+    settings = make_settings(tmp_path, database_url=db_url, janitor_interval_seconds=3600)
+    app = create_app(settings, [tiny_config(tiny_sd_path)])
+    async with running(app):
+        client = sdk_client(app)
+        image = await client.files.create(file=("in.png", png("green")), purpose="vision")
+        text = "".join(json.dumps({"custom_id": f"e{i}", "method": "POST", "url": "/v1/images/edits", "body": {
+            "prompt": "hat", "images": [{"file_id": image.id}], "size": "256x256"}}) + "\n" for i in range(4))
+        f = await client.files.create(file=("in.jsonl", text.encode()), purpose="batch")
+        b = await client.batches.create(input_file_id=f.id, endpoint="/v1/images/edits", completion_window="24h")
+        async with _http(app) as h:
+            sub = (await h.post("/v1/queue/images/generations", json={"prompt": "x", "size": "256x256"})).json()
+            done = await _wait_batch(client, b.id)
+            assert done.status == "completed" and done.request_counts.completed == 4
+            while (await h.get(sub["status_url"])).json()["status"] != "completed":
+                await asyncio.sleep(0.05)
+            assert (await h.get(sub["response_url"])).status_code == 200
+        out = _lines((await client.files.content(done.output_file_id)).content)
+        assert sorted(x["custom_id"] for x in out) == ["e0", "e1", "e2", "e3"]
