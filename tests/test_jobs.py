@@ -229,6 +229,8 @@ async def test_queue_submit_status_response_cancel(japp: Any) -> None:
             res = await h.get(sub2["response_url"])
             assert res.status_code == code, res.text
         assert (await h.get(bad["status_url"])).json()["error"]["code"] == "model_not_found"
+        store = japp.state.settings.data_dir / "images"
+        assert not [p for p in store.iterdir() if p.name.startswith("upload-")]  # an ended edit's uploads go
 
         # Cancel: a long queue; the last one is cancelled while queued, with its position shown.
         subs = [(await h.post("/v1/queue/images/generations", json={
@@ -265,3 +267,26 @@ async def test_batch_and_queue_on_each_database(tmp_path: Path, tiny_sd_path: Pa
             assert (await h.get(sub["response_url"])).status_code == 200
         out = _lines((await client.files.content(done.output_file_id)).content)
         assert sorted(x["custom_id"] for x in out) == ["e0", "e1", "e2", "e3"]
+
+
+async def test_a_batch_past_its_window_expires(japp: Any) -> None:
+    client = sdk_client(japp, api_key=K1)
+    text = "".join(json.dumps({"custom_id": f"x{i}", "method": "POST", "url": "/v1/images/generations",
+                               "body": {"prompt": "p", "size": "256x256"}}) + "\n" for i in range(30))
+    f = await client.files.create(file=("x.jsonl", text.encode()), purpose="batch")
+    jobs = japp.state.jobs
+    await jobs.runner.stop()  # nothing runs: every line is still queued when the window closes
+    b = await client.batches.create(input_file_id=f.id, endpoint="/v1/images/generations", completion_window="24h")
+    from sqlalchemy import update
+
+    from imagegate.db.tables import BatchRow
+    async with jobs.batches.sessions() as s:
+        await s.execute(update(BatchRow).where(BatchRow.id == b.id).values(expires_at=int(time.time()) - 1))
+        await s.commit()
+    await jobs.batches.expire_due()
+    await jobs.batches.finalize_ready()
+    done = await client.batches.retrieve(b.id)
+    assert done.status == "expired" and done.expired_at and done.output_file_id is None
+    err = _lines((await client.files.content(done.error_file_id)).content)
+    assert sorted(x["custom_id"] for x in err) == sorted(f"x{i}" for i in range(30))
+    assert {x["error"]["code"] for x in err} == {"batch_expired"}

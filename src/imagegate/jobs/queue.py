@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
@@ -33,10 +32,10 @@ def error_body(message: str, code: str, type_: str = "server_error") -> dict[str
     return {"error": {"message": message, "type": type_, "param": None, "code": code}}
 
 
-@dataclass(frozen=True)
-class Claimed:
-    job: JobRow
-    worker: str
+def upload_blobs(body: dict[str, Any]) -> list[str]:
+    """Store names of the multipart uploads a queued edit carries."""
+    refs = [*(body.get("images") or []), *([body["mask"]] if body.get("mask") else [])]
+    return [r["blob"] for r in refs if isinstance(r, dict) and isinstance(r.get("blob"), str)]
 
 
 class JobQueue:
@@ -151,13 +150,15 @@ class JobQueue:
             await s.commit()
         return requeued, failed
 
-    async def sweep(self) -> int:
-        """Delete queue requests whose results have outlived IMAGEGATE_RESULT_TTL_S."""
+    async def sweep(self) -> tuple[int, list[str]]:
+        """Delete queue requests whose results have outlived IMAGEGATE_RESULT_TTL_S; returns
+        how many, and the Store names of the uploads they held (for the caller to delete)."""
+        cond = (JobRow.kind == "queue", JobRow.status.in_(ENDED), JobRow.expires_at < time.time())
         async with self.sessions() as s:
-            res = await s.execute(delete(JobRow).where(JobRow.kind == "queue", JobRow.status.in_(ENDED),
-                                                       JobRow.expires_at < time.time()))
+            bodies = list((await s.execute(select(JobRow.body).where(*cond))).scalars())
+            res = await s.execute(delete(JobRow).where(*cond))
             await s.commit()
-        return int(getattr(res, "rowcount", 0) or 0)
+        return int(getattr(res, "rowcount", 0) or 0), [n for b in bodies for n in upload_blobs(b)]
 
     # -- the API ---------------------------------------------------------------------
     async def add(self, rows: Sequence[Any]) -> None:

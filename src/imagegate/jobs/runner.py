@@ -25,7 +25,7 @@ from ..protocol import CreateImageEditForm, CreateImageRequest, ImagesResponse
 from ..storage import BlobNotFound
 from .batches import Batches
 from .files import Files
-from .queue import JobQueue, error_body
+from .queue import JobQueue, error_body, upload_blobs
 from .webhooks import event_row
 
 log = logging.getLogger("imagegate.jobs")
@@ -120,7 +120,8 @@ class Runner:
                 await self.batches.finalize_ready()
                 if time.time() - swept > 60:
                     swept = time.time()
-                    await self.queue.sweep()
+                    _, names = await self.queue.sweep()
+                    await asyncio.to_thread(self._drop, names)
                 if failed:
                     self.wake.set()
             except Exception:
@@ -164,9 +165,14 @@ class Runner:
             await asyncio.sleep(1.0)
             return
         job.status, job.http_status = status, code
-        await self.queue.finish(job, worker, status, code, result, self._events_for(job))
+        if await self.queue.finish(job, worker, status, code, result, self._events_for(job)):
+            await asyncio.to_thread(self._drop, upload_blobs(job.body))  # the uploads are not needed any more
         if job.batch_id:
             await self.batches.finalize(job.batch_id)
+
+    def _drop(self, names: list[str]) -> None:
+        for name in names:
+            self.files.store.delete(name)
 
     def _events_for(self, job: JobRow) -> list[WebhookRow]:
         if job.kind != "queue" or not job.webhook_url or job.status not in ("completed", "failed"):
