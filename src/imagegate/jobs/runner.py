@@ -19,7 +19,7 @@ from ..core.events import Completed, Failed
 from ..core.request import ImageRequest, RequestContext, Upload
 from ..core.service import ImageService
 from ..db.tables import JobRow, WebhookRow
-from ..errors import ImagegateError, InvalidRequest, Overloaded
+from ..errors import ImagegateError, InternalError, InvalidRequest, Overloaded
 from ..inputs import decode_data_url
 from ..protocol import CreateImageEditForm, CreateImageRequest, ImagesResponse
 from ..storage import BlobNotFound
@@ -108,7 +108,11 @@ class Runner:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), timeout=1.0)
                 continue
-            await self._run(job, name)
+            try:
+                await self._run(job, name)
+            except Exception:  # the database went away mid-job: its lease runs out and it is retried
+                log.exception("job %s: its worker failed; the job is retried once its claim expires", job.id)
+                await asyncio.sleep(1.0)
 
     async def _maintain(self) -> None:
         swept = 0.0
@@ -203,6 +207,9 @@ class Runner:
             raise _Requeue() from exc
         except ImagegateError as exc:
             return "failed", exc.status, exc.body()
+        except Exception:  # a bug, not the request's fault: a 500 with the id to quote, the detail in the log
+            log.exception("job %s failed", job.id)
+            return "failed", 500, InternalError(f"The server had an error processing request {job.id}.").body()
         raise AssertionError("the flow ended without a result")
 
     async def _request(self, job: JobRow, who: Principal | None) -> ImageRequest:
