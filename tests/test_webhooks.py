@@ -119,6 +119,14 @@ async def test_batch_webhook(wapp: Any, receiver: Receiver) -> None:
     assert (await client.batches.retrieve(b.id)).status == "completed"
 
 
+def test_plain_secrets_sign_too() -> None:
+    from imagegate.jobs.webhooks import sign
+
+    for secret in (SECRET, "not base64 at all!", base64.b64encode(b"k" * 24).decode()):
+        headers = sign(secret, "msg_1", int(time.time()), '{"a":1}')
+        assert verify(secret, headers, b'{"a":1}') == {"a": 1}
+
+
 @pytest.mark.parametrize("url", [
     "http://localhost/hook", "http://127.0.0.2/hook", "http://10.1.2.3/hook", "http://192.168.0.1/",
     "http://172.16.0.1/", "http://169.254.169.254/latest/meta-data", "http://[::1]/hook",
@@ -134,6 +142,8 @@ def test_refused_targets(url: str) -> None:
 def test_allow_list() -> None:
     check_url("http://8.8.8.8/hook", [], "webhook_url")  # public: allowed while no list is set
     check_url("http://127.0.0.1:9/hook", ["127.0.0.1"], "webhook_url")  # listed: allowed though loopback
+    check_url("http://localhost:9/hook", ["LOCALHOST:9"], "webhook_url")  # entries may carry a port
+    check_url("http://[::1]:9/hook", ["::1"], "webhook_url")
     with pytest.raises(InvalidRequest):
         check_url("http://8.8.8.8/hook", ["127.0.0.1"], "webhook_url")  # a list admits only its hosts
     with pytest.raises(InvalidRequest):

@@ -43,9 +43,20 @@ def secret_from_bytes(raw: bytes) -> str:
     return "whsec_" + base64.b64encode(raw[:32]).decode("ascii")
 
 
+def _webhook(secret: str) -> Webhook:
+    """`whsec_<base64>` (Standard Webhooks' form) or plain base64 is decoded; any other text
+    is the HMAC key as it is (its UTF-8 bytes)."""
+    if not secret.startswith("whsec_"):
+        try:
+            base64.b64decode(secret, validate=True)
+        except ValueError:
+            return Webhook(secret.encode())
+    return Webhook(secret)
+
+
 def sign(secret: str, msg_id: str, timestamp: int, body: str) -> dict[str, str]:
     """The three Standard Webhooks headers of one delivery."""
-    sig = Webhook(secret).sign(msg_id, dt.datetime.fromtimestamp(timestamp, dt.timezone.utc), body)
+    sig = _webhook(secret).sign(msg_id, dt.datetime.fromtimestamp(timestamp, dt.timezone.utc), body)
     return {"webhook-id": msg_id, "webhook-timestamp": str(timestamp), "webhook-signature": sig,
             "content-type": "application/json"}
 
@@ -53,7 +64,7 @@ def sign(secret: str, msg_id: str, timestamp: int, body: str) -> dict[str, str]:
 def verify(secret: str, headers: Mapping[str, str], body: bytes | str) -> Any:
     """The event of a delivery whose signature and timestamp check out; raises
     standardwebhooks.WebhookVerificationError otherwise. For receivers."""
-    return Webhook(secret).verify(body, {k.lower(): v for k, v in headers.items()})
+    return _webhook(secret).verify(body, {k.lower(): v for k, v in headers.items()})
 
 
 # -- no SSRF ------------------------------------------------------------------------------------
@@ -63,6 +74,18 @@ def _public(addr: str) -> bool:
         ip = ip.ipv4_mapped
     return not (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_reserved
                 or ip.is_unspecified or not ip.is_global)
+
+
+def _host(entry: str) -> str:
+    """An allow-list entry's host: `name`, `name:port`, `[v6]`, `[v6]:port`, a bare IPv6
+    address, or a URL."""
+    entry = entry.strip().lower()
+    if entry.count(":") > 1 and not entry.startswith("["):
+        return entry  # a bare IPv6 address
+    try:
+        return (urlsplit(entry if "//" in entry else "//" + entry).hostname or entry).rstrip(".")
+    except ValueError:
+        return entry
 
 
 def check_url(url: str, allow_hosts: Sequence[str], param: str) -> None:
@@ -85,7 +108,7 @@ def check_url(url: str, allow_hosts: Sequence[str], param: str) -> None:
     if parts.username or parts.password:
         raise bad("it must not carry credentials")
     host = parts.hostname.lower().rstrip(".")
-    allowed = {h.lower().rstrip(".") for h in allow_hosts}
+    allowed = {_host(h) for h in allow_hosts}
     if host in allowed:
         return
     if allowed:
