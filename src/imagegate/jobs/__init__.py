@@ -32,10 +32,8 @@ class Jobs:
         self.batches = Batches(sessions, self.files, self.queue, self.notify)
         self.runner = Runner(self.queue, service, self.files, self.batches, workers=s.job_workers,
                              discount=s.batch_discount, grace_s=s.shutdown_grace_s, postgres=postgres)
-        secret = (s.webhook_secret.get_secret_value() if s.webhook_secret
-                  else secret_from_bytes(load_or_create_secret(s.data_dir / "webhook-secret.key")))
-        self.webhook_secret = secret
-        self.dispatcher = Dispatcher(sessions, secret, schedule=s.webhook_retry_schedule_s,
+        self.settings = settings
+        self.dispatcher = Dispatcher(sessions, "", schedule=s.webhook_retry_schedule_s,
                                      timeout_s=s.webhook_timeout_s, allow_hosts=s.webhook_allow_hosts)
         self.allow_hosts = list(s.webhook_allow_hosts)
         self._dispatch: asyncio.Task[None] | None = None
@@ -45,7 +43,16 @@ class Jobs:
         self.runner.wake.set()
         self.dispatcher.wake.set()
 
+    def webhook_secret(self) -> str:
+        """IMAGEGATE_WEBHOOK_SECRET, or the one in the data dir's key file (made on first use:
+        only a server makes it, not the CLI's local mode)."""
+        s = self.settings
+        if s.webhook_secret:
+            return s.webhook_secret.get_secret_value()
+        return secret_from_bytes(load_or_create_secret(s.data_dir / "webhook-secret.key"))
+
     async def start(self) -> None:
+        self.dispatcher.secret = self.webhook_secret()
         await self.runner.start()
         self._dispatch = asyncio.create_task(self.dispatcher.run())
 
