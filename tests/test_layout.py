@@ -22,7 +22,7 @@ LAYERS = [
     ["container", "server"],
     ["routes"],
     ["app"],
-    ["cli", "cli_common", "cli_keys", "cli_usage", "cli_verify"],
+    ["cli", "cli_common", "cli_keys", "cli_usage", "cli_verify", "cli_webhooks"],
 ]
 MAX_LINES = 400
 

@@ -164,3 +164,23 @@ async def test_refused_through_the_api(wapp: Any) -> None:
         await client.batches.create(input_file_id=f.id, endpoint="/v1/images/generations", completion_window="24h",
                                     metadata={"webhook_url": "http://10.0.0.5/hook"})
     assert err.value.body["param"] == "metadata.webhook_url"  # type: ignore[index]
+
+
+def test_cli_verify(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from imagegate.cli import app as cli
+    from imagegate.jobs.webhooks import sign
+
+    body = '{"id":"evt_1","type":"batch.completed","data":{"id":"batch_1"}}'
+    headers = sign(SECRET, "msg_1", int(time.time()), body)
+    (tmp_path / "body.json").write_text(body)
+    args = ["webhooks", "verify", str(tmp_path / "body.json"), "--secret", SECRET,
+            *[x for k in ("webhook-id", "webhook-timestamp", "webhook-signature")
+              for x in ("-H", f"{k}: {headers[k]}")]]
+    ok = CliRunner().invoke(cli, args)
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.output) == {"valid": True, "type": "batch.completed", "id": "evt_1"}
+    (tmp_path / "body.json").write_text(body.replace("completed", "failed"))
+    bad = CliRunner().invoke(cli, args)
+    assert bad.exit_code == 1

@@ -13,6 +13,7 @@ from .cli_common import DatabaseUrlOption, DataDirOption, database_url_of, load_
 from .cli_keys import database_has_keys, keys_app
 from .cli_usage import usage_command
 from .cli_verify import verify_command
+from .cli_webhooks import webhooks_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="A self-hosted, drop-in OpenAI Images API.")
 
@@ -191,6 +192,7 @@ def list_models(models: Annotated[Path | None, typer.Option("--models", help="TO
 app.add_typer(keys_app, name="keys")
 app.command("usage")(usage_command)
 app.command("verify")(verify_command)
+app.add_typer(webhooks_app, name="webhooks")
 
 db_app = typer.Typer(no_args_is_help=True, help="The request ledger's database: schema revision and upgrades.")
 app.add_typer(db_app, name="db")
