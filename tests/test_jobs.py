@@ -127,6 +127,8 @@ async def test_batch_of_50_generations_and_edits(japp: Any) -> None:
             assert Image.open(io.BytesIO(base64.b64decode(body["data"][0]["b64_json"]))).size == (256, 256)
         seen += [x["custom_id"] for x in out]
     assert sorted(seen) == sorted(f"line-{i}" for i in range(50))
+    # The lines' results waited in the Store (not the database) until the output file was written.
+    assert not [p for p in (japp.state.settings.data_dir / "images").iterdir() if p.name.startswith("result-")]
     listed = await client.batches.list(limit=1)
     assert len(listed.data) == 1 and listed.has_more
     rest = await client.batches.list(after=listed.data[0].id)

@@ -23,7 +23,7 @@ from ..db.tables import BatchRow, FileRow, JobRow
 from ..errors import InvalidRequest, NotFound, validation_error
 from ..protocol import CreateImageEditJSONRequest, CreateImageRequest
 from .files import Files
-from .queue import PENDING, JobQueue, order_key
+from .queue import PENDING, JobQueue, job_blobs, order_key
 from .webhooks import event_row
 
 log = logging.getLogger("imagegate.batches")
@@ -202,6 +202,10 @@ class Batches:
             await self.queue.add([event_row(url, f"batch.{b.status}", {"id": b.id})])
             self.notify()
 
+    def _drop(self, names: list[str]) -> None:
+        for name in names:
+            self.files.store.delete(name)
+
     async def get(self, owner: str, batch_id: str) -> BatchRow:
         async with self.sessions() as s:
             b = await s.get(BatchRow, batch_id[:64])
@@ -280,7 +284,7 @@ class Batches:
                                 .values(status="finalizing", finalizing_at=now))
                 await s.commit()
             b.finalizing_at = now
-        out, err, ok = await asyncio.to_thread(_result_files, jobs)
+        out, err, ok = await asyncio.to_thread(_result_files, jobs, self.files.load_result)
         hexid = b.id.removeprefix("batch_")
         out_id, err_id = f"file-{hexid}-output", f"file-{hexid}-errors"
         if out:
@@ -310,20 +314,24 @@ class Batches:
                 s.add(event_row(url, f"batch.{final}", {"id": b.id}))
             await s.commit()
         self.notify()
+        await asyncio.to_thread(self._drop, [n for j in jobs for n in job_blobs(j.body, j.result)])
         log.info("batch %s %s: %d of %d lines succeeded", b.id, final, ok, len(jobs))
 
 
-def _result_files(jobs: Sequence[JobRow]) -> tuple[bytes, bytes, int]:
+def _result_files(jobs: Sequence[JobRow], load: Callable[[dict[str, Any] | None], dict[str, Any]]
+                  ) -> tuple[bytes, bytes, int]:
     """(output file, error file, successes): one line per job, each custom_id exactly once."""
     out: list[str] = []
     err: list[str] = []
     for j in jobs:
         line: dict[str, Any] = {"id": j.id, "custom_id": j.custom_id}
         if j.status == "completed":
-            line |= {"response": {"status_code": 200, "request_id": j.request_id, "body": j.result}, "error": None}
+            line |= {"response": {"status_code": 200, "request_id": j.request_id, "body": load(j.result)},
+                     "error": None}
             out.append(json.dumps(line, separators=(",", ":")))
         elif j.status == "failed":
-            line |= {"response": {"status_code": j.http_status or 500, "request_id": j.request_id, "body": j.result},
+            line |= {"response": {"status_code": j.http_status or 500, "request_id": j.request_id,
+                                  "body": load(j.result)},
                      "error": None}
             err.append(json.dumps(line, separators=(",", ":")))
         else:  # cancelled or expired before it ran

@@ -6,9 +6,11 @@ the file did not exist."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -57,6 +59,18 @@ class Files:
 
     def put_blob(self, name: str, data: bytes) -> None:
         self.store.put(name, data)
+
+    def load_result(self, result: dict[str, Any] | None) -> dict[str, Any]:
+        """A job's result: an error envelope kept in its row, or a response kept in the Store
+        (`{"blob": name}`: images stay out of the database). Blocking: call it in a thread."""
+        if not result or set(result) != {"blob"}:
+            return result or {}
+        try:
+            body: dict[str, Any] = json.loads(self.store.get(result["blob"]))
+        except BlobNotFound:
+            return {"error": {"message": "The result is no longer stored.", "type": "invalid_request_error",
+                              "param": None, "code": "expired"}}
+        return body
 
     async def get(self, owner: str, file_id: str, param: str | None = None) -> FileRow:
         async with self.sessions() as s:

@@ -32,6 +32,11 @@ def error_body(message: str, code: str, type_: str = "server_error") -> dict[str
     return {"error": {"message": message, "type": type_, "param": None, "code": code}}
 
 
+def job_blobs(body: dict[str, Any], result: dict[str, Any] | None) -> list[str]:
+    """Everything a job keeps in the Store: its uploads and its result."""
+    return upload_blobs(body) + ([result["blob"]] if result and isinstance(result.get("blob"), str) else [])
+
+
 def upload_blobs(body: dict[str, Any]) -> list[str]:
     """Store names of the multipart uploads a queued edit carries."""
     refs = [*(body.get("images") or []), *([body["mask"]] if body.get("mask") else [])]
@@ -155,10 +160,10 @@ class JobQueue:
         how many, and the Store names of the uploads they held (for the caller to delete)."""
         cond = (JobRow.kind == "queue", JobRow.status.in_(ENDED), JobRow.expires_at < time.time())
         async with self.sessions() as s:
-            bodies = list((await s.execute(select(JobRow.body).where(*cond))).scalars())
+            rows = (await s.execute(select(JobRow.body, JobRow.result).where(*cond))).all()
             res = await s.execute(delete(JobRow).where(*cond))
             await s.commit()
-        return int(getattr(res, "rowcount", 0) or 0), [n for b in bodies for n in upload_blobs(b)]
+        return int(getattr(res, "rowcount", 0) or 0), [n for b, r in rows for n in job_blobs(b, r)]
 
     # -- the API ---------------------------------------------------------------------
     async def add(self, rows: Sequence[Any]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 import uuid
@@ -164,6 +165,11 @@ class Runner:
                 return  # the claim was lost: the process that holds it now ends the job
             else:
                 status, code, result = task.result()
+                if status == "completed":  # the images go to the Store, the row keeps its name
+                    name = f"result-{job.id}.json"  # the same on every attempt: a retry overwrites it
+                    data = json.dumps(result, separators=(",", ":")).encode()
+                    await asyncio.to_thread(self.files.put_blob, name, data)
+                    result = {"blob": name}
         except _Requeue:
             await self.queue.release(job, worker, count_attempt=False)
             await asyncio.sleep(1.0)

@@ -132,7 +132,8 @@ async def queue_response(request: Request, request_id: str,
     if job.status in ("queued", "in_progress"):
         raise InvalidRequest(f"Request {job.id} is {job.status}; its response is not ready.",
                              code="request_not_ready")
-    return JSONResponse(job.result or {}, status_code=job.http_status or 500)
+    body = await asyncio.to_thread(jobs(request).files.load_result, job.result)
+    return JSONResponse(body, status_code=job.http_status or 500)
 
 
 @router.post("/requests/{request_id}/cancel", name="queue.cancel")
