@@ -30,7 +30,7 @@ from .queue import JobQueue, error_body, upload_blobs
 from .webhooks import event_row
 
 log = logging.getLogger("imagegate.jobs")
-TICK_S = 1.0  # how often a running job's cancel flag is read (and its lease renewed, every lease/3)
+TICK_S = 1.0  # how often a running job renews its lease and reads its cancel flag (one UPDATE)
 
 
 def principal_dict(p: Principal | None, api_key_hash: str | None) -> dict[str, Any] | None:
