@@ -15,7 +15,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 LAYERS = [
     ["errors", "settings", "protocol", "admission", "mini"],
     ["normalize", "inputs", "postprocess", "metering", "families", "registry", "pricing"],
-    ["engine"],
+    ["engine", "catalogue", "routing"],
     ["backends", "storage", "db", "accounts", "safety"],
     ["core"],
     ["jobs"],

@@ -19,7 +19,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .accounts import headers as rate_headers
 from .admission import Budget
-from .container import Container, janitor, model_configs
+from .catalogue import Catalogue
+from .container import Container, catalogue_for, janitor, model_configs
 from .errors import (
     ImagegateError,
     InternalError,
@@ -37,13 +38,16 @@ log = logging.getLogger("imagegate")
 access_log = logging.getLogger("imagegate.access")
 
 
-def create_app(settings: Settings, configs: list[ModelConfig] | None = None) -> FastAPI:
+def create_app(settings: Settings, configs: list[ModelConfig] | None = None,
+               catalogue: Catalogue | None = None) -> FastAPI:
     configs = configs if configs is not None else model_configs(settings)
-    registry = Registry(configs, default=settings.default_model)
+    catalogue = catalogue if catalogue is not None else catalogue_for(settings, configs)
+    catalogue.check({c.name for c in configs})
+    registry = Registry(configs, default=settings.default_model, allow_empty=bool(catalogue))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        container = await Container.start(settings, configs, registry)
+        container = await Container.start(settings, configs, registry, catalogue)
         app.state.container = container
         app.state.settings = settings
         app.state.registry = registry
@@ -54,6 +58,7 @@ def create_app(settings: Settings, configs: list[ModelConfig] | None = None) -> 
         app.state.accounts = container.accounts
         app.state.jobs, app.state.files = container.jobs, container.jobs.files
         await container.jobs.start()
+        app.state.gateway = container.gateway
         # Load in the background so /health can say "loading" (503) until every model is ready.
         loader = asyncio.create_task(_load(container))
         sweeper = asyncio.create_task(janitor(container.storage, settings.janitor_interval_seconds,
@@ -185,6 +190,13 @@ class RequestContextMiddleware:
                 headers.append((b"server-timing", st.encode()))
                 if ctx is not None and ctx.notes:
                     headers.append((b"x-imagegate-notes", "; ".join(ctx.notes).encode("ascii", "replace")))
+                if ctx is not None and ctx.model:  # who served it (the gateway: core/gateway.py)
+                    headers.append((b"x-imagegate-provider", (ctx.provider or "local").encode()))
+                    served = ctx.served_model or ctx.model
+                    headers.append((b"x-imagegate-model", served.encode("ascii", "replace")))
+                    headers.append((b"x-imagegate-attempts", str(ctx.attempts or 1).encode()))
+                    if ctx.cache:
+                        headers.append((b"x-imagegate-cache", ctx.cache.encode()))
                 if ctx is not None and ctx.composited:
                     headers.append((b"x-imagegate-composited", str(ctx.composited).encode()))
                 if ctx is not None:  # an image route: its cost (0 for a failure) and the key's windows

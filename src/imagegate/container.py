@@ -12,7 +12,10 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from . import catalogue as routes_file
 from .accounts import Accounts
+from .catalogue import Catalogue
+from .core.gateway import Gateway
 from .core.service import ImageService
 from .db import Ledger
 from .engine.base import Backend
@@ -30,6 +33,13 @@ def model_configs(settings: Settings) -> list[ModelConfig]:
     if settings.models_file is not None:
         return load_models_file(settings.models_file)
     return [builtin_mini_config()]
+
+
+def catalogue_for(settings: Settings, configs: list[ModelConfig]) -> Catalogue:
+    """The models file's providers and routed names, checked against the local models."""
+    cat = routes_file.load(settings.models_file)
+    cat.check({c.name for c in configs})
+    return cat
 
 
 def backend_for(config: ModelConfig, settings: Settings) -> Backend:
@@ -56,12 +66,14 @@ class Container:
     accounts: Accounts
     moderation: Moderation
     jobs: Jobs
+    gateway: Gateway
 
     @classmethod
     async def start(cls, settings: Settings, configs: list[ModelConfig] | None = None,
-                    registry: Registry | None = None) -> Container:
+                    registry: Registry | None = None, catalogue: Catalogue | None = None) -> Container:
         configs = configs if configs is not None else model_configs(settings)
-        registry = registry or Registry(configs, default=settings.default_model)
+        catalogue = catalogue if catalogue is not None else catalogue_for(settings, configs)
+        registry = registry or Registry(configs, default=settings.default_model, allow_empty=bool(catalogue))
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         ledger = Ledger(settings.resolved_database_url)
         await ledger.start()
@@ -89,7 +101,8 @@ class Container:
         service = ImageService(settings, registry, engine, storage, ledger, pool, accounts=accounts,
                                moderation=moderation, signer=signer)
         jobs = Jobs(settings, ledger.sessions, storage.store, service)
-        return cls(settings, registry, engine, ledger, storage, pool, service, accounts, moderation, jobs)
+        gateway = Gateway(service, catalogue, int(settings.gateway_cache_mb * 2**20))
+        return cls(settings, registry, engine, ledger, storage, pool, service, accounts, moderation, jobs, gateway)
 
     async def load(self) -> None:
         """Validate every model and load those marked `preload` (the server runs this in
@@ -97,6 +110,7 @@ class Container:
         await self.engine.load_all()
 
     async def close(self) -> None:
+        await self.gateway.close()
         self.engine.shutdown()
         self.pool.shutdown(wait=False, cancel_futures=True)
         await self.ledger.close()

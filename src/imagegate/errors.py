@@ -235,3 +235,25 @@ class ModerationBlocked(ImagegateError):
             extra={"moderation_details": {"moderation_stage": stage, "categories": list(categories)}})
         self.stage = stage
         self.categories = list(categories)
+# -- the gateway (core/gateway.py) ----------------------------------------------------------
+class BadGateway(ImagegateError):
+    """An upstream provider failed in a way that may have completed the work (a broken
+    stream, a malformed answer), or every route failed (code all_providers_failed). The
+    message names routes and errors, never a key."""
+
+    status = 502
+    type = "server_error"
+    code = "upstream_error"
+
+
+class UpstreamClientError(ImagegateError):
+    """An upstream's own 4xx (not 408/429), returned to the client as it came: its status,
+    message, param and code. No retry, no failover: the same request fails everywhere."""
+
+    type = "invalid_request_error"
+
+    def __init__(self, status: int, message: str, *, type: str | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.status = status
+        if type:
+            self.type = type

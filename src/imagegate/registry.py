@@ -108,7 +108,18 @@ def _config_from_table(table: dict[str, Any], base_dir: Path) -> ModelConfig:
     """One [[models]] table: the keys every model has are read here; the rest go to the
     backend kind as `options` (it refuses keys it does not know, at start-up)."""
     if "name" not in table or "source" not in table:
-        raise ValueError("every [[models]] table needs `name` and `source`")
+        raise ValueError("every [[models]] table needs `name` and `source` (or `routes`: catalogue.py)")
+    if table["source"] == "builtin":  # the built-in model under the table's name, beside anything else
+        from dataclasses import replace
+
+        extra = sorted(set(table) - {"name", "source", "aliases", "pricing", "preload"})
+        if extra:
+            raise ValueError(f"model {table['name']!r}: source = \"builtin\" takes name, aliases, pricing, "
+                             f"preload; unknown keys {extra}")
+        return replace(builtin_mini_config(), name=str(table["name"]),
+                       aliases=tuple(str(a) for a in table.get("aliases", ())),
+                       pricing=parse_pricing(table["pricing"], str(table["name"])) if "pricing" in table else None,
+                       preload=bool(table.get("preload", True)))
     kw = {k: v for k, v in table.items() if k in GENERIC_KEYS}
     options = {k: v for k, v in table.items() if k not in GENERIC_KEYS}
     reserved = sorted(set(options) & {"builtin", "options", "base_dir"})
@@ -143,14 +154,16 @@ def load_models_file(path: Path) -> list[ModelConfig]:
     tables = data.get("models", [])
     if not isinstance(tables, list) or not tables:
         raise ValueError(f"models file {path} has no [[models]] tables")
-    return [_config_from_table(t, path.parent) for t in tables]
+    # Tables with `routes` are routed names (catalogue.py), not local models.
+    return [_config_from_table(t, path.parent) for t in tables if not (isinstance(t, dict) and "routes" in t)]
 
 
 class Registry:
     """Name → ModelConfig. Loaded pipelines live in the backends, not here."""
 
-    def __init__(self, configs: list[ModelConfig], default: str | None = None) -> None:
-        if not configs:
+    def __init__(self, configs: list[ModelConfig], default: str | None = None, *, allow_empty: bool = False) -> None:
+        # Empty only in a gateway-only process (every model routed upstream: catalogue.py).
+        if not configs and not allow_empty:
             raise ValueError("no models configured")
         self.configs: dict[str, ModelConfig] = {}
         self.aliases: dict[str, str] = {}
@@ -163,10 +176,10 @@ class Registry:
                 if a in self.configs or a in self.aliases:
                     raise ValueError(f"alias {a!r} of {c.name!r} is already taken")
                 self.aliases[a] = c.name
-        self.default = default or configs[0].name
-        if self.default not in self.configs:
+        self.default = default or (configs[0].name if configs else "")
+        if configs and self.default not in self.configs:
             raise ValueError(f"default model {self.default!r} is not configured")
-        for name in OPENAI_IMAGE_MODELS:
+        for name in OPENAI_IMAGE_MODELS if configs else ():
             self.aliases.setdefault(name, self.default)
 
     def update(self, config: ModelConfig) -> None:
@@ -183,7 +196,7 @@ class Registry:
         return FREE
 
     def resolve(self, requested: str | None) -> ModelConfig:
-        if requested is None or requested == "":
+        if (requested is None or requested == "") and self.default in self.configs:
             return self.configs[self.default]
         if requested in self.configs:
             return self.configs[requested]

@@ -91,6 +91,10 @@ class Settings(BaseSettings):
         None, description="Model that OpenAI names and a missing `model` resolve to; default: the first model served."
     )
     log_level: str = Field("info", description="uvicorn / imagegate log level.")
+    gateway_cache_mb: float = Field(
+        256.0, ge=0,
+        description="Memory for the gateway's response cache and Idempotency-Key results (per process; least "
+                    "recently used first out).")
 
     # Safety and provenance (safety/).
     moderation: Literal["on", "off"] = Field(

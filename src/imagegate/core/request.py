@@ -10,7 +10,7 @@ import hashlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from ..accounts import Principal, Window
@@ -61,6 +61,9 @@ class ImageRequest:
     resolution: str | None = None
     lora: str | None = None
     lora_scale: float | None = None
+    # Parameters we do not know, kept for routed models whose upstream takes them as they
+    # came (docs/gateway.md); empty for everything else (unknown parameters are a 400).
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def fidelity(self) -> str:
@@ -126,6 +129,13 @@ class RequestContext:
     held_usd: float | None = None
     cost_usd: float | None = None
     price_factor: float = 1.0  # batch lines: settings.batch_discount (jobs/runner.py)
+    # The gateway (core/gateway.py): who served it (a provider name, or "local"), the model
+    # that served, the routes tried, a cache hit, and the client's Idempotency-Key.
+    provider: str | None = None
+    served_model: str | None = None
+    attempts: int = 0
+    cache: str | None = None
+    idempotency_key: str | None = None
 
 
     @contextlib.contextmanager

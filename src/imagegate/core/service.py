@@ -92,10 +92,15 @@ class ImageService:
         self.pixels = Budget("decoded input pixels", settings.max_inflight_pixels, "pixels", trim_after=16_000_000)
 
     # -- the flow --------------------------------------------------------------------
-    async def run(self, req: ImageRequest, ctx: RequestContext) -> AsyncGenerator[Event, None]:
+    async def run(self, req: ImageRequest, ctx: RequestContext, *,
+                  model: ModelConfig | None = None) -> AsyncGenerator[Event, None]:
         """Accepted, then PartialImage*, then Completed or Failed. A failure before Accepted
         is raised (the consumer answers it with a plain error); every outcome, including a
-        consumer that stops early, ends in one ledger row."""
+        consumer that stops early, ends in one ledger row.
+
+        `model`: a local route of a routed name (core/gateway.py), which has already taken
+        the rate limits and held the budget; the route's model is priced as itself."""
+        routed = model is not None
         p: Prepared | None = None
         accepted = False
         status, http_status, error, usage = "error", 500, None, None
@@ -103,12 +108,12 @@ class ImageService:
             # 1. Authorise + limit: the route authenticated the key; here its requests and
             #    images per minute are taken (429 rate_limit_exceeded, nothing taken)
             who = ctx.principal
-            if who is not None and who.limited and self.accounts is not None:
+            if who is not None and who.limited and self.accounts is not None and not routed:
                 with ctx.timed("accounts"):
                     ctx.rate_windows = await self.accounts.limits.take(who, req.n or 1)
             # 2. Resolve route: the served model (within the key's allow-list), refused early
             #    while it loads or its queue is full
-            model = self.registry.resolve(req.model)
+            model = model or self.registry.resolve(req.model)
             ctx.model = model.name
             if who is not None and not who.allows(req.model, model.name):
                 raise ModelNotAllowed(f"This API key may not use the model '{req.model or model.name}'.",
@@ -124,10 +129,10 @@ class ImageService:
                     await self.moderation.check_input([req.prompt] if req.prompt else [], p.thumbs, level)
             # 4b. Budget: the cost estimate is held against the key's monthly budget (429
             #     insufficient_quota when it does not fit), settled with the actual cost at the end
-            price = self.registry.pricing(model, req.model)
+            price = self.registry.pricing(model, None if routed else req.model)
             estimate = self._estimate(price, p, req) * ctx.price_factor
             ctx.cost_usd = estimate  # the stream's header: exact for table prices
-            if who is not None and who.budget_usd is not None and self.accounts is not None:
+            if who is not None and who.budget_usd is not None and self.accounts is not None and ctx.held_usd is None:
                 with ctx.timed("accounts"):
                     await self.accounts.budgets.hold(who.key_id, who.budget_usd, ctx.request_id, estimate)
                 ctx.held_usd = estimate

@@ -53,6 +53,10 @@ class RequestRow(Base):
     quality: Mapped[str | None] = mapped_column(String(16))  # as generated (low | medium | high)
     images: Mapped[int | None] = mapped_column(Integer)  # images delivered (0 on failure)
     cost_usd: Mapped[float | None] = mapped_column(Float)  # 0 for failures; None before 0002
+    # The gateway (migration 0004): who served it (a provider name from the models file, or
+    # "local") and how many routes were tried; notes say what was emulated.
+    provider: Mapped[str | None] = mapped_column(String(128))
+    attempts: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (Index("ix_requests_created_at", "created_at"),
                       Index("ix_requests_api_key_id_created_at", "api_key_id", "created_at"))

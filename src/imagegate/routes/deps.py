@@ -111,7 +111,11 @@ def service(request: Request) -> ImageService:
 async def answer(request: Request, req: ImageRequest, ctx: RequestContext) -> Any:
     """Run the flow and answer with its events: a JSON body, or an SSE stream that starts
     once the request is accepted (so a bad request or a full queue is a plain error)."""
-    events = service(request).run(req, ctx)
+    gateway = request.app.state.gateway
+    if request.query_params.get("dry_run", "").lower() in ("true", "1"):
+        return JSONResponse(await until_disconnect(request, gateway.dry_run(req, ctx)))
+    ctx.idempotency_key = request.headers.get("idempotency-key") or None
+    events = gateway.run(req, ctx)
     try:
         first = await until_disconnect(request, anext(events))
     except BaseException:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+from dataclasses import replace
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -155,6 +156,17 @@ def _validate(model: type[BaseModel], data: dict[str, Any], *, strict: bool = Fa
         raise validation_error(errors) from exc
 
 
+def _routed_extra(request: Request, model: type[BaseModel], data: dict[str, Any]) -> dict[str, Any]:
+    """Parameters we do not know, taken out of `data` for a routed name: they pass through
+    to upstreams that take them (core/adapt.py). For anything else they stay, a 400."""
+    gateway = getattr(request.app.state, "gateway", None)
+    name = data.get("model")
+    if gateway is None or not (name is None or isinstance(name, str)) or gateway.find(name) is None:
+        return {}
+    unknown = [k for k in data if k not in model.model_fields and k not in UNSUPPORTED and k not in IMAGE_KEYS]
+    return {k: data.pop(k) for k in unknown}
+
+
 async def _read_form(request: Request) -> tuple[dict[str, Any], list[Upload], Upload | None]:
     """Multipart → (fields, images, mask). Files are read into memory and the form's
     spooled temporaries are closed before we return, so nothing stays on disk."""
@@ -215,8 +227,10 @@ async def _ref_bytes(request: Request, ref: ImageRef, param: str) -> bytes:
              responses=_RESPONSES, openapi_extra=_GENERATION_BODY)
 async def create_image(request: Request) -> Any:
     ctx = context(request)
-    body = _validate(CreateImageRequest, await _json_body(request), strict=True)
-    return await answer(request, ImageRequest.generation(body), ctx)
+    data = await _json_body(request)
+    extra = _routed_extra(request, CreateImageRequest, data)
+    body = _validate(CreateImageRequest, data, strict=True)
+    return await answer(request, replace(ImageRequest.generation(body), extra=extra), ctx)
 
 
 @router.post("/images/edits", name="images.edits", response_model=ImagesResponse, response_model_exclude_none=True,
@@ -224,8 +238,10 @@ async def create_image(request: Request) -> Any:
 async def create_image_edit(request: Request) -> Any:
     ctx = context(request)
     if request.headers.get("content-type", "").startswith("application/json"):
+        data = await _json_body(request)
+        extra = _routed_extra(request, CreateImageEditJSONRequest, data)
         body: CreateImageEditJSONRequest | CreateImageEditForm = _validate(
-            CreateImageEditJSONRequest, await _json_body(request), strict=True)
+            CreateImageEditJSONRequest, data, strict=True)
         assert isinstance(body, CreateImageEditJSONRequest)
         uploads, mask = await _json_uploads(request, body)
     else:
@@ -233,8 +249,9 @@ async def create_image_edit(request: Request) -> Any:
         if not uploads:
             raise InvalidRequest("Missing required parameter: 'image'.", param="image",
                                  code="missing_required_parameter")
+        extra = _routed_extra(request, CreateImageEditForm, fields)
         body = _validate(CreateImageEditForm, fields)
-    return await answer(request, ImageRequest.edit(body, uploads, mask), ctx)
+    return await answer(request, replace(ImageRequest.edit(body, uploads, mask), extra=extra), ctx)
 
 
 @router.post("/images/variations", name="images.variations", response_model=ImagesResponse,
