@@ -216,11 +216,11 @@ def parse_provider(t: Any) -> Provider:
         raise ValueError("every [[providers]] table needs `name` and `kind`")
     name = str(t["name"])
     where = f"provider {name!r}"
+    if "api_key" in t:
+        raise ValueError(f"{where}: keys never go in the file; name an environment variable in api_key_env")
     unknown = sorted(set(t) - PROVIDER_KEYS)
     if unknown:
         raise ValueError(f"{where}: unknown keys {unknown}")
-    if "api_key" in t:  # pragma: no cover - caught above as unknown, kept for the message's sake
-        raise ValueError(f"{where}: keys never go in the file; name an environment variable in api_key_env")
     kind = str(t["kind"])
     if kind not in KINDS:
         raise ValueError(f"{where}: kind must be one of {', '.join(KINDS)}, not {kind!r}")
