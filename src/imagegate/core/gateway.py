@@ -8,35 +8,47 @@ One routed request, as steps (the numbers are ImageService.run's):
     2. Resolve route          the routed model; its routes ordered by the strategy
     3. Normalise              the spec (our rules: a bad request is a 400 before any call);
                               a seeded repeat is answered from the cache
+    4. Moderate input         the prompt, before any upstream sees it
     4b. Budget                the dearest route's estimate is held
     5. Run                    route by route: an upstream call (adapt.py says what is sent
                               and what we emulate), or the local flow on a local model.
                               Failover only while nothing was made: a route that failed in
                               a way that may have made an image ends the request (502).
+    6. Moderate output        what an upstream made is classified as our own outputs are
     7-9. Finish, deliver, meter and record, as the local flow does
 
 The response is committed (Accepted) when the first image or partial image arrives, so an
 upstream's 4xx and "all routes failed" are plain HTTP errors, streaming or not.
 
-A little over 400 lines: the routed flow, its attempts and the replays share one state
+A little over 400 lines (461): the routed flow, its attempts and the replays share one state
 (breakers, slots, replays) and read best together; parameter rules live in adapt.py."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 import time
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
 import httpx2
+from PIL import Image
 
 from .. import metering, routing
 from ..backends.upstream import Done, Partial, Upstream, UpstreamBroken, UpstreamUnavailable, client_for
 from ..catalogue import Catalogue, Route, RoutedModel
 from ..engine.base import Job
-from ..errors import BadGateway, Conflict, ImagegateError, InvalidRequest, ModelNotAllowed, UpstreamClientError
+from ..errors import (
+    BadGateway,
+    Conflict,
+    ImagegateError,
+    InvalidRequest,
+    ModelNotAllowed,
+    ModerationBlocked,
+    UpstreamClientError,
+)
 from ..normalize import ImageSpec, build_spec, check_limits, check_request_pixels
 from ..registry import ModelConfig
 from . import adapt
@@ -145,6 +157,12 @@ class Gateway:
                         yield ev
                 return
             ctx.cache = "miss"
+        # 4. Moderate input: the prompt, before any upstream sees it (input images are
+        #    classified by the local flow; upstream routes moderate their outputs below)
+        mod = svc.moderation
+        if mod is not None and mod.enabled:
+            with ctx.timed("moderation"):
+                await mod.check_input([req.prompt] if req.prompt else [], [], req.moderation or "auto")
         # 4b. Budget: the dearest route's estimate, so a failover never outruns the hold
         estimate = max(self._estimate(r, spec, sizes, req) for r in routed.routes)
         ctx.cost_usd = estimate
@@ -279,6 +297,19 @@ class Gateway:
             await svc._record(ctx, req, p, "error", err.status, error=err)
             yield Failed(err)
             return
+        # 6. Moderate output: what the upstream made, as this server's own outputs are
+        mod = svc.moderation
+        if mod is not None and mod.enabled:
+            try:
+                pictures = await loop.run_in_executor(svc.pool, _decode_all, encoded)
+                with ctx.timed("moderation"):
+                    await mod.check_output(pictures, req.moderation or "auto")
+            except ModerationBlocked as blocked:
+                if not accepted:
+                    raise
+                await svc._record(ctx, req, p, "error", blocked.status, error=blocked)
+                yield Failed(blocked)
+                return
         if not accepted:
             accepted = await self._accept(ctx, req, p)
             yield Accepted(spec)
@@ -313,7 +344,7 @@ class Gateway:
         from .service import Prepared
 
         return Prepared(model=ModelConfig(name=served, source="", backend="upstream"), spec=spec, job=Job(spec),
-                        input_sizes=sizes, composite=None)
+                        input_sizes=sizes, composite=None, thumbs=[])
 
     def _estimate(self, route: Route, spec: ImageSpec, sizes: list[tuple[int, int]], req: ImageRequest) -> float:
         svc = self.service
@@ -381,6 +412,14 @@ class Gateway:
         return {"object": "image.route", "model": routed.name, "provider": first["provider"],
                 "served_model": first["model"], "strategy": routed.strategy, "routes": routes,
                 "estimated_cost_usd": first["estimated_cost_usd"]}
+
+
+def _decode_all(files: list[bytes]) -> list[Image.Image]:
+    out = []
+    for data in files:
+        with Image.open(io.BytesIO(data)) as im:
+            out.append(im.convert("RGB"))
+    return out
 
 
 async def _parallel(client: Upstream, plan: adapt.Plan) -> list[Done]:
