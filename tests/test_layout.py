@@ -19,6 +19,7 @@ LAYERS = [
     ["backends", "storage", "db", "accounts", "safety"],
     ["core"],
     ["jobs"],
+    ["observability"],
     ["container", "server"],
     ["routes"],
     ["app"],

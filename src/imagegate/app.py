@@ -82,7 +82,7 @@ def create_app(settings: Settings, configs: list[ModelConfig] | None = None,
         lifespan=lifespan,
     )
     _install_error_handlers(app)
-    from .routes import admin, batches, files, health, images, models, moderations, queue, usage
+    from .routes import admin, batches, files, health, images, metrics, models, moderations, queue, usage
 
     app.include_router(health.router)
     app.include_router(admin.router)
@@ -94,6 +94,7 @@ def create_app(settings: Settings, configs: list[ModelConfig] | None = None,
     app.include_router(files.router)
     app.include_router(queue.router)
     app.include_router(batches.router)
+    app.include_router(metrics.router)
     app.state.body_budget = Budget("request bodies", settings.max_inflight_body_bytes, "bytes", trim_after=64 * 2**20)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, budget=app.state.body_budget)
 

@@ -21,6 +21,7 @@ from .db import Ledger
 from .engine.base import Backend
 from .engine.local import LocalEngine, ModelWorker
 from .jobs import Jobs
+from .observability import Metrics, Observer, Tracer
 from .registry import ModelConfig, Registry, builtin_mini_config, load_models_file
 from .safety import Moderation, Signer, load_credentials
 from .settings import Settings
@@ -67,6 +68,7 @@ class Container:
     moderation: Moderation
     jobs: Jobs
     gateway: Gateway
+    observer: Observer | None = None
 
     @classmethod
     async def start(cls, settings: Settings, configs: list[ModelConfig] | None = None,
@@ -98,11 +100,13 @@ class Container:
         moderation = Moderation(settings, pool)
         signer = Signer(load_credentials(settings.data_dir, settings.c2pa_cert, settings.c2pa_key)) \
             if settings.c2pa == "on" else None
+        observer = Observer(Metrics(engine), Tracer.from_env())
         service = ImageService(settings, registry, engine, storage, ledger, pool, accounts=accounts,
-                               moderation=moderation, signer=signer)
+                               moderation=moderation, signer=signer, observer=observer)
         jobs = Jobs(settings, ledger.sessions, storage.store, service)
         gateway = Gateway(service, catalogue, int(settings.gateway_cache_mb * 2**20))
-        return cls(settings, registry, engine, ledger, storage, pool, service, accounts, moderation, jobs, gateway)
+        return cls(settings, registry, engine, ledger, storage, pool, service, accounts, moderation, jobs, gateway,
+                   observer)
 
     async def load(self) -> None:
         """Validate every model and load those marked `preload` (the server runs this in
@@ -114,6 +118,8 @@ class Container:
         self.engine.shutdown()
         self.pool.shutdown(wait=False, cancel_futures=True)
         await self.ledger.close()
+        if self.observer is not None:
+            self.observer.close()
 
 
 def make_accounts(settings: Settings, ledger: Ledger) -> Accounts:

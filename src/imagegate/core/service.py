@@ -9,7 +9,7 @@ import base64
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
@@ -18,7 +18,7 @@ from PIL import Image
 from .. import metering, postprocess
 from ..accounts import Accounts
 from ..admission import Budget
-from ..db import Ledger
+from ..db import Ledger, RequestRow
 from ..engine.base import Job, RunResult
 from ..engine.client import Done, EngineClient
 from ..errors import Cancelled, GenerationFailed, ImagegateError, InvalidRequest, ModelNotAllowed, ModerationBlocked
@@ -74,6 +74,7 @@ class ImageService:
         accounts: Accounts | None = None,
         moderation: Moderation | None = None,
         signer: Signer | None = None,
+        observer: Callable[[RequestContext, RequestRow], None] | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -85,6 +86,7 @@ class ImageService:
         self.accounts = accounts
         self.moderation = moderation
         self.signer = signer
+        self.observer = observer  # metrics and traces, fed with each final ledger row (observability.py)
         # Device seconds per image seen so far, per model: the budget estimate of models
         # priced by device time (an exponential average).
         self._seconds_per_image: dict[str, float] = {}
@@ -396,6 +398,11 @@ class ImageService:
                 ctx.started_row = not final
         except Exception:  # a ledger outage must not turn a good response into a 500
             log.exception("could not record request %s", ctx.request_id)
+        if final and self.observer is not None:
+            try:
+                self.observer(ctx, row)
+            except Exception:  # metrics must not fail a request
+                log.exception("could not observe request %s", ctx.request_id)
 
 
 def _tokens(usage: ImagesUsage) -> Tokens:
