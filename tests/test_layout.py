@@ -13,7 +13,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 # Lowest first. A module may import its own layer and those below.
 LAYERS = [
-    ["errors", "settings", "protocol", "admission", "mini"],
+    ["errors", "settings", "protocol", "admission", "mini", "logs"],
     ["normalize", "inputs", "postprocess", "metering", "families", "registry", "pricing"],
     ["engine", "catalogue", "routing"],
     ["backends", "storage", "db", "accounts", "safety"],

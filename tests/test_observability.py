@@ -134,3 +134,27 @@ async def test_traces_carry_the_request_stages(app: Any, client: Any) -> None:
     for stage in ("queue", "inference", "encode"):
         assert spans[stage].parent.span_id == root.context.span_id
         assert root.start_time <= spans[stage].start_time <= spans[stage].end_time <= root.end_time
+
+
+def test_the_grafana_dashboard_reads_only_series_the_server_exports() -> None:
+    import json
+    import re
+
+    import imagegate.observability as obs
+
+    dashboard = json.loads((Path(__file__).parents[1] / "deploy/grafana/imagegate.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {re.sub(r"_(bucket|sum|count|total)$", "", m) for e in exprs for m in re.findall(r"imagegate_\w+", e)}
+
+    class Worker:
+        waiting, ready = 0, True
+        backend = type("B", (), {"loaded": True})()
+
+    engine = type("E", (), {"workers": {"m": Worker()}})()  # the engine's stand-in: only its gauges are read
+    exported = {f.name for f in text_string_to_metric_families(Metrics(engine).text().decode())}
+    gpu_only = {"imagegate_device_memory_bytes", "imagegate_device_memory_reserved_bytes"}
+    assert gpu_only <= set(re.findall(r'"(imagegate_device_memory\w*)"', Path(obs.__file__).read_text()))
+    assert used - gpu_only <= exported, used - gpu_only - exported
+    assert {"imagegate_requests", "imagegate_images", "imagegate_cost_usd", "imagegate_request_duration_seconds",
+            "imagegate_stage_duration_seconds", "imagegate_queue_depth", "imagegate_batch_images",
+            "imagegate_model_loaded"} <= used

@@ -30,6 +30,7 @@ from .errors import (
     render,
     validation_error,
 )
+from .logs import request_id as request_id_var
 from .registry import ModelConfig, Registry
 from .server import BodyTimeoutMiddleware, ErrorOverride
 from .settings import Settings
@@ -173,6 +174,7 @@ class RequestContextMiddleware:
         request_id = f"req_{uuid.uuid4().hex}"
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
+        token = request_id_var.set(request_id)  # every log line of this request carries it (logs.py)
         status = 0
         completed = False
 
@@ -215,6 +217,7 @@ class RequestContextMiddleware:
             outcome = "" if completed else (" (response cut off)" if status else " (no response)")
             access_log.info('%s:%s - "%s %s" %d %.1fms %s%s', client[0], client[1], scope.get("method"),
                             scope.get("path"), status, (time.perf_counter() - started) * 1000, request_id, outcome)
+            request_id_var.reset(token)
 
 
 def _usd(value: float | None) -> str:

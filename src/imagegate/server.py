@@ -36,6 +36,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.h11_impl import RequestResponseCycle as H11Cycle
 
 from .errors import ImagegateError, Overloaded, RequestTimeout, render
+from .logs import apply_format
 from .settings import Settings
 
 try:
@@ -62,18 +63,19 @@ def uvicorn_options(settings: Settings, *, http: str = "auto") -> dict[str, Any]
         # Our access log (app.RequestContextMiddleware) is written when a response ends, so a
         # cut-off stream reads as such; uvicorn's fires at the status line ("200 OK").
         "access_log": False,
-        "log_config": log_config(settings.log_level),
+        "log_config": log_config(settings.log_level, settings.log_format),
     }
 
 
-def log_config(level: str) -> dict[str, Any]:
+def log_config(level: str, fmt: str = "text") -> dict[str, Any]:
     """uvicorn's logging set-up plus the `imagegate` loggers (service, scheduler, access) on
-    the same handler; without this they fall to Python's last-resort handler (warnings only)."""
+    the same handler; without this they fall to Python's last-resort handler (warnings only).
+    `fmt` "json": one JSON object a line, with the request id (logs.py)."""
     from uvicorn.config import LOGGING_CONFIG
 
     config = copy.deepcopy(LOGGING_CONFIG)
     config["loggers"]["imagegate"] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
-    return config
+    return apply_format(config, fmt)
 
 
 def build_config(settings: Settings, app: ASGIApp, *, http: str = "auto", **overrides: Any) -> uvicorn.Config:

@@ -120,6 +120,8 @@ class Settings(BaseSettings):
     c2pa_trust_anchors: Path | None = Field(
         None, description="PEM trust anchors `imagegate verify` checks against; default: the development CA in "
                           "data_dir/c2pa.")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="`json`: one JSON object a line, each with the request id it was logged for.")
 
     # Connections (server.py). The defaults keep a slow but live client working and bound
     # what an idle or stalling one can hold.
