@@ -5,6 +5,7 @@ cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh test
 bash scripts/postgres.sh ensure  # the PostgreSQL server the tests start (or a loud line why not)
 bash scripts/redis.sh ensure  # likewise Redis, for the rate-limit counters
+bash scripts/chromium.sh ensure  # the browser the playground's tests drive (or a loud line why not)
 # Lint (ruff: the whole tree) and type-check (mypy, strict for src/) first: a finding fails
 # the run before the slow tests start. Both are configured in pyproject.toml.
 .venv/bin/ruff check .

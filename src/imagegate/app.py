@@ -83,7 +83,7 @@ def create_app(settings: Settings, configs: list[ModelConfig] | None = None,
         lifespan=lifespan,
     )
     _install_error_handlers(app)
-    from .routes import admin, batches, files, health, images, metrics, models, moderations, queue, usage
+    from .routes import admin, batches, files, health, images, metrics, models, moderations, playground, queue, usage
 
     app.include_router(health.router)
     app.include_router(admin.router)
@@ -96,6 +96,7 @@ def create_app(settings: Settings, configs: list[ModelConfig] | None = None,
     app.include_router(queue.router)
     app.include_router(batches.router)
     app.include_router(metrics.router)
+    app.include_router(playground.router)
     app.state.body_budget = Budget("request bodies", settings.max_inflight_body_bytes, "bytes", trim_after=64 * 2**20)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, budget=app.state.body_budget)
 
