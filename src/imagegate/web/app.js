@@ -56,18 +56,20 @@
     return new ApiError(readable(body, resp.status, resp.headers), resp.status, body && body.error);
   }
 
-  async function api(path, opts = {}, asked = false) {
-    const headers = new Headers(opts.headers || {});
-    if (state.key) headers.set("Authorization", `Bearer ${state.key}`);
-    const resp = await fetch(path, { ...opts, headers });
-    if (resp.status === 401 && !asked) {
-      const err = await errorOf(resp);
-      const key = await askKey(state.key ? "That key was refused: " + err.error.message : null);
-      if (key) return api(path, opts, true);
-      throw err;
+  async function api(path, opts = {}) {
+    for (let attempt = 0; ; attempt++) {
+      const headers = new Headers(opts.headers || {});
+      if (state.key) headers.set("Authorization", `Bearer ${state.key}`);
+      const resp = await fetch(path, { ...opts, headers });
+      if (resp.status === 401 && attempt < 5) { // ask for a key (again), then send the same request
+        const err = await errorOf(resp);
+        const key = await askKey(state.key ? `That key was refused: ${err.error.message || err.message}` : null);
+        if (key) continue;
+        throw err;
+      }
+      if (!resp.ok) throw await errorOf(resp);
+      return resp;
     }
-    if (!resp.ok) throw await errorOf(resp);
-    return resp;
   }
 
   // Server-sent events from a fetch() body: `data:` lines, events split by a blank line.
@@ -162,6 +164,8 @@
     $("edit-inputs").hidden = mode !== "edit";
     $("model-b-field").hidden = mode !== "compare";
     $("run").textContent = { generate: "Generate", edit: "Edit", compare: "Compare" }[mode] || "Generate";
+    // An edit keeps its input's size unless a size was chosen on purpose.
+    if (!sizeChosen && studio) $("size").value = mode === "edit" ? "auto" : "512x512";
     if (mode === "history") renderHistory();
     if (mode === "usage") loadUsage();
   }
@@ -183,6 +187,8 @@
     $("size-by-size").hidden = !bySize;
     $("size-by-aspect").hidden = bySize;
   }));
+  let sizeChosen = false;
+  $("size").addEventListener("change", () => { sizeChosen = true; });
   function randomSeed() {
     const a = new Uint32Array(1);
     crypto.getRandomValues(a);
