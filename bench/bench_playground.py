@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 
-from common import append_results  # noqa: E402
+from common import append_results
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -34,9 +34,10 @@ def main() -> None:
     from playwright.sync_api import sync_playwright
 
     torch.set_num_threads(1)
+    from test_playground import chromium_path
+
     from conftest import live_server, make_settings
     from imagegate.app import create_app
-    from test_playground import chromium_path
 
     exe = chromium_path()
     if exe is None:

@@ -363,6 +363,7 @@
   $("form").addEventListener("submit", async (e) => {
     e.preventDefault();
     showError("");
+    $("status").textContent = "";
     if (!$("prompt").value.trim()) { showError("Write a prompt first."); $("prompt").focus(); return; }
     const mode = state.mode;
     if (mode === "edit" && !state.inputs.length) { showError("Add an image to edit first."); $("drop").focus(); return; }
