@@ -114,22 +114,45 @@ async def _run_flow(settings: Any, request: Any) -> Any:
     import uuid
 
     from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from .container import Container
-    from .core.events import Completed, Failed
+    from .core.events import Accepted, Completed, Failed
     from .core.request import RequestContext
 
     container = await Container.start(settings)
     try:
-        with Console(stderr=True).status("loading model") as status:
+        console = Console(stderr=True)
+        with console.status("loading model"):
             name = container.registry.resolve(request.model).name
             await container.engine.worker(name).load()
-            status.update(f"{name}: generating")
-            ctx = RequestContext(request_id=f"req_{uuid.uuid4().hex}", endpoint=f"cli.{request.task}", base_url="")
+        # A bar of the denoising steps with an ETA, fed by the pipeline's step callback
+        # (rich's Progress takes updates from the model's thread).
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
+                   TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
+        with Progress(*columns, console=console, transient=False) as progress:
+            task: Any = None  # added once the request is accepted (a refusal shows no bar)
+
+            def on_step(step: int, total: int) -> None:
+                if task is not None:
+                    progress.update(task, completed=step, total=total, description=f"{name}: generating")
+
+            ctx = RequestContext(request_id=f"req_{uuid.uuid4().hex}", endpoint=f"cli.{request.task}", base_url="",
+                                 on_step=on_step)
             async for ev in container.service.run(request, ctx):
+                if isinstance(ev, Accepted):
+                    task = progress.add_task(f"{name}: waiting", total=None)
                 if isinstance(ev, Failed):
                     raise ev.error
                 if isinstance(ev, Completed):
+                    progress.update(task, description=f"{name}: done")
                     return ev
         raise AssertionError("the flow ended without a result")
     finally:

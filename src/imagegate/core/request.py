@@ -8,7 +8,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -136,6 +136,8 @@ class RequestContext:
     attempts: int = 0
     cache: str | None = None
     idempotency_key: str | None = None
+    # (step, total) from the model's thread while the job runs: the CLI's progress bar.
+    on_step: Callable[[int, int], None] | None = None
 
 
     @contextlib.contextmanager

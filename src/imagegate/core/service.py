@@ -147,7 +147,8 @@ class ImageService:
             result: RunResult | None = None
             sent: set[tuple[int, int]] = set()
             # (aclosing: if our consumer stops early, the engine hears of it at once and cancels the job)
-            async with contextlib.aclosing(self.engine.submit(model.name, p.job, ctx.priority)) as run:
+            steps = {"on_step": ctx.on_step} if ctx.on_step is not None else {}
+            async with contextlib.aclosing(self.engine.submit(model.name, p.job, ctx.priority, **steps)) as run:
                 async for ev in run:
                     if isinstance(ev, Done):
                         result = ev.result

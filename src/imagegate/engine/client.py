@@ -5,7 +5,7 @@ job worker can sit behind the same protocol."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -42,7 +42,8 @@ class EngineClient(Protocol):
         """Blocking (resizing is CPU work): the job that serves `spec` in `mode` on `model`,
         at the size it generates at, its inputs laid out the way it takes them (Backend.plan)."""
 
-    def submit(self, model: str, job: Job, priority: str = "interactive") -> AsyncGenerator[EngineEvent, None]:
+    def submit(self, model: str, job: Job, priority: str = "interactive",
+               on_step: Callable[[int, int], None] | None = None) -> AsyncGenerator[EngineEvent, None]:
         """Run `job`; closing the iterator early cancels it (dropped from the queue, or its
         share of a running batch discarded)."""
 

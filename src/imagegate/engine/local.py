@@ -307,13 +307,14 @@ class LocalEngine:
              mask: Image.Image | None) -> Job:
         return self.workers[model].backend.plan(spec, mode, images, mask)
 
-    async def submit(self, model: str, job: Job, priority: str = "interactive") -> AsyncGenerator[EngineEvent, None]:
+    async def submit(self, model: str, job: Job, priority: str = "interactive",
+                     on_step: Callable[[int, int], None] | None = None) -> AsyncGenerator[EngineEvent, None]:
         loop = asyncio.get_running_loop()
         previews: asyncio.Queue[Preview] = asyncio.Queue()
         def on_preview(i: int, k: int, im: Image.Image) -> None:  # called from the model's thread
             loop.call_soon_threadsafe(previews.put_nowait, Preview(i, k, im))
 
-        runtime = JobRuntime(on_preview=on_preview)
+        runtime = JobRuntime(on_preview=on_preview, on_step=on_step)  # on_step: called from the model's thread
         run = asyncio.ensure_future(self.workers[model].run(job, priority, runtime))
         try:
             while not run.done() or not previews.empty():
