@@ -199,3 +199,30 @@ def test_the_page_asks_for_a_key_when_the_server_wants_one(browser: Any, tmp_pat
         assert pg.evaluate("() => sessionStorage.getItem('imagegate.key')") == "sk-right"
         assert pg.evaluate("() => localStorage.length") == 0
         context.close()
+
+
+def test_usage_tab_charts_the_keys_images(browser: Any, tmp_path: Path, tiny_sd_path: Path) -> None:
+    """Where the server has the usage API, a Usage tab shows images and cost per day by model."""
+    from imagegate.routes import usage
+
+    app = create_app(make_settings(tmp_path), [tiny_config(tiny_sd_path)])
+    if not any(getattr(r, "path", "").startswith("/v1/organization/usage") for r in app.routes):
+        app.include_router(usage.router)  # this snapshot's app does not mount it yet
+    with live_server(app) as base:
+        context = browser.new_context()
+        pg = context.new_page()
+        pg.goto(base + "/")
+        pg.wait_for_selector("#tab-usage:not([hidden])")
+        prompt_and_size(pg, "x")
+        pg.fill("#n", "2")
+        pg.uncheck("#stream")
+        pg.click("#run")
+        pg.locator(".card:not(.partial)").nth(1).wait_for(timeout=60_000)
+        pg.click("#tab-usage")
+        pg.wait_for_selector("#usage-table td")
+        trs = pg.locator("#usage-table tr").all()
+        header = trs[0].locator("th").all_inner_texts()
+        assert "tiny-sd images" in header, header
+        col = header.index("tiny-sd images")
+        assert sum(int(tr.locator("td").all_inner_texts()[col]) for tr in trs[1:]) == 2
+        context.close()
