@@ -74,6 +74,7 @@ async def test_metrics_follow_real_traffic(app: Any, client: Any) -> None:
     assert delta("imagegate_batch_images_bucket", le="1.0") == 1
     assert value(after, "imagegate_queue_depth", model="tiny-sd") == 0
     assert value(after, "imagegate_model_loaded", model="tiny-sd") == 1
+    assert value(after, "imagegate_ledger_write_failures_total") == 0
 
 
 async def test_metrics_take_the_admin_key_when_one_is_set(tmp_path: Path, tiny_sd_path: Path) -> None:
@@ -158,3 +159,17 @@ def test_the_grafana_dashboard_reads_only_series_the_server_exports() -> None:
     assert {"imagegate_requests", "imagegate_images", "imagegate_cost_usd", "imagegate_request_duration_seconds",
             "imagegate_stage_duration_seconds", "imagegate_queue_depth", "imagegate_batch_images",
             "imagegate_model_loaded"} <= used
+
+
+async def test_a_ledger_outage_is_counted_and_the_requests_still_are(app: Any, client: Any) -> None:
+    from sqlalchemy import text
+
+    async with app.state.ledger.engine.begin() as conn:
+        await conn.execute(text("DROP TABLE requests"))
+    with pytest.raises(openai.BadRequestError):
+        await client.images.generate(prompt="x", n=11)
+    async with http_client(app) as http:
+        after = await scrape(http)
+    assert value(after, "imagegate_ledger_write_failures_total") == 1
+    # refused by validation, before a model was resolved
+    assert value(after, "imagegate_requests_total", endpoint="images.generations", model="", status="400") == 1

@@ -100,7 +100,7 @@ class Container:
         moderation = Moderation(settings, pool)
         signer = Signer(load_credentials(settings.data_dir, settings.c2pa_cert, settings.c2pa_key)) \
             if settings.c2pa == "on" else None
-        observer = Observer(Metrics(engine), Tracer.from_env())
+        observer = Observer(Metrics(engine, ledger), Tracer.from_env())
         service = ImageService(settings, registry, engine, storage, ledger, pool, accounts=accounts,
                                moderation=moderation, signer=signer, observer=observer)
         jobs = Jobs(settings, ledger.sessions, storage.store, service)

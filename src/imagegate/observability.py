@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from .core.request import RequestContext
@@ -46,11 +46,12 @@ class Engine(Protocol):
 
 
 class EngineCollector(Collector):
-    """Queue depth and loaded state per model, and device memory where torch has a GPU,
-    read from the engine at each scrape."""
+    """Queue depth and loaded state per model, device memory where torch has a GPU, and the
+    ledger's failed writes, read at each scrape."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, ledger: Any = None) -> None:
         self.engine = engine
+        self.ledger = ledger
 
     def collect(self) -> Iterable[Metric]:
         depth = GaugeMetricFamily("imagegate_queue_depth", "Requests queued or running, per model.", labels=["model"])
@@ -62,6 +63,11 @@ class EngineCollector(Collector):
             loaded.add_metric([name], 1.0 if backend is not None and backend.loaded else 0.0)
         yield depth
         yield loaded
+        if self.ledger is not None:
+            failures = CounterMetricFamily("imagegate_ledger_write_failures",
+                                           "Ledger rows that could not be written (the requests still answered).")
+            failures.add_metric([], float(getattr(self.ledger, "write_failures", 0)))
+            yield failures
         yield from _device_memory()
 
 
@@ -89,7 +95,7 @@ def _device_memory() -> Iterator[Metric]:
 
 
 class Metrics:
-    def __init__(self, engine: Engine | None = None) -> None:
+    def __init__(self, engine: Engine | None = None, ledger: Any = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter("imagegate_requests", "Image requests by endpoint, served model and HTTP status.",
@@ -107,7 +113,7 @@ class Metrics:
                             ["model"], registry=r)
         self._batches: OrderedDict[tuple[str, int], None] = OrderedDict()
         if engine is not None:
-            r.register(EngineCollector(engine))
+            r.register(EngineCollector(engine, ledger))
 
     def text(self) -> bytes:
         return generate_latest(self.registry)
