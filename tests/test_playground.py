@@ -137,7 +137,8 @@ def test_a_painted_mask_changes_only_the_painted_area(page: Any, tmp_path: Path)
     assert "mask=open(\"mask.png\", \"rb\")" in page.inner_text("#code")
     with page.expect_download() as info:
         page.click("#code-files a[download='mask.png']")
-    mask = np.asarray(Image.open(info.value.path()).convert("RGBA"))[..., 3]
+    info.value.save_as(tmp_path / "mask.png")
+    mask = np.asarray(Image.open(tmp_path / "mask.png").convert("RGBA"))[..., 3]
     assert mask.shape == (128, 128) and set(np.unique(mask)) == {0, 255}
     assert 0.02 < (mask == 0).mean() < 0.5  # the stroke, transparent where to edit
     src = np.asarray(original).astype(int)
@@ -145,6 +146,11 @@ def test_a_painted_mask_changes_only_the_painted_area(page: Any, tmp_path: Path)
     assert out.shape == src.shape
     assert (out[keep] == src[keep]).all()  # outside the mask: the original, exactly
     assert np.abs(out[~keep] - src[~keep]).mean() > 10  # inside it: new pixels
+    # The edit's Python snippet, with the files the dialog offers, makes the same image.
+    with page.expect_download() as info:
+        page.click("#code-files a[download='input-1.png']")
+    info.value.save_as(tmp_path / "input-1.png")
+    assert run_python(page.text_content("#code"), tmp_path) == out.astype(np.uint8).tobytes()
 
 
 def test_the_python_snippet_makes_the_same_image(page: Any, tmp_path: Path) -> None:
@@ -162,12 +168,16 @@ def test_the_python_snippet_makes_the_same_image(page: Any, tmp_path: Path) -> N
     page.click("#code-copy")
     page.wait_for_selector("#code-copied:has-text('Copied')")
     assert page.evaluate("() => navigator.clipboard.readText()") == page.text_content("#code")
-    (tmp_path / "snippet.py").write_text(page.text_content("#code"))
-    run = subprocess.run([sys.executable, "snippet.py"], check=False, cwd=tmp_path, capture_output=True, text=True,
+    assert run_python(page.text_content("#code"), tmp_path) == np.asarray(shown.convert("RGB")).tobytes()
+
+
+def run_python(code: str, where: Path) -> bytes:
+    """Run a copied snippet as a user would (in a folder of its own); the pixels of image-0."""
+    (where / "snippet.py").write_text(code)
+    run = subprocess.run([sys.executable, "snippet.py"], check=False, cwd=where, capture_output=True, text=True,
                          timeout=120, env={**os.environ, "IMAGEGATE_API_KEY": "unused"})
     assert run.returncode == 0, run.stderr
-    made = Image.open(tmp_path / "image-0.png")
-    assert np.array_equal(np.asarray(made), np.asarray(shown))
+    return np.asarray(Image.open(where / "image-0.png").convert("RGB")).tobytes()
 
 
 def test_an_api_error_reads_as_a_message(page: Any) -> None:

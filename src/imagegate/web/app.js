@@ -91,14 +91,14 @@
   }
 
   // -- the key -----------------------------------------------------------------------------
-  let keyWaiter = null;
+  let keyWaiters = []; // every request waiting on the dialog (compare mode sends two)
   function askKey(why) {
     const dlg = $("key-dialog");
     $("key-why").textContent = why || "This server needs an API key. It is kept in this tab's session storage only.";
     $("key-input").value = state.key;
     if (!dlg.open) dlg.showModal();
     $("key-input").focus();
-    return new Promise((resolve) => { keyWaiter = resolve; });
+    return new Promise((resolve) => { keyWaiters.push(resolve); });
   }
   function setKey(key) {
     state.key = key;
@@ -109,9 +109,9 @@
     const how = $("key-dialog").returnValue;
     if (how === "save" && $("key-input").value.trim()) setKey($("key-input").value.trim());
     if (how === "forget") setKey("");
-    const w = keyWaiter;
-    keyWaiter = null;
-    if (w) w(how === "save" ? state.key : null);
+    const waiting = keyWaiters;
+    keyWaiters = [];
+    for (const w of waiting) w(how === "save" ? state.key : null);
   });
   $("key-button").addEventListener("click", async () => {
     if (await askKey("Set the API key this page sends (kept in this tab's session storage only).")) boot();
@@ -557,6 +557,8 @@
     return typeof v === "string" ? JSON.stringify(v) : String(v);
   }
   function files(run) {
+    // A history entry keeps no uploads: its code names them input-1.png (and mask.png) for you to supply.
+    if (!run.inputs.length) return run.task === "edit" ? ["input-1.png", ...(run.masked ? ["mask.png"] : [])] : [];
     return [...run.inputs.map((im, i) => `input-${i + 1}.${(im.blob.type.split("/")[1] || "png").replace("jpeg", "jpg")}`),
       ...(run.mask ? ["mask.png"] : [])];
   }
@@ -565,7 +567,8 @@
     const std = Object.entries(p).filter(([k]) => !EXT_PARAMS.includes(k));
     const extra = Object.entries(p).filter(([k]) => EXT_PARAMS.includes(k));
     const names = files(run);
-    const inputNames = run.inputs.map((_, i) => names[i]);
+    const inputNames = names.filter((n) => n !== "mask.png");
+    const masked = names.includes("mask.png");
     const edit = run.task === "edit";
     if (lang === "python") {
       const lines = ["import base64", "import os", "", "from openai import OpenAI", "",
@@ -574,7 +577,7 @@
       if (edit) {
         args.unshift(inputNames.length > 1 ? `    image=[${inputNames.map((f) => `open(${py(f)}, "rb")`).join(", ")}],`
           : `    image=open(${py(inputNames[0])}, "rb"),`);
-        if (run.mask) args.push('    mask=open("mask.png", "rb"),');
+        if (masked) args.push('    mask=open("mask.png", "rb"),');
       }
       if (extra.length) args.push(`    extra_body={${extra.map(([k, v]) => `${py(k)}: ${py(v)}`).join(", ")}},  # imagegate's extensions`);
       lines.push(`result = client.images.${edit ? "edit" : "generate"}(`, ...args, ")");
@@ -592,7 +595,7 @@
       const body = std.map(([k, v]) => `  ${k}: ${JSON.stringify(v)},`);
       if (edit) {
         body.unshift(`  image: [${inputNames.map((f) => `await toFile(fs.createReadStream(${JSON.stringify(f)}), ${JSON.stringify(f)}, { type: ${JSON.stringify(mime(f))} })`).join(", ")}],`);
-        if (run.mask) body.push('  mask: await toFile(fs.createReadStream("mask.png"), "mask.png", { type: "image/png" }),');
+        if (masked) body.push('  mask: await toFile(fs.createReadStream("mask.png"), "mask.png", { type: "image/png" }),');
       }
       if (extra.length) body.push("  // imagegate's extensions, sent as they are:", ...extra.map(([k, v]) => `  ${k}: ${JSON.stringify(v)},`));
       const lines = ['import fs from "node:fs";', `import OpenAI${edit ? ", { toFile }" : ""} from "openai";`, "",
@@ -613,7 +616,7 @@
       : `  | jq -r '.data[0].b64_json' | base64 -d > image.${ext}`;
     if (edit) {
       const parts = [...inputNames.map((f) => `  -F ${sh(`${inputNames.length > 1 ? "image[]" : "image"}=@${f}`)} \\`),
-        ...(run.mask ? ["  -F 'mask=@mask.png' \\"] : []), ...Object.entries(p).map(([k, v]) => `  -F ${sh(`${k}=${v}`)} \\`)];
+        ...(masked ? ["  -F 'mask=@mask.png' \\"] : []), ...Object.entries(p).map(([k, v]) => `  -F ${sh(`${k}=${v}`)} \\`)];
       return [`curl -s${p.stream ? "N" : ""} ${base}/images/edits \\`, auth, ...parts, decode].join("\n") + "\n";
     }
     return [`curl -s${p.stream ? "N" : ""} ${base}/images/generations \\`, auth, '  -H "Content-Type: application/json" \\',
@@ -631,7 +634,9 @@
     $("code-copied").textContent = "";
     const holder = $("code-files");
     holder.textContent = "";
-    if (codeRun.task === "edit") {
+    if (codeRun.task === "edit" && !codeRun.inputs.length) {
+      holder.append("The history keeps no uploads: supply the input image (and mask) under these names.");
+    } else if (codeRun.task === "edit") {
       holder.append("Files the code reads: ");
       const names = files(codeRun);
       const blobs = [...codeRun.inputs.map((im) => im.blob), ...(codeRun.mask ? [codeRun.mask] : [])];
@@ -677,7 +682,7 @@
       const { url, expires_at } = await resp.json();
       const { inputs, mask, ...run } = item.run; // uploads stay in this page, not in the history
       state.history.unshift({ url, expires_at, prompt: item.prompt, model: item.model, served: item.served, seed: item.seed,
-        seconds: item.seconds, cost: item.cost, run: { ...run, inputs: [], mask: null }, created: Date.now() });
+        seconds: item.seconds, cost: item.cost, run: { ...run, inputs: [], mask: null, masked: !!mask }, created: Date.now() });
       saveHistory();
     } catch (err) {
       console.warn("history: not kept", err);
@@ -716,7 +721,9 @@
   async function loadUsage() {
     const start = Math.floor(Date.now() / 1000 / 86400) * 86400 - 29 * 86400;
     try {
-      const q = `start_time=${start}&bucket_width=1d&group_by=model&limit=31`;
+      // end_time: the end of today's bucket (the default, "now" in whole seconds, can leave out
+      // a request made within the current second)
+      const q = `start_time=${start}&end_time=${start + 30 * 86400}&bucket_width=1d&group_by=model&limit=31`;
       const [u, c] = await Promise.all([api(`/v1/organization/usage/images?${q}`).then((r) => r.json()),
         api(`/v1/organization/costs?${q}`).then((r) => r.json()).catch(() => ({ data: [] }))]);
       const days = [], models = new Set(), images = {}, costs = {};
