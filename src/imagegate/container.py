@@ -103,8 +103,9 @@ class Container:
         observer = Observer(Metrics(engine, ledger), Tracer.from_env())
         service = ImageService(settings, registry, engine, storage, ledger, pool, accounts=accounts,
                                moderation=moderation, signer=signer, observer=observer)
-        jobs = Jobs(settings, ledger.sessions, storage.store, service)
         gateway = Gateway(service, catalogue, int(settings.gateway_cache_mb * 2**20))
+        # Jobs run through the gateway, so a batch line may name a routed model too.
+        jobs = Jobs(settings, ledger.sessions, storage.store, gateway)
         return cls(settings, registry, engine, ledger, storage, pool, service, accounts, moderation, jobs, gateway,
                    observer)
 

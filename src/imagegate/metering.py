@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 from .normalize import ImageSpec, output_tokens
+from .pricing import Tokens
 from .protocol import ImagesUsage, InputTokensDetails, OutputTokensDetails
 
 
@@ -38,3 +39,9 @@ def usage(spec: ImageSpec, input_sizes: list[tuple[int, int]], fidelity: str = "
         input_tokens_details=InputTokensDetails(text_tokens=t, image_tokens=i),
         output_tokens_details=OutputTokensDetails(image_tokens=out, text_tokens=0),
     )
+
+
+def tokens(usage: ImagesUsage) -> Tokens:
+    """The token counts a price table bills."""
+    details = usage.input_tokens_details
+    return Tokens(text_in=details.text_tokens, image_in=details.image_tokens, image_out=usage.output_tokens)

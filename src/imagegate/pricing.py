@@ -108,6 +108,24 @@ class Pricing:
         return out
 
 
+class DeviceSpeed:
+    """Device seconds per image seen so far, per model (an exponential average): the budget
+    estimate of models priced by device time."""
+
+    def __init__(self) -> None:
+        self._per_image: dict[str, float] = {}
+
+    def get(self, model: str) -> float | None:
+        return self._per_image.get(model)
+
+    def learn(self, model: str, device_s: float, images: int) -> None:
+        if images <= 0:
+            return
+        per = device_s / images
+        old = self._per_image.get(model)
+        self._per_image[model] = per if old is None else 0.8 * old + 0.2 * per
+
+
 FREE = Pricing(source="free")
 GPT_IMAGE_1 = Pricing(per_image=GPT_IMAGE_1_PER_IMAGE, per_token=GPT_IMAGE_1_PER_TOKEN,
                       source="default (gpt-image-1's published prices)")

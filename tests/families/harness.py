@@ -83,7 +83,9 @@ class Live:
 def serve(models_file: Path, workdir: Path) -> Iterator[Live]:
     """A live server for the models of `models_file`, its data (and ledger) under `workdir`."""
     configs = load_models_file(models_file)
-    settings = make_settings(workdir)
+    # Byte-for-byte seed checks: each C2PA manifest is unique by design (test_safety covers
+    # signing), so the families' servers sign nothing.
+    settings = make_settings(workdir, c2pa="off")
     app = create_app(settings, configs)
     with live_server(app) as base:
         live = Live(app, base, settings.data_dir / "imagegate.db")

@@ -260,7 +260,9 @@ def _check_groups(group_by: Sequence[str], allowed: tuple[str, ...]) -> list[str
 
 
 def _end(end_time: int | None, now: int | None) -> int:
-    return end_time if end_time is not None else (now if now is not None else int(time.time()))
+    """The exclusive end: `end_time`, else the second after now (so a request made this
+    second is counted)."""
+    return end_time if end_time is not None else (now if now is not None else int(time.time()) + 1)
 
 
 def _plan(start_time: int, end_time: int | None, bucket_width: str, limit: int | None, page: str | None,

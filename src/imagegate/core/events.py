@@ -7,7 +7,9 @@ then any `PartialImage`s, then exactly one of `Completed` or `Failed`. A failure
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 from ..errors import ImagegateError
 from ..normalize import ImageSpec
@@ -43,3 +45,13 @@ class Failed:
 
 
 Event = Accepted | PartialImage | Completed | Failed
+
+if TYPE_CHECKING:
+    from .request import ImageRequest, RequestContext
+
+
+class Flow(Protocol):
+    """What consumers run a request through: ImageService (local models) or the Gateway
+    in front of it (routed names too)."""
+
+    def run(self, req: ImageRequest, ctx: RequestContext) -> AsyncGenerator[Event, None]: ...

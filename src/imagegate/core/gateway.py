@@ -320,7 +320,7 @@ class Gateway:
         each = metering.usage(spec, sizes, req.fidelity, images=1)
         ctx.cost_usd = adapt.cost(route.price(), quality=dones[0].quality or spec.quality,
                                   size=dones[0].size or plan.size, images=len(encoded), usage=use,
-                                  from_upstream=from_upstream)
+                                  from_upstream=from_upstream) * ctx.price_factor  # batch discount
         await svc._record(ctx, req, p, "ok", 200, usage=use, seed=req.seed)
         done = Completed(spec=spec, images=tuple(encoded), data=tuple(data), usage=use, usage_per_image=each,
                          seed=req.seed)
@@ -360,7 +360,7 @@ class Gateway:
         w, _, h = size.partition("x")
         return price.estimate(quality=spec.quality, width=int(w), height=int(h), images=spec.n,
                               tokens=adapt.tokens(use),
-                              seconds_per_image=svc._seconds_per_image.get(local.name) if local else None)
+                              seconds_per_image=svc.speed.get(local.name) if local else None)
 
     async def _spec(self, req: ImageRequest, routed: RoutedModel) -> tuple[ImageSpec, list[tuple[int, int]]]:
         """Our own rules, as for a local model; the inputs are checked from their headers

@@ -24,7 +24,7 @@ from ..engine.client import Done, EngineClient
 from ..errors import Cancelled, GenerationFailed, ImagegateError, InvalidRequest, ModelNotAllowed, ModerationBlocked
 from ..inputs import InputImage, decode_image, decode_mask, probe_size
 from ..normalize import ImageSpec, build_spec, check_limits, check_request_pixels
-from ..pricing import Pricing, Tokens
+from ..pricing import DeviceSpeed, Pricing
 from ..protocol import Image as WireImage
 from ..protocol import ImagesUsage
 from ..registry import ModelConfig, Registry
@@ -87,9 +87,7 @@ class ImageService:
         self.moderation = moderation
         self.signer = signer
         self.observer = observer  # metrics and traces, fed with each final ledger row (observability.py)
-        # Device seconds per image seen so far, per model: the budget estimate of models
-        # priced by device time (an exponential average).
-        self._seconds_per_image: dict[str, float] = {}
+        self.speed = DeviceSpeed()  # the budget estimate of models priced by device time
         # 16 M pixels, about 64 MB decoded: below that the heap keeps little worth returning.
         self.pixels = Budget("decoded input pixels", settings.max_inflight_pixels, "pixels", trim_after=16_000_000)
 
@@ -177,9 +175,9 @@ class ImageService:
             each = metering.usage(p.spec, p.input_sizes, req.fidelity, images=1)
             # A batched call's device time is shared by its images.
             device_s = result.inference_s * len(encoded) / max(1, result.batch_images)
-            self._learn_speed(model.name, device_s, len(encoded))
+            self.speed.learn(model.name, device_s, len(encoded))
             ctx.cost_usd = price.cost(quality=p.spec.quality, width=p.spec.width, height=p.spec.height,
-                                      images=len(encoded), tokens=_tokens(usage),
+                                      images=len(encoded), tokens=metering.tokens(usage),
                                       device_seconds=device_s) * ctx.price_factor  # batch discount
             status, http_status = "ok", 200
             await self._record(ctx, req, p, status, http_status, usage=usage, seed=result.seed)
@@ -250,14 +248,7 @@ class ImageService:
         spec = p.spec
         usage = metering.usage(spec, p.input_sizes, req.fidelity)
         return price.estimate(quality=spec.quality, width=spec.width, height=spec.height, images=spec.n,
-                              tokens=_tokens(usage), seconds_per_image=self._seconds_per_image.get(p.model.name))
-
-    def _learn_speed(self, model: str, device_s: float, images: int) -> None:
-        if images <= 0:
-            return
-        per = device_s / images
-        old = self._seconds_per_image.get(model)
-        self._seconds_per_image[model] = per if old is None else 0.8 * old + 0.2 * per
+                              tokens=metering.tokens(usage), seconds_per_image=self.speed.get(p.model.name))
 
     def _spec(self, req: ImageRequest, model: ModelConfig, inputs: list[InputImage]) -> ImageSpec:
         spec = build_spec(
@@ -405,7 +396,3 @@ class ImageService:
             except Exception:  # metrics must not fail a request
                 log.exception("could not observe request %s", ctx.request_id)
 
-
-def _tokens(usage: ImagesUsage) -> Tokens:
-    details = usage.input_tokens_details
-    return Tokens(text_in=details.text_tokens, image_in=details.image_tokens, image_out=usage.output_tokens)

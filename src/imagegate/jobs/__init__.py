@@ -9,7 +9,7 @@ import contextlib
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from ..core.service import ImageService
+from ..core.events import Flow
 from ..settings import Settings
 from ..storage import Store, load_or_create_secret
 from .batches import Batches
@@ -23,7 +23,7 @@ __all__ = ["Batches", "Files", "JobQueue", "Jobs", "owner_of", "verify"]
 
 class Jobs:
     def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession], store: Store,
-                 service: ImageService) -> None:
+                 service: Flow) -> None:
         s = settings
         postgres = sessions.kw["bind"].dialect.name == "postgresql"
         self.files = Files(sessions, store)

@@ -1,9 +1,10 @@
-"""Workers: each claims a job, runs it through ImageService.run at bulk priority (one more
-thin consumer of the flow's events, like the JSON response), and ends it with its result in
-one transaction. While a job runs its claim is renewed and a cancel request is noticed
-within a second. A full engine queue or a loading model puts the job back without counting
-an attempt. On shutdown workers stop claiming, running jobs get `grace` seconds to finish,
-and those still running are put back in the queue for the next start."""
+"""Workers: each claims a job, runs it through the gateway's flow (ImageService.run for local
+models) at bulk priority (one more thin consumer of the flow's events, like the JSON
+response), and ends it with its result in one transaction. While a job runs its claim is
+renewed and a cancel request is noticed within a second. A full engine queue or a loading
+model puts the job back without counting an attempt. On shutdown workers stop claiming,
+running jobs get `grace` seconds to finish, and those still running are put back in the
+queue for the next start."""
 
 from __future__ import annotations
 
@@ -16,9 +17,8 @@ import uuid
 from typing import Any
 
 from ..accounts import Principal
-from ..core.events import Completed, Failed
+from ..core.events import Completed, Failed, Flow
 from ..core.request import ImageRequest, RequestContext, Upload
-from ..core.service import ImageService
 from ..db.tables import JobRow, WebhookRow
 from ..errors import ImagegateError, InternalError, InvalidRequest, Overloaded
 from ..inputs import decode_data_url
@@ -55,7 +55,7 @@ class _Requeue(Exception):
 
 
 class Runner:
-    def __init__(self, queue: JobQueue, service: ImageService, files: Files, batches: Batches, *, workers: int,
+    def __init__(self, queue: JobQueue, service: Flow, files: Files, batches: Batches, *, workers: int,
                  discount: float, grace_s: float, postgres: bool) -> None:
         self.queue = queue
         self.service = service
