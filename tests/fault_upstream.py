@@ -100,6 +100,10 @@ class FaultServer:
         if what == "500":
             self._send(w, 500, {"error": {"message": "upstream exploded", "type": "server_error", "code": None}})
             return True
+        if what == "500-echo":  # a careless upstream that quotes the credentials it was sent
+            said = f"bad credentials {self.seen[-1].headers.get('authorization')}"
+            self._send(w, 500, {"error": {"message": said, "type": "server_error", "code": None}})
+            return True
         if what == "400":
             self._send(w, 400, {"error": {"message": "Invalid size from upstream.", "type": "invalid_request_error",
                                           "param": "size", "code": "invalid_size"}})

@@ -235,3 +235,20 @@ async def test_edits_go_upstream_as_multipart_with_the_mask(tmp_path: Path, upst
         assert _img(base64.b64decode(r.parse().data[0].b64_json)).size == (256, 256)
         await client.close()
 
+
+
+async def test_azure_openai_uses_the_deployment_url_api_version_and_api_key_header(
+        tmp_path: Path, tiny_sd_path: Path) -> None:
+    with fault_server() as fs:
+        text = (_provider("az", fs.base, kind="azure-openai", api_version='"2025-04-01-preview"')
+                + _local(tiny_sd_path) + _routed("gpt-image-1", '{ provider = "az", model = "my-deployment" }'))
+        async with gateway(tmp_path, text) as app:
+            client = sdk_client(app, api_key=CLIENT_KEY)
+            headers, res = await _raw(client, model="gpt-image-1", prompt="x", size="1024x1024", quality="low")
+            assert res.size == "1024x1024"
+            assert headers["x-imagegate-provider"] == "az" and headers["x-imagegate-model"] == "my-deployment"
+            call = fs.seen[-1]
+            assert call.path == "/openai/deployments/my-deployment/images/generations?api-version=2025-04-01-preview"
+            assert call.headers["api-key"] == UPSTREAM_KEY and "authorization" not in call.headers
+            assert "model" not in call.json()
+            await client.close()

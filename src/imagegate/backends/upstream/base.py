@@ -111,7 +111,7 @@ async def raise_for_status(provider: Provider, response: httpx2.Response) -> Non
     err = body.get("error") if isinstance(body, dict) else None
     if not isinstance(err, dict):
         err = {"message": body.get("detail") if isinstance(body, dict) else None}
-    message = str(err.get("message") or f"HTTP {response.status_code}")[:500]
+    message = scrub(provider, str(err.get("message") or f"HTTP {response.status_code}")[:500])
     status = response.status_code
     if status in (408, 429) or status >= 500:
         wait = retry_after_seconds(response.headers.get("retry-after"), response.headers.get("retry-after-ms"))
@@ -127,3 +127,10 @@ def key_header(provider: Provider, name: str = "authorization", scheme: str = "B
     if not key:
         return {}
     return {name: f"{scheme} {key}" if scheme else key}
+
+
+def scrub(provider: Provider, text: str) -> str:
+    """An upstream's own words, with its key cut out should it echo it back (the message
+    reaches the client, the log and the ledger)."""
+    key = provider.api_key()
+    return text.replace(key, "***") if key and len(key) >= 4 else text

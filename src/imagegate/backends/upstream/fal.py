@@ -27,6 +27,7 @@ from .base import (
     UpstreamUnavailable,
     key_header,
     raise_for_status,
+    scrub,
     timeout,
     transport_error,
 )
@@ -87,7 +88,8 @@ class FalQueue:
             if res.status_code >= 400 or (isinstance(result, dict) and result.get("error")):
                 # fal reports a failed job as COMPLETED with an error: it made no image.
                 detail = result.get("detail") or result.get("error") if isinstance(result, dict) else None
-                raise UpstreamUnavailable(f"{p.name}: the job failed: {str(detail)[:300]}", status=res.status_code)
+                raise UpstreamUnavailable(f"{p.name}: the job failed: {scrub(p, str(detail)[:300])}",
+                                          status=res.status_code)
             images = tuple([await self._fetch(str(img["url"])) for img in result["images"]])
         except httpx2.HTTPError as exc:
             raise transport_error(p, exc, started=True) from None

@@ -22,6 +22,7 @@ from .base import (
     UpstreamUnavailable,
     key_header,
     raise_for_status,
+    scrub,
     timeout,
     transport_error,
 )
@@ -103,7 +104,8 @@ class OpenAICompatible:
                 raise UpstreamBroken(f"{self.provider.name}: malformed stream event")
             if "error" in event:
                 err = event["error"] if isinstance(event["error"], dict) else {}
-                message = f"{self.provider.name}: failed mid-stream: {str(err.get('message', ''))[:300]}"
+                said = scrub(self.provider, str(err.get("message", ""))[:300])
+                message = f"{self.provider.name}: failed mid-stream: {said}"
                 if not done:  # an upstream that says it failed before any image made none
                     raise UpstreamUnavailable(message)
                 raise UpstreamBroken(message)
