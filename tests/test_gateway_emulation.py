@@ -252,3 +252,20 @@ async def test_azure_openai_uses_the_deployment_url_api_version_and_api_key_head
             assert call.headers["api-key"] == UPSTREAM_KEY and "authorization" not in call.headers
             assert "model" not in call.json()
             await client.close()
+
+
+async def test_local_routes_cost_the_global_gpu_hour_rate_times_device_seconds(
+        tmp_path: Path, tiny_sd_path: Path) -> None:
+    # $3600 an hour is $1 a device-second: the cost is the measured inference time itself.
+    text = _local(tiny_sd_path) + _routed("routed", '{ model = "local-tiny" }')
+    async with gateway(tmp_path, text, gpu_hour_usd=3600.0) as app:
+        client = sdk_client(app, api_key=CLIENT_KEY)
+        for model in ("local-tiny", "routed"):
+            headers, _ = await _raw(client, model=model, prompt="x", size="256x256", quality="low")
+            row = await app.state.ledger.get(headers["x-request-id"])
+            assert row.inference_s > 0
+            assert float(headers["x-imagegate-cost-usd"]) == pytest.approx(row.inference_s, abs=1e-6)
+            assert row.cost_usd == pytest.approx(row.inference_s, abs=1e-6)
+        card = await client.models.retrieve("routed")
+        assert card.owned_by == "local" and card.model_extra["pricing"]["gpu_hour_usd"] == 3600.0
+        await client.close()

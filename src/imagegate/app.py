@@ -44,7 +44,8 @@ def create_app(settings: Settings, configs: list[ModelConfig] | None = None,
     configs = configs if configs is not None else model_configs(settings)
     catalogue = catalogue if catalogue is not None else catalogue_for(settings, configs)
     catalogue.check({c.name for c in configs})
-    registry = Registry(configs, default=settings.default_model, allow_empty=bool(catalogue))
+    registry = Registry(configs, default=settings.default_model, allow_empty=bool(catalogue),
+                        gpu_hour_usd=settings.gpu_hour_usd)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -202,10 +202,15 @@ def edit(
 @app.command("models")
 def list_models(models: Annotated[Path | None, typer.Option("--models", help="TOML models file.")] = None) -> None:
     """List the models and aliases a models file (or the built-in default) serves."""
-    from .container import model_configs
+    from .container import catalogue_for, model_configs
     from .registry import Registry
 
-    registry = Registry(model_configs(load_settings(models_file=models) if models else load_settings()))
+    settings = load_settings(models_file=models) if models else load_settings()
+    configs = model_configs(settings)
+    routed = catalogue_for(settings, configs)
+    registry = Registry(configs, allow_empty=bool(routed))
+    for m in routed.models.values():
+        typer.echo(f"{m.name}\t" + " | ".join(r.key for r in m.routes))
     for name, c in registry.configs.items():
         typer.echo(f"{name}\t{c.source}")
     for alias, target in registry.aliases.items():

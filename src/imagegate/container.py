@@ -75,7 +75,8 @@ class Container:
                     registry: Registry | None = None, catalogue: Catalogue | None = None) -> Container:
         configs = configs if configs is not None else model_configs(settings)
         catalogue = catalogue if catalogue is not None else catalogue_for(settings, configs)
-        registry = registry or Registry(configs, default=settings.default_model, allow_empty=bool(catalogue))
+        registry = registry or Registry(configs, default=settings.default_model, allow_empty=bool(catalogue),
+                                        gpu_hour_usd=settings.gpu_hour_usd)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         ledger = Ledger(settings.resolved_database_url)
         await ledger.start()

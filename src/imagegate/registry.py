@@ -161,7 +161,11 @@ def load_models_file(path: Path) -> list[ModelConfig]:
 class Registry:
     """Name → ModelConfig. Loaded pipelines live in the backends, not here."""
 
-    def __init__(self, configs: list[ModelConfig], default: str | None = None, *, allow_empty: bool = False) -> None:
+    def __init__(self, configs: list[ModelConfig], default: str | None = None, *, allow_empty: bool = False,
+                 gpu_hour_usd: float | None = None) -> None:
+        # IMAGEGATE_GPU_HOUR_USD: local models without their own table cost their device time.
+        self.device_pricing = Pricing(gpu_hour_usd=gpu_hour_usd, source="IMAGEGATE_GPU_HOUR_USD") \
+            if gpu_hour_usd is not None else None
         # Empty only in a gateway-only process (every model routed upstream: catalogue.py).
         if not configs and not allow_empty:
             raise ValueError("no models configured")
@@ -187,10 +191,13 @@ class Registry:
         self.configs[config.name] = config
 
     def pricing(self, model: ModelConfig, requested: str | None = None) -> Pricing:
-        """The prices a request pays: the model's own table, else gpt-image-1's published
-        prices when the model or the name asked for is one of OpenAI's, else free."""
+        """The prices a request pays: the model's own table, else the server's GPU-hour rate
+        (IMAGEGATE_GPU_HOUR_USD) when set, else gpt-image-1's published prices when the model
+        or the name asked for is one of OpenAI's, else free."""
         if model.pricing is not None:
             return model.pricing
+        if self.device_pricing is not None:
+            return self.device_pricing
         if model.name in OPENAI_IMAGE_MODELS or requested in OPENAI_IMAGE_MODELS:
             return GPT_IMAGE_1
         return FREE

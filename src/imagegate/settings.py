@@ -91,6 +91,10 @@ class Settings(BaseSettings):
         None, description="Model that OpenAI names and a missing `model` resolve to; default: the first model served."
     )
     log_level: str = Field("info", description="uvicorn / imagegate log level.")
+    gpu_hour_usd: float | None = Field(
+        None, ge=0,
+        description="Price of an hour of device time for local models without a pricing table: their cost is "
+                    "this rate times the measured device-seconds of the batch, shared by its images.")
     gateway_cache_mb: float = Field(
         256.0, ge=0,
         description="Memory for the gateway's response cache and Idempotency-Key results (per process; least "

@@ -349,7 +349,7 @@ class Gateway:
     def _estimate(self, route: Route, spec: ImageSpec, sizes: list[tuple[int, int]], req: ImageRequest) -> float:
         svc = self.service
         local = svc.registry.configs.get(route.model) if route.provider is None else None
-        price = route.price(local.pricing if local else None)
+        price = route.price(svc.registry.pricing(local) if local else None)
         if price.free:
             return 0.0
         use = metering.usage(spec, sizes, req.fidelity)

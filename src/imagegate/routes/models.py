@@ -23,7 +23,7 @@ def _cards(registry: Registry, catalogue: Catalogue | None = None) -> list[Model
     for m in (catalogue.models.values() if catalogue else ()):
         first = m.routes[0]
         local = registry.configs.get(first.model) if first.provider is None else None
-        price = (m.pricing or first.price(local.pricing if local else None)).card()
+        price = (m.pricing or first.price(registry.pricing(local) if local else None)).card()
         cards.append(ModelCard(id=m.name, created=_CREATED, owned_by=first.provider_name, pricing=price))
         cards += [ModelCard(id=a, created=_CREATED, owned_by=first.provider_name, alias_of=m.name, pricing=price)
                   for a in m.aliases]
