@@ -269,3 +269,36 @@ async def test_local_routes_cost_the_global_gpu_hour_rate_times_device_seconds(
         card = await client.models.retrieve("routed")
         assert card.owned_by == "local" and card.model_extra["pricing"]["gpu_hour_usd"] == 3600.0
         await client.close()
+
+
+async def test_budgets_hold_the_dearest_route_and_pay_the_route_that_served(
+        tmp_path: Path, tiny_sd_path: Path) -> None:
+    import httpx2
+
+    admin = "admin-" + "g" * 40
+    price = '{ per_image = { low = { "256x256" = 0.01 }, medium = { "256x256" = 0.02 }, high = { "256x256" = 0.04 } } }'
+    with fault_server() as fs:
+        text = (_provider("a", fs.base + "/v1", pricing=price, retries=0, breaker_failures=100) + _local(tiny_sd_path)
+                + _routed("routed", '{ provider = "a", model = "m" }', '{ model = "local-tiny" }'))
+        async with (gateway(tmp_path, text, admin_key=admin) as app,
+                    httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://testserver",
+                                       headers={"authorization": f"Bearer {admin}"}) as http):
+            key = (await http.post("/admin/v1/keys", json={"name": "k", "budget_usd": 0.025})).json()["key"]
+            client = sdk_client(app, api_key=key)
+            kw: dict[str, Any] = {"model": "routed", "prompt": "x", "size": "256x256", "quality": "low"}
+            for _ in range(2):
+                await client.images.generate(**kw)
+            with pytest.raises(openai.RateLimitError) as e:  # 0.02 spent + 0.01 held > 0.025
+                await client.images.generate(**kw)
+            assert e.value.body["code"] == "insufficient_quota" and len(fs.images_calls()) == 2
+            # Served by the free local route after the priced one failed: nothing is spent.
+            fs.default = "500"
+            key2 = (await http.post("/admin/v1/keys", json={"name": "k2", "budget_usd": 0.015})).json()["key"]
+            client2 = sdk_client(app, api_key=key2)
+            for _ in range(3):
+                r = await client2.images.with_raw_response.generate(**kw)
+                assert r.headers["x-imagegate-provider"] == "local" and r.headers["x-imagegate-cost-usd"] == "0"
+            listed = (await http.get("/admin/v1/keys/k2")).json()
+            assert listed["spent_usd_this_month"] == 0
+            await client.close()
+            await client2.close()
