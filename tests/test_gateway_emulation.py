@@ -161,6 +161,7 @@ async def test_seeded_requests_are_cached_and_idempotency_keys_replay(tmp_path: 
             h1, r1 = await _raw(client, **kw, extra_body={"seed": 3})
             h2, r2 = await _raw(client, **kw, extra_body={"seed": 3})
             assert (h1["x-imagegate-cache"], h2["x-imagegate-cache"]) == ("miss", "hit")
+            assert (h1["x-imagegate-attempts"], h2["x-imagegate-attempts"]) == ("1", "0")
             assert float(h1["x-imagegate-cost-usd"]) == 0.01 and float(h2["x-imagegate-cost-usd"]) == 0
             assert r1.data[0].b64_json == r2.data[0].b64_json
             assert len(fs.images_calls()) == 1

@@ -199,7 +199,9 @@ class RequestContextMiddleware:
                     headers.append((b"x-imagegate-provider", (ctx.provider or "local").encode()))
                     served = ctx.served_model or ctx.model
                     headers.append((b"x-imagegate-model", served.encode("ascii", "replace")))
-                    headers.append((b"x-imagegate-attempts", str(ctx.attempts or 1).encode()))
+                    # 0 for a replay (cache hit, Idempotency-Key): no route was tried
+                    tried = ctx.attempts if ctx.attempts or ctx.provider else 1
+                    headers.append((b"x-imagegate-attempts", str(tried).encode()))
                     if ctx.cache:
                         headers.append((b"x-imagegate-cache", ctx.cache.encode()))
                 if ctx is not None and ctx.composited:

@@ -59,7 +59,8 @@ def ledger_row(ctx: RequestContext, req: ImageRequest | None, spec: ImageSpec | 
         images=(spec.n if ok and spec else 0) if final else None,
         cost_usd=cost,
         provider=ctx.provider or ("local" if model and ctx.model else None),
-        attempts=ctx.attempts or (1 if model and ctx.model and status != "error" else None),
+        attempts=ctx.attempts if ctx.attempts or ctx.provider else (1 if model and ctx.model and status != "error"
+                                                                    else None),
     )
 
 
