@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import torch  # noqa: E402
 
-from common import append_results, device_description, markdown_table  # noqa: E402
+from common import append_results, device_description, load_average, markdown_table  # noqa: E402
 
 ADMIN = "bench-admin-" + "x" * 32
 
@@ -121,10 +121,7 @@ async def main() -> None:
     print(f"{args.requests} requests per server, alternating; tiny pipeline 64px -> 1024x1024 JPEG, low\n")
     print(table)
     if not args.no_record:
-        try:
-            load = "/".join(f"{x:.2f}" for x in os.getloadavg())
-        except OSError:
-            load = "?"
+        load = load_average()
         append_results("Accounts overhead per request (auth + rate limits + budget hold/settle + cost)",
                        f"python bench/bench_accounts.py --requests {args.requests}", table,
                        notes=f"load average at the end {load} on {os.cpu_count()} cores; `accounts` is the "

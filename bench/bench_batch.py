@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import torch  # noqa: E402
 
-from common import append_results, device_description, markdown_table  # noqa: E402
+from common import append_results, device_description, load_average, markdown_table  # noqa: E402
 
 
 def body(i: int, size: str, quality: str) -> dict[str, object]:
@@ -109,10 +109,7 @@ async def main() -> None:
     print(f"imagegate-mini, {args.size}, quality {args.quality}, jpeg, 1 image per request\n")
     print(table)
     if not args.no_record:
-        try:
-            load = "/".join(f"{x:.2f}" for x in os.getloadavg())
-        except OSError:
-            load = "?"
+        load = load_average()
         append_results(f"Batch vs synchronous throughput (imagegate-mini, {args.size}, {args.quality})",
                        "python bench/bench_batch.py " + " ".join(sys.argv[1:]), table,
                        notes=f"float32; one run, one process; load average at the end {load} on "

@@ -29,6 +29,14 @@ def device_description() -> str:
     return f"{cpu} ({os.cpu_count()} cores, {isa}), torch {torch.__version__}, {torch.get_num_threads()} thread(s)"
 
 
+def load_average() -> str:
+    """The machine's 1/5/15-minute load, for a result's notes (these machines are shared)."""
+    try:
+        return "/".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "?"
+
+
 def commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False,
