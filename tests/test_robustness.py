@@ -59,7 +59,10 @@ EDIT = "/v1/images/edits"
 VAR = "/v1/images/variations"
 CHEAP = {"size": "256x256", "quality": "low"}
 
-PROFILE = dict(deadline=None, suppress_health_check=list(HealthCheck), print_blob=True)
+# On CI the examples are derived from each test's source, so a run that landed lands again;
+# here they are drawn afresh each run and keep finding new inputs.
+PROFILE = dict(deadline=None, suppress_health_check=list(HealthCheck), print_blob=True,
+               derandomize=bool(os.environ.get("CI")))
 
 
 def examples(n: int) -> Any:
@@ -569,6 +572,13 @@ def expected_text(field: str, value: str) -> str:
 
 def check_text_outcome(resp: httpx2.Response, field: str, value: str) -> None:
     want = expected_text(field, value)
+    if field == "prompt" and want != "bad" and resp.status_code == 400 \
+            and resp.json().get("error", {}).get("code") == "moderation_blocked":
+        # The input word lists read through obfuscation: "X\bX:X" is "xxx". A block is
+        # OpenAI's shape: param null, the stage and the categories named.
+        err = assert_error(resp, status=400, param=None, code="moderation_blocked")
+        assert err["moderation_details"]["moderation_stage"] == "input", _describe(resp)
+        return
     if want == "ok":
         assert_ok(resp)
     elif want == "bad" or resp.status_code != 200:
@@ -587,6 +597,7 @@ TEXT_FIELDS = ["prompt", "negative_prompt", "user", "safety_identifier"]
 @given(field=st.sampled_from(TEXT_FIELDS), value=hostile_text, stream=st.sampled_from([False, False, True]))
 @example(field="prompt", value="\ud800\udc00", stream=False)  # an escaped pair: U+10000, a valid prompt
 @example(field="prompt", value="a\ud800", stream=False)  # a lone surrogate: 400
+@example(field="prompt", value="X\x08X:X", stream=False)  # read as "xxx": moderation_blocked (CI, stop 30)
 def test_unicode_text_fields(http: httpx2.Client, field: str, value: str, stream: bool) -> None:
     """Streamed too: a text the pipeline chokes on must be refused before the stream starts."""
     show(field=field, value=value, stream=stream)
