@@ -22,7 +22,7 @@ LAYERS = [
     ["observability"],
     ["container", "server"],
     ["routes"],
-    ["app"],
+    ["app", "ray_serve"],
     ["cli", "cli_common", "cli_keys", "cli_usage", "cli_verify", "cli_webhooks"],
 ]
 MAX_LINES = 400

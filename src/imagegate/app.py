@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .accounts import headers as rate_headers
 from .admission import Budget
 from .catalogue import Catalogue
-from .container import Container, catalogue_for, janitor, model_configs
+from .container import Container, EngineFactory, catalogue_for, janitor, model_configs
 from .errors import (
     ImagegateError,
     InternalError,
@@ -40,7 +40,8 @@ access_log = logging.getLogger("imagegate.access")
 
 
 def create_app(settings: Settings, configs: list[ModelConfig] | None = None,
-               catalogue: Catalogue | None = None) -> FastAPI:
+               catalogue: Catalogue | None = None, engine: EngineFactory | None = None) -> FastAPI:
+    """`engine`: where the models run when not in this process (ray_serve.py's ingress)."""
     configs = configs if configs is not None else model_configs(settings)
     catalogue = catalogue if catalogue is not None else catalogue_for(settings, configs)
     catalogue.check({c.name for c in configs})
@@ -49,7 +50,7 @@ def create_app(settings: Settings, configs: list[ModelConfig] | None = None,
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        container = await Container.start(settings, configs, registry, catalogue)
+        container = await Container.start(settings, configs, registry, catalogue, engine)
         app.state.container = container
         app.state.settings = settings
         app.state.registry = registry
@@ -103,7 +104,7 @@ def create_app(settings: Settings, configs: list[ModelConfig] | None = None,
 
     app.add_middleware(BodyTimeoutMiddleware, gap=settings.body_timeout_seconds,
                        total=settings.body_total_timeout_seconds)
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(RequestContextMiddleware, behind_ray=engine is not None)
     return app
 
 
@@ -165,8 +166,13 @@ class RequestContextMiddleware:
     the access log, written when the response has *ended* so that a stream the client cut
     off is logged as such (uvicorn's own access log fires at the status line: `200 OK`)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, behind_ray: bool = False) -> None:
         self.app = app
+        # Ray Serve's proxy puts its own X-Request-ID on every response (it cannot be turned
+        # off, and a second header of that name would reach the SDK as "a, b"): behind it,
+        # ours goes out as x-imagegate-request-id and the access log names both.
+        self.id_header = b"x-imagegate-request-id" if behind_ray else b"x-request-id"
+        self.behind_ray = behind_ray
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -174,6 +180,9 @@ class RequestContextMiddleware:
             return
         started = time.perf_counter()
         request_id = f"req_{uuid.uuid4().hex}"
+        proxy_id = ""
+        if self.behind_ray:
+            proxy_id = " " + dict(scope.get("headers") or []).get(b"x-request-id", b"-").decode("latin-1")
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         token = request_id_var.set(request_id)  # every log line of this request carries it (logs.py)
@@ -191,7 +200,7 @@ class RequestContextMiddleware:
                 timings = dict(getattr(ctx, "timings", {}) or {})
                 timings["total"] = time.perf_counter() - started
                 st = ", ".join(f"{k};dur={v * 1000:.1f}" for k, v in timings.items())
-                headers.append((b"x-request-id", request_id.encode()))
+                headers.append((self.id_header, request_id.encode()))
                 headers.append((b"server-timing", st.encode()))
                 if ctx is not None and ctx.notes:
                     headers.append((b"x-imagegate-notes", "; ".join(ctx.notes).encode("ascii", "replace")))
@@ -204,6 +213,8 @@ class RequestContextMiddleware:
                     headers.append((b"x-imagegate-attempts", str(tried).encode()))
                     if ctx.cache:
                         headers.append((b"x-imagegate-cache", ctx.cache.encode()))
+                    if ctx.replica:  # the Ray model replica that ran it (ray_serve.py)
+                        headers.append((b"x-imagegate-replica", ctx.replica.encode("ascii", "replace")))
                 if ctx is not None and ctx.composited:
                     headers.append((b"x-imagegate-composited", str(ctx.composited).encode()))
                 if ctx is not None:  # an image route: its cost (0 for a failure) and the key's windows
@@ -220,7 +231,8 @@ class RequestContextMiddleware:
             client = scope.get("client") or ("-", 0)
             outcome = "" if completed else (" (response cut off)" if status else " (no response)")
             access_log.info('%s:%s - "%s %s" %d %.1fms %s%s', client[0], client[1], scope.get("method"),
-                            scope.get("path"), status, (time.perf_counter() - started) * 1000, request_id, outcome)
+                            scope.get("path"), status, (time.perf_counter() - started) * 1000, request_id + proxy_id,
+                            outcome)
             request_id_var.reset(token)
 
 

@@ -44,11 +44,17 @@ def serve(
     allow_anonymous: Annotated[bool, typer.Option(
         "--allow-anonymous", help="Allow a non-loopback bind with no key.")] = False,
     log_level: Annotated[str | None, typer.Option(help="Log level [IMAGEGATE_LOG_LEVEL; info].")] = None,
+    engine: Annotated[str | None, typer.Option(
+        help="local: models in this process; ray: on Ray Serve, joining RAY_ADDRESS or a local instance "
+             "[IMAGEGATE_ENGINE; local].")] = None,
+    ingress_replicas: Annotated[int | None, typer.Option(
+        help="Ingress replicas under --engine ray [IMAGEGATE_RAY_INGRESS_REPLICAS; 1].")] = None,
 ) -> None:
     """Start the HTTP server. Options given here win over IMAGEGATE_* variables, which win over the defaults."""
     given: dict[str, object | None] = {
         "host": host, "port": port, "data_dir": data_dir, "models_file": models, "api_keys": api_key or None,
         "api_keys_file": api_keys_file, "allow_anonymous": allow_anonymous or None, "log_level": log_level,
+        "engine": engine, "ray_ingress_replicas": ingress_replicas,
     }
     settings = load_settings(**{k: v for k, v in given.items() if v is not None})
     if (not _is_loopback(settings.host) and not settings.api_keys and not settings.allow_anonymous
@@ -76,6 +82,14 @@ def serve(
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
+    if settings.engine == "ray":
+        try:
+            from . import ray_serve
+        except ImportError as exc:
+            typer.echo(f"error: --engine ray needs Ray Serve: pip install 'imagegate[ray]' ({exc})", err=True)
+            raise typer.Exit(2) from exc
+        ray_serve.run(settings)
+        return
     uvicorn.run(application, **uvicorn_options(settings))
 
 
@@ -126,13 +140,16 @@ async def _run_flow(settings: Any, request: Any) -> Any:
     from .container import Container
     from .core.events import Accepted, Completed, Failed
     from .core.request import RequestContext
+    from .engine.local import LocalEngine
 
     container = await Container.start(settings)
     try:
         console = Console(stderr=True)
         with console.status("loading model"):
             name = container.registry.resolve(request.model).name
-            await container.engine.worker(name).load()
+            engine = container.engine
+            assert isinstance(engine, LocalEngine)  # the CLI's local mode runs the model in this process
+            await engine.worker(name).load()
         # A bar of the denoising steps with an ETA, fed by the pipeline's step callback
         # (rich's Progress takes updates from the model's thread).
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),

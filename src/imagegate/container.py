@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from . import catalogue as routes_file
 from .accounts import Accounts
@@ -27,7 +29,14 @@ from .safety import Moderation, Signer, load_credentials
 from .settings import Settings
 from .storage import LocalStore, SignedLinks, load_or_create_secret
 
+if TYPE_CHECKING:
+    from .engine.ray import RayEngine
+
 log = logging.getLogger("imagegate")
+
+# Builds the engine of a process whose models run elsewhere (ray_serve.py's ingress), given
+# the registry it should fill in once the models have loaded.
+EngineFactory = Callable[[Registry], "RayEngine"]
 
 
 def model_configs(settings: Settings) -> list[ModelConfig]:
@@ -59,7 +68,7 @@ def backend_for(config: ModelConfig, settings: Settings) -> Backend:
 class Container:
     settings: Settings
     registry: Registry
-    engine: LocalEngine
+    engine: LocalEngine | RayEngine
     ledger: Ledger
     storage: SignedLinks
     pool: ThreadPoolExecutor
@@ -72,7 +81,8 @@ class Container:
 
     @classmethod
     async def start(cls, settings: Settings, configs: list[ModelConfig] | None = None,
-                    registry: Registry | None = None, catalogue: Catalogue | None = None) -> Container:
+                    registry: Registry | None = None, catalogue: Catalogue | None = None,
+                    engine_factory: EngineFactory | None = None) -> Container:
         configs = configs if configs is not None else model_configs(settings)
         catalogue = catalogue if catalogue is not None else catalogue_for(settings, configs)
         registry = registry or Registry(configs, default=settings.default_model, allow_empty=bool(catalogue),
@@ -89,13 +99,7 @@ class Container:
         secret = key.get_secret_value().encode() if key else load_or_create_secret(key_file)
         storage = SignedLinks(LocalStore(settings.data_dir / "images"), secret, settings.url_ttl_seconds)
         accounts = make_accounts(settings, ledger)
-        workers = {c.name: ModelWorker(backend_for(c, settings), settings.queue_size, c.max_batch_images)
-                   for c in configs}
-        budget = int(settings.memory_budget_gb * 2**30) if settings.memory_budget_gb else None
-        engine = LocalEngine(workers, budget)
-        for w in workers.values():
-            # The family detected at load fills the presets the models file left out.
-            w.on_loaded = lambda backend: registry.update(backend.config)
+        engine = engine_factory(registry) if engine_factory is not None else local_engine(settings, configs, registry)
         pool = ThreadPoolExecutor(max_workers=settings.encode_workers or os.cpu_count() or 1,
                                   thread_name_prefix="encode")
         moderation = Moderation(settings, pool)
@@ -122,6 +126,17 @@ class Container:
         await self.ledger.close()
         if self.observer is not None:
             self.observer.close()
+
+
+def local_engine(settings: Settings, configs: list[ModelConfig], registry: Registry) -> LocalEngine:
+    """The models served in this process, one worker (queue + micro-batching) each."""
+    workers = {c.name: ModelWorker(backend_for(c, settings), settings.queue_size, c.max_batch_images)
+               for c in configs}
+    budget = int(settings.memory_budget_gb * 2**30) if settings.memory_budget_gb else None
+    for w in workers.values():
+        # The family detected at load fills the presets the models file left out.
+        w.on_loaded = lambda backend: registry.update(backend.config)
+    return LocalEngine(workers, budget)
 
 
 def make_accounts(settings: Settings, ledger: Ledger) -> Accounts:

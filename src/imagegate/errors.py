@@ -31,11 +31,23 @@ class ImagegateError(Exception):
         self.headers = headers or {}
         self.extra = extra or {}
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Raised in one process and rendered in another (a Ray model replica -> the ingress,
+        # ray_serve.py): pickled by class and fields, whatever the subclass's __init__ takes.
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
     def body(self) -> dict[str, Any]:
         err: dict[str, Any] = {"message": _printable(self.message), "type": self.type,
                                "param": None if self.param is None else _printable(self.param), "code": self.code}
         err.update(self.extra)
         return {"error": err}
+
+
+def _rebuild(cls: type[ImagegateError], args: tuple[Any, ...], state: dict[str, Any]) -> ImagegateError:
+    exc = cls.__new__(cls)
+    Exception.__init__(exc, *args)
+    exc.__dict__.update(state)
+    return exc
 
 
 def _printable(text: str) -> str:

@@ -43,6 +43,55 @@ OPENAI_IMAGE_MODELS = (
 )
 
 @dataclass(frozen=True)
+class Scaling:
+    """How many replicas serve a model under `imagegate serve --engine ray` (ray_serve.py):
+    a fixed `replicas` count, or Ray Serve autoscaling between `min_replicas` and
+    `max_replicas` around `target_ongoing_requests` per replica. `num_gpus` is what each
+    replica reserves (None: 1 when the model's device is CUDA, else 0); the one-process
+    server ignores all of it."""
+
+    replicas: int | None = None
+    min_replicas: int | None = None
+    max_replicas: int | None = None
+    target_ongoing_requests: float | None = None
+    num_gpus: float | None = None
+    num_cpus: float | None = None
+
+    @property
+    def autoscaling(self) -> bool:
+        return self.min_replicas is not None or self.max_replicas is not None
+
+    @classmethod
+    def parse(cls, table: dict[str, Any], model: str) -> Scaling:
+        def number(key: str, integer: bool, low: float) -> Any:
+            v = table.get(key)
+            if v is None:
+                return None
+            if isinstance(v, bool) or not isinstance(v, int if integer else (int, float)) or v < low:
+                kind = "an integer" if integer else "a number"
+                raise ValueError(f"model {model!r}: {key} must be {kind} >= {low:g} (got {v!r})")
+            return v
+
+        s = cls(replicas=number("replicas", True, 1), min_replicas=number("min_replicas", True, 0),
+                max_replicas=number("max_replicas", True, 1),
+                target_ongoing_requests=number("target_ongoing_requests", False, 0.1),
+                num_gpus=number("num_gpus", False, 0), num_cpus=number("num_cpus", False, 0))
+        if s.replicas is not None and (s.autoscaling or s.target_ongoing_requests is not None):
+            raise ValueError(f"model {model!r}: `replicas` is a fixed count; for autoscaling give "
+                             "min_replicas / max_replicas / target_ongoing_requests instead")
+        if s.target_ongoing_requests is not None and not s.autoscaling:
+            raise ValueError(f"model {model!r}: target_ongoing_requests needs min_replicas and max_replicas")
+        if s.autoscaling and (s.min_replicas is None or s.max_replicas is None):
+            raise ValueError(f"model {model!r}: autoscaling needs both min_replicas and max_replicas")
+        if s.min_replicas is not None and s.max_replicas is not None and s.min_replicas > s.max_replicas:
+            raise ValueError(f"model {model!r}: min_replicas ({s.min_replicas}) > max_replicas ({s.max_replicas})")
+        return s
+
+
+SCALING_KEYS = frozenset(Scaling.__dataclass_fields__)
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     name: str
     source: str
@@ -71,6 +120,8 @@ class ModelConfig:
     base_dir: str | None = None
     # Its price table (pricing.py); None: OpenAI's names cost what OpenAI charges, others are free.
     pricing: Pricing | None = None
+    # Replicas under the Ray engine (its keys sit in the model's table, beside the others).
+    scaling: Scaling = field(default_factory=Scaling)
 
     def preset(self, tier: str) -> tuple[int, float]:
         return self.quality[tier]
@@ -101,7 +152,7 @@ def builtin_mini_config() -> ModelConfig:
     )
 
 
-GENERIC_KEYS = set(ModelConfig.__dataclass_fields__) - {"builtin", "options", "base_dir"}
+GENERIC_KEYS = set(ModelConfig.__dataclass_fields__) - {"builtin", "options", "base_dir", "scaling"}
 
 
 def _config_from_table(table: dict[str, Any], base_dir: Path) -> ModelConfig:
@@ -112,16 +163,17 @@ def _config_from_table(table: dict[str, Any], base_dir: Path) -> ModelConfig:
     if table["source"] == "builtin":  # the built-in model under the table's name, beside anything else
         from dataclasses import replace
 
-        extra = sorted(set(table) - {"name", "source", "aliases", "pricing", "preload"})
+        extra = sorted(set(table) - {"name", "source", "aliases", "pricing", "preload"} - SCALING_KEYS)
         if extra:
             raise ValueError(f"model {table['name']!r}: source = \"builtin\" takes name, aliases, pricing, "
-                             f"preload; unknown keys {extra}")
+                             f"preload and the replica keys ({', '.join(sorted(SCALING_KEYS))}); unknown keys {extra}")
         return replace(builtin_mini_config(), name=str(table["name"]),
                        aliases=tuple(str(a) for a in table.get("aliases", ())),
                        pricing=parse_pricing(table["pricing"], str(table["name"])) if "pricing" in table else None,
-                       preload=bool(table.get("preload", True)))
+                       preload=bool(table.get("preload", True)), scaling=Scaling.parse(table, str(table["name"])))
     kw = {k: v for k, v in table.items() if k in GENERIC_KEYS}
-    options = {k: v for k, v in table.items() if k not in GENERIC_KEYS}
+    kw["scaling"] = Scaling.parse(table, str(table["name"]))
+    options = {k: v for k, v in table.items() if k not in GENERIC_KEYS and k not in SCALING_KEYS}
     reserved = sorted(set(options) & {"builtin", "options", "base_dir"})
     if reserved:
         raise ValueError(f"model {kw['name']!r}: unknown keys {reserved}")

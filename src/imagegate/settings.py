@@ -18,6 +18,12 @@ class Settings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="Address the server binds to.")
     port: int = Field(8000, description="TCP port the server listens on.")
+    engine: Literal["local", "ray"] = Field(
+        "local", description="Where models run: `local` (this process, the default) or `ray` (Ray Serve: an ingress "
+                             "deployment and one deployment per model, replicas per device; joins RAY_ADDRESS, else "
+                             "starts a local Ray instance; docs/scaling.md).")
+    ray_ingress_replicas: int = Field(
+        1, ge=1, description="Replicas of the ingress deployment (the FastAPI app) under `--engine ray`.")
     data_dir: Path = Field(
         Path("data"), description="Directory for the SQLite ledger, stored images and the URL-signing key.")
     models_file: Path | None = Field(

@@ -122,6 +122,7 @@ class RequestContext:
     recorded: bool = False  # the final ledger row is written
     started_row: bool = False  # a `running` row was written when the request was accepted
     batch: tuple[int, int, int] | None = None  # (batch id, requests in it, images in it)
+    replica: str | None = None  # the Ray model replica that ran it (ray_serve.py)
     # Accounts: the caller (None while no key exists), its rate-limit windows (for the
     # x-ratelimit-* headers), the cost held against its budget, and the request's cost.
     principal: Principal | None = None

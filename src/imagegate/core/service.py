@@ -162,6 +162,7 @@ class ImageService:
             assert result is not None
             ctx.timings["queue"], ctx.timings["inference"] = result.queue_s, result.inference_s
             ctx.batch = (result.batch_id, result.batch_jobs, result.batch_images)
+            ctx.replica = result.replica
             # 6. Moderate output: every final image, in one batched call, before it is finished or stored
             await self._moderate_output(result.images, level, ctx)
             # 7. Finish: size policy, mask compositing, background, encode (worker threads)

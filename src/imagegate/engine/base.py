@@ -76,6 +76,7 @@ class RunResult:
     batch_id: int = 0
     batch_jobs: int = 1
     batch_images: int = 1
+    replica: str | None = None  # the Ray replica that ran it (ray_serve.py); None in one process
 
 
 class Backend(Protocol):

@@ -61,6 +61,7 @@ class ModelWorker:
         self._dispatcher: asyncio.Task[None] | None = None
         self.pipeline_calls = 0
         self.batches_run = 0
+        self.cancelled_runs = 0  # calls stopped mid-way because every job in them was cancelled
         self._trimmed_at = 0
         self.on_loaded: Callable[[Backend], None] | None = None
         # Set by the Scheduler: loads this model's weights, evicting others under the memory budget.
@@ -183,6 +184,7 @@ class ModelWorker:
             try:
                 results = await loop.run_in_executor(self.executor, self.backend.run_batch, jobs, runtimes)
             except RunCancelled:
+                self.cancelled_runs += 1
                 self._settle(batch, exc=Cancelled("The request was cancelled."))
                 continue
             except ImagegateError as exc:
