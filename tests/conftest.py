@@ -34,7 +34,7 @@ from imagegate.settings import Settings  # noqa: E402
 from tiny import build_tiny_sd  # noqa: E402
 
 TINY_QUALITY = {"low": (2, 5.0), "medium": (3, 5.0), "high": (4, 5.0)}
-pytest_plugins = ["pg_support", "redis_support"]  # pg_server, pg_url, db_url: a throwaway PostgreSQL
+pytest_plugins = ["pg_support", "redis_support", "s3_support"]  # throwaway PostgreSQL, Redis, S3 (moto)
 
 
 @pytest.fixture(scope="session")

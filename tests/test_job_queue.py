@@ -53,7 +53,7 @@ async def test_lease_expiry_hands_a_job_over(db_url: str) -> None:
         assert first is not None and first.attempts == 1
         assert await q.claim("other") is None
         await asyncio.sleep(0.3)
-        requeued, failed = await q.recover(everything=False)
+        requeued, failed = await q.recover()
         assert (requeued, failed) == (1, [])
         second: Any = await q.claim("alive")
         assert second.id == first.id and second.attempts == 2

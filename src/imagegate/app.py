@@ -65,7 +65,7 @@ def create_app(settings: Settings, configs: list[ModelConfig] | None = None,
         # Load in the background so /health can say "loading" (503) until every model is ready.
         loader = asyncio.create_task(_load(container))
         sweeper = asyncio.create_task(janitor(container.storage, settings.janitor_interval_seconds,
-                                              container.accounts))
+                                              container.accounts, container.heartbeat))
         app.state.loader = loader
         try:
             yield

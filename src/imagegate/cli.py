@@ -79,6 +79,9 @@ def serve(
 
         for config in model_configs(settings):
             backend_for(config, settings).validate()
+        from .storage import open_store
+
+        open_store(settings.resolved_storage_url)  # a missing bucket or refused credentials: now, in one line
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc

@@ -37,7 +37,7 @@ def _with_accounts(settings: Settings, work: Callable[..., Awaitable[T]]) -> T:
         ledger = Ledger(settings.resolved_database_url)
         try:
             await ledger.start()
-            return await work(make_accounts(settings, ledger))
+            return await work(await make_accounts(settings, ledger))
         finally:
             await ledger.close()
 

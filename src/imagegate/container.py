@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -20,6 +20,8 @@ from .catalogue import Catalogue
 from .core.gateway import Gateway
 from .core.service import ImageService
 from .db import Ledger
+from .db.instances import Instance
+from .db.secrets import shared_secret
 from .engine.base import Backend
 from .engine.local import LocalEngine, ModelWorker
 from .jobs import Jobs
@@ -27,7 +29,8 @@ from .observability import Metrics, Observer, Tracer
 from .registry import ModelConfig, Registry, builtin_mini_config, load_models_file
 from .safety import Moderation, Signer, load_credentials
 from .settings import Settings
-from .storage import LocalStore, SignedLinks, load_or_create_secret
+from .storage import SignedLinks, open_store
+from .storage.s3 import S3Store
 
 if TYPE_CHECKING:
     from .engine.ray import RayEngine
@@ -77,6 +80,7 @@ class Container:
     moderation: Moderation
     jobs: Jobs
     gateway: Gateway
+    instance: Instance
     observer: Observer | None = None
 
     @classmethod
@@ -90,15 +94,12 @@ class Container:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         ledger = Ledger(settings.resolved_database_url)
         await ledger.start()
-        interrupted = await ledger.mark_interrupted()
-        if interrupted:
-            log.warning("%d request(s) were still running when the server last stopped: marked interrupted",
-                        interrupted)
-        key = settings.url_signing_key
-        key_file = settings.data_dir / "url-signing.key"
-        secret = key.get_secret_value().encode() if key else load_or_create_secret(key_file)
-        storage = SignedLinks(LocalStore(settings.data_dir / "images"), secret, settings.url_ttl_seconds)
-        accounts = make_accounts(settings, ledger)
+        instance = Instance(ledger.sessions, settings.janitor_interval_seconds)
+        await instance.register()
+        ledger.instance_id = instance.id
+        await mark_interrupted(ledger, instance)
+        storage = await open_storage(settings, ledger)
+        accounts = await make_accounts(settings, ledger)
         engine = engine_factory(registry) if engine_factory is not None else local_engine(settings, configs, registry)
         pool = ThreadPoolExecutor(max_workers=settings.encode_workers or os.cpu_count() or 1,
                                   thread_name_prefix="encode")
@@ -110,19 +111,29 @@ class Container:
                                moderation=moderation, signer=signer, observer=observer)
         gateway = Gateway(service, catalogue, int(settings.gateway_cache_mb * 2**20))
         # Jobs run through the gateway, so a batch line may name a routed model too.
-        jobs = Jobs(settings, ledger.sessions, storage.store, gateway)
+        jobs = Jobs(settings, ledger.sessions, storage.store, gateway, instance)
         return cls(settings, registry, engine, ledger, storage, pool, service, accounts, moderation, jobs, gateway,
-                   observer)
+                   instance, observer)
 
     async def load(self) -> None:
         """Validate every model and load those marked `preload` (the server runs this in
         the background so /health can say "loading")."""
         await self.engine.load_all()
 
+    async def heartbeat(self) -> None:
+        """Beat this process's row and take over the running requests of processes gone
+        since (the janitor calls it every round)."""
+        await self.instance.beat()
+        await mark_interrupted(self.ledger, self.instance)
+
     async def close(self) -> None:
         await self.gateway.close()
         self.engine.shutdown()
         self.pool.shutdown(wait=False, cancel_futures=True)
+        try:
+            await self.instance.retire()
+        except Exception:  # the database is away: our row lapses like a crashed process's
+            log.exception("could not remove this process's instance row")
         await self.ledger.close()
         if self.observer is not None:
             self.observer.close()
@@ -139,27 +150,59 @@ def local_engine(settings: Settings, configs: list[ModelConfig], registry: Regis
     return LocalEngine(workers, budget)
 
 
-def make_accounts(settings: Settings, ledger: Ledger) -> Accounts:
-    """Accounts on the ledger's database (the server, and the CLI's `keys` commands)."""
+async def mark_interrupted(ledger: Ledger, instance: Instance) -> None:
+    interrupted = await ledger.mark_interrupted(await instance.alive())
+    if interrupted:
+        log.warning("%d request(s) were still running when their process stopped: marked interrupted", interrupted)
+
+
+async def open_storage(settings: Settings, ledger: Ledger) -> SignedLinks:
+    """The Store IMAGEGATE_STORAGE_URL names behind links signed with the shared key (the
+    setting's, else the database's); presigned by the store itself where configured."""
+    store = await asyncio.to_thread(open_store, settings.resolved_storage_url)
+    key = settings.url_signing_key
+    secret = key.get_secret_value().encode() if key else await shared_secret(
+        ledger.sessions, "url-signing-key", settings.data_dir / "url-signing.key")
+    presign = store.presign if settings.presigned_urls and isinstance(store, S3Store) else None
+    return SignedLinks(store, secret, settings.url_ttl_seconds, presign=presign)
+
+
+async def make_accounts(settings: Settings, ledger: Ledger) -> Accounts:
+    """Accounts on the ledger's database (the server, and the CLI's `keys` commands), their
+    key secret the setting's, else the one the database keeps for every process."""
     secret = settings.key_secret
     key_secret = (secret.get_secret_value().encode() if secret
-                  else load_or_create_secret(settings.data_dir / "key-secret.key"))
+                  else await shared_secret(ledger.sessions, "key-secret", settings.data_dir / "key-secret.key"))
     admin = settings.admin_key.get_secret_value() if settings.admin_key else None
     return Accounts(ledger.sessions, key_secret=key_secret, static_keys=settings.api_keys, admin_key=admin,
                     redis_url=settings.redis_url, hold_seconds=settings.budget_hold_seconds)
 
 
-async def janitor(storage: SignedLinks, interval: float, accounts: Accounts | None = None) -> None:
-    """Deletes expired images through the Store, and ended rate-limit windows and budget
-    holds. Replicas sharing a store and a database each run one: deleting the same thing
-    twice is harmless, so no coordination is needed."""
+async def janitor(storage: SignedLinks, interval: float, accounts: Accounts | None = None,
+                  heartbeat: Callable[[], Awaitable[None]] | None = None) -> None:
+    """Every `interval`: beats this process's heartbeat, deletes expired images through the
+    Store, and ended rate-limit windows and budget holds. Replicas sharing a store and a
+    database each run one: deleting the same thing twice is harmless, so no coordination is
+    needed. A sweep runs in a thread and may outlast a round (listing a large bucket): the
+    next starts when it ends, and the heartbeat never waits for it, or a busy process would
+    look dead to its peers."""
+    sweep: asyncio.Task[int] | None = None
     while True:
+        if sweep is None or sweep.done():
+            if sweep is not None and not sweep.cancelled():
+                if sweep.exception() is not None:
+                    log.error("janitor failed to sweep the store", exc_info=sweep.exception())
+                elif removed := sweep.result():
+                    log.info("janitor removed %d expired images", removed)
+            sweep = asyncio.create_task(asyncio.to_thread(storage.sweep))
+        for step in (heartbeat, accounts.sweep if accounts is not None else None):
+            try:
+                if step is not None:
+                    await step()
+            except Exception:  # keep sweeping
+                log.exception("janitor failed")
         try:
-            removed = await asyncio.to_thread(storage.sweep)
-            if removed:
-                log.info("janitor removed %d expired images", removed)
-            if accounts is not None:
-                await accounts.sweep()
-        except Exception:  # keep sweeping
-            log.exception("janitor failed")
-        await asyncio.sleep(interval)
+            await asyncio.sleep(interval)
+        except asyncio.CancelledError:
+            sweep.cancel()
+            raise

@@ -8,9 +8,21 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def local_path(url: str) -> Path:
+    """The directory of a file:// storage URL; ValueError naming the setting unless it is
+    an absolute local path."""
+    parts = urlsplit(url)
+    path = Path(unquote(parts.path))
+    if parts.netloc not in ("", "localhost") or not path.is_absolute() or parts.query or parts.fragment:
+        raise ValueError(f"IMAGEGATE_STORAGE_URL={url!r}: a file URL names an absolute local directory, "
+                         "as file:///srv/imagegate/images")
+    return path
 
 
 class Settings(BaseSettings):
@@ -25,7 +37,7 @@ class Settings(BaseSettings):
     ray_ingress_replicas: int = Field(
         1, ge=1, description="Replicas of the ingress deployment (the FastAPI app) under `--engine ray`.")
     data_dir: Path = Field(
-        Path("data"), description="Directory for the SQLite ledger, stored images and the URL-signing key.")
+        Path("data"), description="Directory for the SQLite ledger and (with the default storage_url) stored images.")
     models_file: Path | None = Field(
         None, description="TOML file with [[models]] tables; empty means the built-in imagegate-mini only.")
     database_url: str | None = Field(
@@ -41,9 +53,9 @@ class Settings(BaseSettings):
                     "it is also in api_keys or the database.")
     key_secret: SecretStr | None = Field(
         None,
-        description="HMAC secret under which API keys are stored (as digests), at least 32 characters; set the same "
-                    "on every process sharing a database. Default: the file key-secret.key in data_dir, made on "
-                    "first use.")
+        description="HMAC secret under which API keys are stored (as digests), at least 32 characters. Default: one "
+                    "kept in the database, made on first start (or imported from data_dir's key-secret.key), so every "
+                    "process sharing the database agrees.")
     redis_url: str | None = Field(
         None,
         description="Redis URL (redis://host:6379/0) for the rate-limit counters; default: they live in the database.")
@@ -57,8 +69,18 @@ class Settings(BaseSettings):
     url_ttl_seconds: int = Field(3600, ge=1, description="Lifetime of signed image URLs (OpenAI's is 60 minutes).")
     url_signing_key: SecretStr | None = Field(
         None,
-        description="HMAC key for signed image URLs, at least 32 characters; set the same on every replica that shares "
-                    "storage. Default: the key file url-signing.key in data_dir, made on first start.")
+        description="HMAC key for signed image URLs, at least 32 characters. Default: one kept in the database, made "
+                    "on first start (or imported from data_dir's url-signing.key), so every replica sharing the "
+                    "database and the store serves every link.")
+    storage_url: str | None = Field(
+        None,
+        description="Where images and uploaded files are stored: file:///absolute/dir, or s3://bucket/prefix for any "
+                    "S3-compatible store (endpoint and credentials from the standard AWS_* variables). Default: "
+                    "file://<data_dir>/images.")
+    presigned_urls: bool = Field(
+        False,
+        description="`url` responses are presigned S3 GET URLs (same lifetime) instead of our own signed links; "
+                    "needs an s3:// storage_url.")
     janitor_interval_seconds: float = Field(60.0, gt=0, description="How often expired stored images are deleted.")
     max_body_bytes: int = Field(128 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 above it).")
     max_image_bytes: int = Field(
@@ -173,8 +195,8 @@ class Settings(BaseSettings):
         30.0, ge=0, description="On shutdown, how long running jobs may take to finish before they are re-queued.")
     webhook_secret: SecretStr | None = Field(
         None,
-        description="Standard Webhooks signing secret (whsec_<base64>). Default: the file webhook-secret.key in "
-                    "data_dir, made on first use.")
+        description="Standard Webhooks signing secret (whsec_<base64>). Default: one kept in the database, made on "
+                    "first start (or imported from data_dir's webhook-secret.key).")
     webhook_allow_hosts: list[str] = Field(
         default_factory=list,
         description="Hosts webhooks may be sent to; empty: any public host. Private, loopback and link-local "
@@ -210,6 +232,27 @@ class Settings(BaseSettings):
             if value is not None and len(value.get_secret_value()) < 32:
                 raise ValueError(f"{name} must be at least 32 characters")
         return self
+
+    @model_validator(mode="after")
+    def _check_storage(self) -> Settings:
+        """A storage URL that cannot work is refused here, naming the setting, not on the
+        first request that stores an image."""
+        url = self.storage_url
+        if url is not None and not url.startswith(("file://", "s3://")):
+            raise ValueError(f"IMAGEGATE_STORAGE_URL={url!r}: unknown scheme; use file:///absolute/dir or "
+                             "s3://bucket/prefix")
+        if url is not None and url.startswith("file://"):
+            local_path(url)
+        if url is not None and url.startswith("s3://") and not url[len("s3://"):].split("/", 1)[0]:
+            raise ValueError(f"IMAGEGATE_STORAGE_URL={url!r} names no bucket: use s3://BUCKET or s3://BUCKET/PREFIX")
+        if self.presigned_urls and not (url or "").startswith("s3://"):
+            raise ValueError("IMAGEGATE_PRESIGNED_URLS=true needs an s3:// IMAGEGATE_STORAGE_URL: a file:// store "
+                             "has nothing to presign (its images are served by our own signed links)")
+        return self
+
+    @property
+    def resolved_storage_url(self) -> str:
+        return self.storage_url or (self.data_dir / "images").resolve().as_uri()
 
     @property
     def resolved_database_url(self) -> str:

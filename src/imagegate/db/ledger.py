@@ -5,9 +5,11 @@ asyncpg) works."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy import event, select, update
+from sqlalchemy import true as sa_true
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 from . import migrate
@@ -37,6 +39,8 @@ class Ledger:
         # Rows that could not be written since start (the request itself was still
         # answered): each is logged at ERROR with its request id; to be exported as a metric.
         self.write_failures = 0
+        # This process's Instance id, recorded on every row it writes (None: not recorded).
+        self.instance_id: str | None = None
 
     async def start(self) -> None:
         """Upgrade the schema to the newest revision, in place (a database from before
@@ -53,6 +57,7 @@ class Ledger:
     async def record(self, row: RequestRow) -> bool:
         """Write a new row; False (logged and counted) when the write failed."""
         request_id = row.id
+        row.instance_id = row.instance_id or self.instance_id
         try:
             async with self.sessions() as s:
                 s.add(row)
@@ -66,6 +71,7 @@ class Ledger:
         """Replace the row written when the request was accepted with its final state (or
         write it, if that first write failed); False (logged and counted) when it failed."""
         request_id = row.id
+        row.instance_id = row.instance_id or self.instance_id
         try:
             async with self.sessions() as s:
                 await s.merge(row)
@@ -80,12 +86,14 @@ class Ledger:
         log.error("ledger %s failed for request %s: its row is missing or stale (failed writes since start: %d)",
                   op, request_id, self.write_failures, exc_info=exc)
 
-    async def mark_interrupted(self) -> int:
-        """Rows still `running` at start-up belong to a process that stopped mid-request.
-        (One process per database: with several sharing one, this needs a per-process id.)"""
+    async def mark_interrupted(self, alive: Collection[str] = ()) -> int:
+        """Rows still `running` whose process is not among the `alive` instance ids (see
+        db/instances.py) belong to a process that stopped mid-request; rows of no known
+        process (written before instances were recorded) too."""
+        gone = (RequestRow.instance_id.is_(None) | RequestRow.instance_id.not_in(list(alive))) if alive else sa_true()
         async with self.sessions() as s:
             res = await s.execute(
-                update(RequestRow).where(RequestRow.status == "running").values(
+                update(RequestRow).where(RequestRow.status == "running", gone).values(
                     status="interrupted", error_code="interrupted",
                     error_message="The server stopped before this request finished."))
             await s.commit()

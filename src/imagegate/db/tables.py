@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, Float, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -57,9 +57,15 @@ class RequestRow(Base):
     # "local") and how many routes were tried; notes say what was emulated.
     provider: Mapped[str | None] = mapped_column(String(128))
     attempts: Mapped[int | None] = mapped_column(Integer)
+    # Shared state (migration 0005): the process (InstanceRow.id) that ran it, so a start-up
+    # marks interrupted only the rows of processes that are gone, not those of its peers.
+    instance_id: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (Index("ix_requests_created_at", "created_at"),
-                      Index("ix_requests_api_key_id_created_at", "api_key_id", "created_at"))
+                      Index("ix_requests_api_key_id_created_at", "api_key_id", "created_at"),
+                      # Marking interrupted rows runs every janitor round: it finds the few
+                      # running rows without reading the whole ledger.
+                      Index("ix_requests_status", "status"))
 
 
 class ApiKeyRow(Base):
@@ -223,3 +229,30 @@ class WebhookRow(Base):
     delivered_at: Mapped[float | None] = mapped_column(Float)
 
     __table_args__ = (Index("ix_webhook_deliveries_status_next", "status", "next_attempt_at"),)
+
+
+# -- shared state (migration 0005): what every process on one database must agree on ----------
+class SecretRow(Base):
+    """A secret every process sharing the database uses (the URL-signing key, the API-key
+    HMAC secret, the webhook secret) unless a setting gives it: written once by the first
+    process to start (insert-if-absent), read by all the others."""
+
+    __tablename__ = "shared_secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class InstanceRow(Base):
+    """One running process (server, worker, or the CLI's local mode) and its heartbeat: a row
+    whose `seen_at` is recent belongs to a live process, whose running requests and jobs no
+    other process may take for interrupted."""
+
+    __tablename__ = "instances"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[float] = mapped_column(Float)
+    seen_at: Mapped[float] = mapped_column(Float)

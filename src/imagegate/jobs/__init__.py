@@ -10,8 +10,10 @@ import contextlib
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ..core.events import Flow
+from ..db.instances import Instance
+from ..db.secrets import shared_secret
 from ..settings import Settings
-from ..storage import Store, load_or_create_secret
+from ..storage import Store
 from .batches import Batches
 from .files import Files, owner_of
 from .queue import JobQueue
@@ -23,7 +25,7 @@ __all__ = ["Batches", "Files", "JobQueue", "Jobs", "owner_of", "verify"]
 
 class Jobs:
     def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession], store: Store,
-                 service: Flow) -> None:
+                 service: Flow, instance: Instance) -> None:
         s = settings
         postgres = sessions.kw["bind"].dialect.name == "postgresql"
         self.files = Files(sessions, store)
@@ -31,8 +33,9 @@ class Jobs:
                               result_ttl_s=s.result_ttl_s)
         self.batches = Batches(sessions, self.files, self.queue, self.notify)
         self.runner = Runner(self.queue, service, self.files, self.batches, workers=s.job_workers,
-                             discount=s.batch_discount, grace_s=s.shutdown_grace_s, postgres=postgres)
+                             discount=s.batch_discount, grace_s=s.shutdown_grace_s, instance=instance)
         self.settings = settings
+        self.sessions = sessions
         self.dispatcher = Dispatcher(sessions, "", schedule=s.webhook_retry_schedule_s,
                                      timeout_s=s.webhook_timeout_s, allow_hosts=s.webhook_allow_hosts)
         self.allow_hosts = list(s.webhook_allow_hosts)
@@ -43,16 +46,17 @@ class Jobs:
         self.runner.wake.set()
         self.dispatcher.wake.set()
 
-    def webhook_secret(self) -> str:
-        """IMAGEGATE_WEBHOOK_SECRET, or the one in the data dir's key file (made on first use:
-        only a server makes it, not the CLI's local mode)."""
+    async def webhook_secret(self) -> str:
+        """IMAGEGATE_WEBHOOK_SECRET, or the one the database keeps for every process (made on
+        first use, from the data dir's key file where an older imagegate made one)."""
         s = self.settings
         if s.webhook_secret:
             return s.webhook_secret.get_secret_value()
-        return secret_from_bytes(load_or_create_secret(s.data_dir / "webhook-secret.key"))
+        legacy = s.data_dir / "webhook-secret.key"
+        return secret_from_bytes(await shared_secret(self.sessions, "webhook-secret", legacy))
 
     async def start(self) -> None:
-        self.dispatcher.secret = self.webhook_secret()
+        self.dispatcher.secret = await self.webhook_secret()
         await self.runner.start()
         self._dispatch = asyncio.create_task(self.dispatcher.run())
 

@@ -2,13 +2,15 @@
 time, renewed while they run, and ended in one transaction together with their result
 (and their webhook event). A claim is `SELECT … FOR UPDATE SKIP LOCKED` on PostgreSQL, so
 several server processes share the work; on SQLite (one process per database) it is a
-conditional `UPDATE … WHERE status = 'queued'`, atomic under SQLite's single writer."""
+conditional `UPDATE … WHERE status = 'queued'`, atomic under SQLite's single writer. A
+worker's name is `<instance id>-<n>` (db/instances.py), so the work of a process that is gone
+is taken over without waiting for its leases to run out."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
@@ -35,6 +37,11 @@ def error_body(message: str, code: str, type_: str = "server_error") -> dict[str
 def job_blobs(body: dict[str, Any], result: dict[str, Any] | None) -> list[str]:
     """Everything a job keeps in the Store: its uploads and its result."""
     return upload_blobs(body) + ([result["blob"]] if result and isinstance(result.get("blob"), str) else [])
+
+
+def instance_of(worker: str | None) -> str | None:
+    """The instance id in a worker name (`<instance id>-<n>`)."""
+    return worker.rsplit("-", 1)[0] if worker else None
 
 
 def upload_blobs(body: dict[str, Any]) -> list[str]:
@@ -120,17 +127,17 @@ class JobQueue:
             await s.execute(delete(BudgetHoldRow).where(BudgetHoldRow.request_id == job.request_id))
             await s.commit()
 
-    async def recover(self, *, everything: bool, on_failed: Any = None) -> tuple[int, list[JobRow]]:
+    async def recover(self, *, alive: Collection[str] | None = None, on_failed: Any = None) -> tuple[int, list[JobRow]]:
         """Jobs left `in_progress` by a process that died: re-queued, or failed with code
-        job_interrupted once they have started `max_attempts` times. `everything` takes all of
-        them (SQLite at start-up: one process per database); otherwise only expired leases.
+        job_interrupted once they have started `max_attempts` times. Those whose lease ran
+        out, and, given the ids of the `alive` instances, those claimed by any other (a
+        process that is gone, or a worker name of no known instance).
         Returns (re-queued, failed rows)."""
         now = time.time()
-        cond = [JobRow.status == "in_progress"]
-        if not everything:
-            cond.append(JobRow.lease_until < now)
         async with self.sessions() as s:
-            rows = list((await s.execute(select(JobRow).where(*cond))).scalars())
+            rows = [r for r in (await s.execute(select(JobRow).where(JobRow.status == "in_progress"))).scalars()
+                    if (r.lease_until is not None and r.lease_until < now)
+                    or (alive is not None and instance_of(r.claimed_by) not in alive)]
             requeued, failed = 0, []
             for row in rows:
                 guard = [JobRow.id == row.id, JobRow.status == "in_progress", JobRow.claimed_by == row.claimed_by]

@@ -13,12 +13,12 @@ import contextlib
 import json
 import logging
 import time
-import uuid
 from typing import Any
 
 from ..accounts import Principal
 from ..core.events import Completed, Failed, Flow
 from ..core.request import ImageRequest, RequestContext, Upload
+from ..db.instances import Instance
 from ..db.tables import JobRow, WebhookRow
 from ..errors import ImagegateError, InternalError, InvalidRequest, Overloaded
 from ..inputs import decode_data_url
@@ -56,7 +56,7 @@ class _Requeue(Exception):
 
 class Runner:
     def __init__(self, queue: JobQueue, service: Flow, files: Files, batches: Batches, *, workers: int,
-                 discount: float, grace_s: float, postgres: bool) -> None:
+                 discount: float, grace_s: float, instance: Instance) -> None:
         self.queue = queue
         self.service = service
         self.files = files
@@ -64,17 +64,17 @@ class Runner:
         self.n = workers
         self.discount = discount
         self.grace_s = grace_s
-        self.postgres = postgres
+        self.instance = instance
         self.wake = asyncio.Event()
         self.stopping = False
-        self.process = uuid.uuid4().hex[:12]
+        self.process = instance.id  # workers are `<instance id>-<n>`: see JobQueue.recover
         self._workers: list[asyncio.Task[None]] = []
         self._maint: asyncio.Task[None] | None = None
         self._running: dict[str, bool] = {}  # job id -> cancel requested by the user
 
     async def start(self) -> None:
         """Recover what a dead process left, then start the workers and the maintenance round."""
-        requeued, failed = await self.queue.recover(everything=not self.postgres, on_failed=self._events_for)
+        requeued, failed = await self.queue.recover(alive=await self.instance.alive(), on_failed=self._events_for)
         if requeued or failed:
             log.warning("%d job(s) were running when the server stopped: %d re-queued, %d failed after "
                         "too many attempts", requeued + len(failed), requeued, len(failed))
@@ -120,7 +120,7 @@ class Runner:
         while True:
             await asyncio.sleep(2.0)
             try:
-                _, failed = await self.queue.recover(everything=False, on_failed=self._events_for)
+                _, failed = await self.queue.recover(alive=await self.instance.alive(), on_failed=self._events_for)
                 await self.batches.expire_due()
                 await self.batches.finalize_ready()
                 if time.time() - swept > 60:

@@ -13,6 +13,7 @@ import os
 import secrets
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import Forbidden, Gone, NotFound
@@ -60,15 +61,19 @@ def _expires(name: str) -> int | None:
 
 class SignedLinks:
     """Images in `store` behind links signed with `key` that expire `ttl_seconds` after
-    they were saved."""
+    they were saved. With `presign` (the store's own signer, S3Store.presign) a link is a
+    URL of the store itself, valid until the image expires, and our content route is not
+    in its path."""
 
-    def __init__(self, store: Store, key: bytes, ttl_seconds: int) -> None:
+    def __init__(self, store: Store, key: bytes, ttl_seconds: int,
+                 presign: Callable[[str, float], str] | None = None) -> None:
         if len(key) < MIN_KEY_BYTES:
             # The key itself stays out of the message: it ends up in logs.
             raise ValueError(f"the URL-signing key has {len(key)} bytes; at least {MIN_KEY_BYTES} are needed")
         self.store = store
         self._key = key
         self.ttl = ttl_seconds
+        self.presign = presign
 
     def __repr__(self) -> str:
         return f"SignedLinks({self.store!r}, ttl_seconds={self.ttl})"
@@ -83,7 +88,10 @@ class SignedLinks:
         self.store.put(name, data)
         return name
 
-    def url(self, base_url: str, name: str) -> str:
+    def url(self, base_url: str, name: str, now: float | None = None) -> str:
+        if self.presign is not None:
+            # Until the expiry in the name: a link made late in a batch expires with its image.
+            return self.presign(name, (_expires(name) or 0) - (time.time() if now is None else now))
         return f"{base_url.rstrip('/')}{URL_PREFIX}/{name}?sig={self._sig(name)}"
 
     def check(self, name: str, sig: str | None, now: float | None = None) -> None:
