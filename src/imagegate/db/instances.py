@@ -59,16 +59,16 @@ class Instance:
             await s.commit()
 
     async def alive(self) -> set[str]:
-        """Ids of the processes alive now: ours, and those that beat within MISSED_BEATS
-        intervals, less those on this host whose pid is gone or is ours under another id
-        (a restarted container): those died for certain, and their work need not wait for
-        the heartbeat to lapse."""
+        """Ids of the instances alive now: those of this process, and those that beat within
+        MISSED_BEATS intervals, less those on this host whose pid is gone or is ours under an
+        id this process does not run (a restarted container): those died for certain, and
+        their work need not wait for the heartbeat to lapse."""
         cutoff = time.time() - MISSED_BEATS * self.interval_s
         async with self.sessions() as s:
             rows = (await s.execute(select(InstanceRow.id, InstanceRow.host, InstanceRow.pid)
                                     .where(InstanceRow.seen_at >= cutoff))).all()
-        return {self.id} | {i for i, host, pid in rows if host != self.host or i in _IN_THIS_PROCESS
-                            or (pid != self.pid and _running(pid))}
+        here = _IN_THIS_PROCESS | {self.id}  # alive whatever their beats say: we are running them
+        return here | {i for i, host, pid in rows if host != self.host or (pid != self.pid and _running(pid))}
 
     async def retire(self) -> None:
         """A clean stop: our row goes, so what we left running is taken over at once."""
