@@ -94,12 +94,12 @@ class Container:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         ledger = Ledger(settings.resolved_database_url)
         await ledger.start()
+        storage = await open_storage(settings, ledger)  # first: a store that cannot work leaves no trace
+        accounts = await make_accounts(settings, ledger)
         instance = Instance(ledger.sessions, settings.janitor_interval_seconds)
         await instance.register()
         ledger.instance_id = instance.id
         await mark_interrupted(ledger, instance)
-        storage = await open_storage(settings, ledger)
-        accounts = await make_accounts(settings, ledger)
         engine = engine_factory(registry) if engine_factory is not None else local_engine(settings, configs, registry)
         pool = ThreadPoolExecutor(max_workers=settings.encode_workers or os.cpu_count() or 1,
                                   thread_name_prefix="encode")
