@@ -189,3 +189,24 @@ async def test_migration_0005_upgrades_and_downgrades(db_url: str) -> None:
         assert await ledger.revision() == "0004"
     finally:
         await ledger.close()
+
+
+async def test_an_old_data_dirs_key_files_are_imported_on_first_start(tmp_path: Path, tiny_sd_path: Path) -> None:
+    """Links, keys and webhook receivers made before the upgrade keep working: each key file
+    becomes the database's secret (and the files are not read again)."""
+    from imagegate.jobs.webhooks import secret_from_bytes
+
+    data = tmp_path / "data"
+    data.mkdir()
+    files = {name: bytes([n]) * 32 for n, name in enumerate(["url-signing.key", "key-secret.key",
+                                                              "webhook-secret.key"], start=1)}
+    for name, value in files.items():
+        (data / name).write_bytes(value)
+    for _ in range(2):
+        app = create_app(make_settings(tmp_path), [tiny_config(tiny_sd_path)])
+        async with running(app):
+            assert app.state.accounts.keys.secret == files["key-secret.key"]
+            assert app.state.jobs.dispatcher.secret == secret_from_bytes(files["webhook-secret.key"])
+            assert app.state.storage._key == files["url-signing.key"]
+        for name in files:  # the second start reads the database only
+            (data / name).unlink(missing_ok=True)
