@@ -1,6 +1,7 @@
 """`imagegate serve --engine ray` end to end, on this machine's CPUs: a Ray head started here
 (`ray start --head`, joined through RAY_ADDRESS as a cluster would be), the built-in model in
-two replicas, the ledger on PostgreSQL, and the openai SDK as the client.
+two replicas, the ledger on PostgreSQL, images in an S3 bucket (moto's server), and the openai
+SDK as the client.
 
 One Ray application serves the whole module (Ray and two model replicas take ~1 minute to
 start on 2 cores); the tests run in order and the last ones kill replicas. Marked slow: it
@@ -120,13 +121,29 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory, ray_auth: dict[str, str])
 
 
 @pytest.fixture(scope="module")
-def server(ray_head: str, pg_database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def bucket(s3_server: str) -> tuple[Any, str, dict[str, str]]:
+    """A bucket for the module: (boto3 client, name, the AWS_* variables that reach it)."""
+    import boto3
+    from s3_support import ENV
+
+    client = boto3.client("s3", endpoint_url=s3_server, region_name=ENV["AWS_REGION"],
+                          aws_access_key_id=ENV["AWS_ACCESS_KEY_ID"],
+                          aws_secret_access_key=ENV["AWS_SECRET_ACCESS_KEY"])
+    name = f"ray-{os.urandom(5).hex()}"
+    client.create_bucket(Bucket=name)
+    return client, name, {**ENV, "AWS_ENDPOINT_URL": s3_server}
+
+
+@pytest.fixture(scope="module")
+def server(ray_head: str, pg_database: str, bucket: tuple[Any, str, dict[str, str]],
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`imagegate serve --engine ray` joined to the head, the built-in model in 2 replicas."""
     work = tmp_path_factory.mktemp("imagegate-ray")
     models = work / "models.toml"
     models.write_text(f'[[models]]\nname = "{MODEL}"\nsource = "builtin"\nreplicas = 2\n')
     port = free_port()
-    env = {**os.environ, "RAY_ADDRESS": ray_head, "IMAGEGATE_DATABASE_URL": pg_database,
+    env = {**os.environ, **bucket[2], "RAY_ADDRESS": ray_head, "IMAGEGATE_DATABASE_URL": pg_database,
+           "IMAGEGATE_STORAGE_URL": f"s3://{bucket[1]}/images",
            "IMAGEGATE_DATA_DIR": str(work / "data"), "IMAGEGATE_MODELS_FILE": str(models),
            "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     log = work / "serve.log"
@@ -222,10 +239,12 @@ def test_client_disconnect_cancels_the_job_on_the_replica(server: str) -> None:
         time.sleep(0.5)
 
 
-def test_a_link_outlives_the_ingress_replica_that_made_it(server: str) -> None:
+def test_a_link_outlives_the_ingress_replica_that_made_it(server: str, bucket: tuple[Any, str, Any]) -> None:
     img, _ = generate(client(server), response_format="url")
     url = img.data[0].url
     assert httpx2.get(url, timeout=30).status_code == 200
+    s3, name, _ = bucket
+    assert s3.list_objects_v2(Bucket=name, Prefix="images/")["KeyCount"] >= 1  # the image is in the bucket
     ingress = [a for a in ray.util.list_named_actors(all_namespaces=True)
                if "SERVE_REPLICA" in a["name"] and "#imagegate#" in a["name"]]
     assert len(ingress) == 1, ingress

@@ -208,6 +208,17 @@ def build_app(args: dict[str, Any] | None = None) -> Any:
     return application(settings, int(args.get("ingress_replicas", 1)), float(args.get("ingress_num_cpus", 1)))
 
 
+# Read from the environment inside the replicas, not through Settings: the S3 store's
+# endpoint and credentials (the standard AWS variables), tracing's exporter, the model hub.
+FORWARDED_PREFIXES = ("AWS_", "OTEL_", "HF_")
+
+
+def forwarded_env() -> dict[str, str]:
+    """The variables of this process that replicas need too: Ray starts them from the raylet
+    of their node, whose environment is not this one's."""
+    return {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_PREFIXES)}
+
+
 def application(settings: Settings, ingress_replicas: int = 1, ingress_num_cpus: float = 1.0) -> Any:
     from .container import model_configs
 
@@ -217,13 +228,16 @@ def application(settings: Settings, ingress_replicas: int = 1, ingress_num_cpus:
         "data_dir": settings.data_dir.resolve(),
         "models_file": settings.models_file.resolve() if settings.models_file else None})
     configs = model_configs(settings)
+    env = {"env_vars": forwarded_env()}
     handles: dict[str, Any] = {}
     for c in configs:
         opts = model_options(c, settings)
+        opts["ray_actor_options"]["runtime_env"] = env
         handles[c.name] = serve.deployment(ModelServer).options(**opts).bind(  # type: ignore[attr-defined]
             c, replica_settings(settings, opts["ray_actor_options"]))
     ingress = serve.deployment(Ingress).options(  # type: ignore[attr-defined]
-        name=INGRESS, num_replicas=ingress_replicas, ray_actor_options={"num_cpus": ingress_num_cpus},
+        name=INGRESS, num_replicas=ingress_replicas,
+        ray_actor_options={"num_cpus": ingress_num_cpus, "runtime_env": env},
         # The ingress holds streams open while models work: many requests at once.
         max_ongoing_requests=max(100, settings.queue_size * max(1, len(configs))))
     return ingress.bind(settings, configs, handles)
