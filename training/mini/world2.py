@@ -269,7 +269,8 @@ def overlaps(things: list[Thing]) -> bool:
 
 
 def sample_scene2(rng: random.Random, n: int | None = None, setting: str | None = None,
-                  count_group: bool | None = None, kinds: list[str] | None = None) -> Scene2:
+                  count_group: bool | None = None, kinds: list[str] | None = None,
+                  cells: list[str] | None = None) -> Scene2:
     """A random scene: 1-3 things (35/40/25%), in distinct cells; a quarter of multi-thing scenes
     repeat one kind and colour ("two red stars"); other things have distinct colours."""
     if n is None:
@@ -296,8 +297,8 @@ def sample_scene2(rng: random.Random, n: int | None = None, setting: str | None 
     kinds = kinds or ([rng.choice(KIND_NAMES)] * n if count_group else
                       [rng.choice(KIND_NAMES if rng.random() < 0.6 else SHAPES) for _ in range(n)])
     while True:
-        cells = rng.sample(POSITION_NAMES, n)
-        things = [place(rng, k, c, cell) for k, c, cell in zip(kinds, colours, cells, strict=True)]
+        where = cells or rng.sample(POSITION_NAMES, n)
+        things = [place(rng, k, c, cell) for k, c, cell in zip(kinds, colours, where, strict=True)]
         if not overlaps(things):
             break
     return Scene2(background, things, setting, band, rng.randrange(1 << 30))
@@ -341,3 +342,18 @@ def render2(scene: Scene2, size: int = NATIVE, alpha: bool = False) -> Image.Ima
         behind = COLOURS[scene.band] if scene.band and t.cy > BAND_TOP[scene.setting] else bg
         draw_thing(d, t, scale, COLOURS[t.colour], behind)
     return img.resize((size, size), Image.BOX)
+
+
+RELATION_CELLS = (("left", "right"), ("top", "bottom"))  # model 1's relation layouts
+RELATION_SHARE = 0.4  # of two-thing training scenes with distinct things
+
+
+def sample_training_scene2(rng: random.Random) -> Scene2:
+    """A training scene: ``RELATION_SHARE`` of the two-thing scenes in a relation layout, which
+    ``language.describe2`` mostly describes by the relation ("a red car under a yellow sun")."""
+    scene = sample_scene2(rng)
+    if len(scene.things) == 2 and scene.things[0].colour != scene.things[1].colour and rng.random() < RELATION_SHARE:
+        cells = list(rng.choice(RELATION_CELLS))
+        rng.shuffle(cells)
+        scene = sample_scene2(rng, 2, scene.setting, False, [t.kind for t in scene.things], cells)
+    return scene
