@@ -1,6 +1,7 @@
 """Evaluate imagegate-mini on held-out prompts with the deterministic checker.
 
     python -m training.mini.evaluate --model DIR --n 300 [--seed 0] [--quality medium]
+    python -m training.mini.evaluate --targets [--model DIR] [--n-per-line 40]   (issue #27's lines)
 
 Prints: the checker's own accuracy on rendered images (must be >= 99%), the
 same checks after the model's VAE round trip (the ceiling it puts on the model),
@@ -234,8 +235,20 @@ def main(argv=None):
     ap.add_argument("--n-inpaint", type=int, default=50)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--save-dir", default=None, help="write contact sheets here")
+    ap.add_argument("--targets", action="store_true",
+                    help="the issue #27 target lines instead (training/mini/targets.py), --n-per-line each")
+    ap.add_argument("--n-per-line", type=int, default=40)
+    ap.add_argument("--no-server", dest="server", action="store_false",
+                    help="--targets without the lines that go through create_app (non-square, transparent)")
     args = ap.parse_args(argv)
     from imagegate.mini import WEIGHTS_DIR
+
+    if args.targets:
+        from .targets import evaluate_targets
+
+        evaluate_targets(args.model or WEIGHTS_DIR, args.n_per_line, args.seed, args.quality, args.threads,
+                         args.server)
+        return
 
     save_dir = Path(args.save_dir) if args.save_dir else None
     if save_dir:

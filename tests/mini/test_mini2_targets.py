@@ -1,0 +1,38 @@
+"""The issue #27 target lines judge the renderer's own pictures as right (so a miss is the model's),
+and their prompts say what the line claims (fast: no model)."""
+
+import random
+
+from training.mini import heldout
+from training.mini.checker2 import read2
+from training.mini.evaluate import composite
+from training.mini.targets import change_only_cases, edge_colour_error, multi_checks, single_checks
+from training.mini.world2 import render2, sample_scene2
+
+
+def test_lines_pass_on_rendered_ground_truth():
+    rng = random.Random(0)
+    for _ in range(20):
+        scene = sample_scene2(rng, 1, "plain", False)
+        assert all(single_checks(render2(scene), scene).values())
+    right = [multi_checks(render2(s), s)["all_right"] for s in (sample_scene2(rng, 3, "plain", False)
+                                                                for _ in range(20))]
+    assert sum(right) >= 19
+
+
+def test_change_only_prompts_state_only_the_change():
+    for scene, new, prompt, mask in change_only_cases(16, 0):
+        low = prompt.lower()
+        assert "background" not in low and not heldout.uses_heldout(prompt)
+        assert new.colour in low or any(w in low for w in ("crimson", "scarlet", "navy", "azure", "lime", "emerald",
+                                                            "golden", "gold", "amber", "violet", "magenta", "gray"))
+        truth = scene.__class__(scene.background, [new, scene.things[1]])
+        out = composite(render2(scene), render2(truth), mask)  # a perfect inpainting
+        assert any(f.colour == new.colour and f.kind == new.kind
+                   for f in read2(out).things)
+
+
+def test_edge_error_is_zero_on_the_truth():
+    scene = sample_scene2(random.Random(1), 2, "plain", False)
+    truth = render2(scene, 256, alpha=True)
+    assert edge_colour_error(truth, truth)["edge_colour_error"] == 0.0

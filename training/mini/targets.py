@@ -1,0 +1,340 @@
+"""The target lines of issue #27, each measured on its own prompts and reported apart.
+
+    python -m training.mini.evaluate --targets [--model DIR] [--n-per-line 40] [--seed 0]
+
+Lines (docs/imagegate-mini.md, "Model 2"):
+
+* ``ingrammar``: one shape on a plain background, described by model 2's generator (all stated);
+  colour / background / shape / position / size. (Model 1's own grammar: ``evaluate`` without --targets.)
+* ``heldout``: the same scenes described only in held-out phrasings (``heldout.py``); mean of checks.
+* ``everyday``: one of the 24 icons, in-grammar; recognised = right kind and colour (``checker2``).
+* ``two``, ``three``: things of any kind; fully right = each found by colour with its kind and cell.
+* ``inpaint``: a two-thing scene, the box around thing 0 masked, a change-only prompt ("a yellow
+  star", "add a yellow star", "replace the red circle with a yellow star", "put a yellow star there");
+  drawn = the asked kind and colour found inside the box.
+* ``nonsquare``: one-thing prompts through the real server path (create_app, the openai SDK) at
+  aspect ratios 16:9, 9:16 and 21:9; duplicated = more than one thing detected.
+* ``variety``: prompts that leave position, size and colour open, four seeds each.
+* ``transparent``: edge colour error of the server's transparent-PNG path against rendered ground
+  truth (no model: the renderer's picture goes through postprocess.finish), and on the model's own
+  transparent outputs against the asked palette colour.
+* ``speed``: p50 seconds per medium image, one thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import random
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from . import heldout
+from .checker2 import Found, match, read2
+from .language import colour_word, describe2, edit_instruction, fix, kind_word
+from .prompts import is_heldout
+from .scenes import COLOUR_NAMES, COLOURS, SHAPES
+from .world2 import ICON_NAMES, KIND_NAMES, Scene2, Thing, render2, sample_scene2
+
+ASPECTS = ("16:9", "9:16", "21:9")
+
+
+def _full_prompt(scene: Scene2, rng: random.Random) -> str:
+    """An in-grammar, fully stated prompt that is in model 1's hash-held-out bucket (training
+    rejects that bucket, so the exact text was never a training prompt)."""
+    for _ in range(500):
+        text, _ = describe2(scene, rng, full=True)
+        if is_heldout(text):
+            return text
+    return text
+
+
+def _one(rng: random.Random, kinds: list[str]) -> Scene2:
+    return sample_scene2(rng, 1, "plain", False, [rng.choice(kinds)])
+
+
+def single_checks(img: Image.Image, scene: Scene2) -> dict[str, bool]:
+    t = scene.things[0]
+    r = read2(img)
+    f = r.things[0] if r.things else None
+    return {"colour": f is not None and f.colour == t.colour, "background": r.background == scene.background,
+            "kind": f is not None and f.kind == t.kind, "position": f is not None and f.pos == t.pos,
+            "size": f is not None and f.size == t.size, "count": len(r.things) == 1}
+
+
+def multi_checks(img: Image.Image, scene: Scene2) -> dict[str, bool]:
+    r = read2(img)
+    found = match(r, scene)
+    ok = [f is not None and f.kind == t.kind and f.pos == t.pos for t, f in zip(scene.things, found, strict=True)]
+    out = {f"thing{i}": v for i, v in enumerate(ok)}
+    out["all_right"] = all(ok)
+    out["background"] = r.background == scene.background
+    out["count"] = len(r.things) == len(scene.things)
+    return out
+
+
+class Generator:
+    """txt2img at the native size, one thread, timed."""
+
+    def __init__(self, pipe: Any, steps: int, cfg: float) -> None:
+        self.pipe, self.steps, self.cfg, self.times = pipe, steps, cfg, []  # type: ignore[var-annotated]
+
+    def __call__(self, prompt: str, seed: int) -> Image.Image:
+        import torch
+
+        t0 = time.perf_counter()
+        img = self.pipe(prompt, num_inference_steps=self.steps, guidance_scale=self.cfg,
+                        generator=torch.Generator().manual_seed(seed)).images[0]
+        self.times.append(time.perf_counter() - t0)
+        return img
+
+
+def run_lines(gen: Generator, n: int, seed: int) -> dict[str, float]:
+    res: dict[str, list[float]] = defaultdict(list)
+    rng = random.Random(f"targets-{seed}")
+    k = 0
+    for _ in range(n):  # in-grammar and held-out phrasings of the same single-shape scenes
+        scene = _one(rng, SHAPES)
+        for line, prompt in (("ingrammar", _full_prompt(scene, rng)), ("heldout", heldout.describe(scene, rng))):
+            c = single_checks(gen(prompt, seed * 7919 + k), scene)
+            k += 1
+            for a, v in c.items():
+                res[f"{line}/{a}"].append(v)
+            res[f"{line}/mean_of_checks"].append(np.mean([c[a] for a in ("colour", "background", "kind",
+                                                                        "position", "size")]))
+    for i in range(n):  # every icon in turn
+        scene = sample_scene2(rng, 1, "plain", False, [ICON_NAMES[i % len(ICON_NAMES)]])
+        c = single_checks(gen(_full_prompt(scene, rng), seed * 7919 + k), scene)
+        k += 1
+        res["everyday/recognised"].append(c["kind"] and c["colour"])
+        res["everyday/kind"].append(c["kind"])
+    for n_things, line in ((2, "two"), (3, "three")):
+        for _ in range(n):
+            scene = sample_scene2(rng, n_things, "plain", False)
+            c = multi_checks(gen(_full_prompt(scene, rng), seed * 7919 + k), scene)
+            k += 1
+            for a, v in c.items():
+                res[f"{line}/{a}"].append(v)
+    return {key: float(np.mean(v)) for key, v in res.items()} | {f"n/{key.split('/')[0]}": len(v)
+                                                                  for key, v in res.items()}
+
+
+def change_only_cases(n: int, seed: int) -> list[tuple[Scene2, Thing, str, Image.Image]]:
+    rng = random.Random(f"targets-inpaint-{seed}")
+    forms = ("bare", "add", "replace", "put")
+    cases = []
+    for i in range(n):
+        scene = sample_scene2(rng, 2, "plain", False, [rng.choice(SHAPES), rng.choice(KIND_NAMES)])
+        old = scene.things[0]
+        colour = rng.choice([c for c in COLOUR_NAMES if c not in (scene.background, old.colour,
+                                                                   scene.things[1].colour)])
+        kind = rng.choice([k for k in (SHAPES if i % 2 == 0 else ICON_NAMES) if k != old.kind])
+        new = Thing(kind, colour, old.size, old.pos, old.cx, old.cy, old.r)
+        np_ = f"a {colour_word(rng, colour)} {kind_word(rng, kind)}"
+        form = forms[i % len(forms)]
+        prompt = {"bare": np_, "add": f"add {np_}",
+                  "replace": f"replace the {old.colour} {kind_word(rng, old.kind)} with {np_}",
+                  "put": f"put {np_} there"}[form]
+        r = old.r + 6
+        mask = Image.new("L", (128, 128), 0)
+        ImageDraw.Draw(mask).rectangle([old.cx - r, old.cy - r, old.cx + r, old.cy + r], fill=255)
+        cases.append((scene, new, fix(prompt), mask))
+    return cases
+
+
+def run_inpaint(pipe: Any, n: int, seed: int, steps: int, cfg: float) -> dict[str, float]:
+    import torch
+    from diffusers import StableDiffusionInpaintPipeline
+
+    from .evaluate import composite
+
+    ip = StableDiffusionInpaintPipeline(**pipe.components)
+    ip.set_progress_bar_config(disable=True)
+    hits: dict[str, list[bool]] = defaultdict(list)
+    for k, (scene, new, prompt, mask) in enumerate(change_only_cases(n, seed)):
+        orig = render2(scene)
+        gen = ip(prompt, image=orig, mask_image=mask, num_inference_steps=steps, guidance_scale=cfg, strength=1.0,
+                 generator=torch.Generator().manual_seed(seed * 100003 + k), height=128, width=128).images[0]
+        out = composite(orig, gen, mask)
+        box = np.asarray(mask) > 127
+        ok = any(f.colour == new.colour and f.kind == new.kind and box[int(f.cy), int(f.cx)] for f in read2(out).things)
+        hits["inpaint/drawn"].append(ok)
+        hits["inpaint/drawn_" + ("shape" if new.kind in SHAPES else "icon")].append(ok)
+        coloured = any(f.colour == new.colour and box[int(f.cy), int(f.cx)] for f in read2(out).things)
+        hits["inpaint/asked_colour_in_box"].append(coloured)
+    return {k: float(np.mean(v)) for k, v in hits.items()} | {"n/inpaint": n}
+
+
+def run_variety(gen: Generator, n_prompts: int, seeds: int, seed: int) -> dict[str, float]:
+    """Prompts that state kind and background only: position (centre, with jitter), size and colour are
+    open. Spread over ``seeds`` seeds: std of the detected centre and extent, distinct colours."""
+    rng = random.Random(f"targets-variety-{seed}")
+    cstd, estd, ncol, diff = [], [], [], []
+    for p in range(n_prompts):
+        kind = rng.choice(SHAPES if p % 2 == 0 else ICON_NAMES)
+        bg = rng.choice(COLOUR_NAMES)
+        prompt = fix(f"a {kind_word(rng, kind)} on a {colour_word(rng, bg)} background")
+        imgs = [gen(prompt, seed * 1000 + p * 17 + s) for s in range(seeds)]
+        found: list[Found] = [r.things[0] for r in map(read2, imgs) if r.things]
+        if len(found) >= 2:
+            cstd.append(float(np.mean([np.std([f.cx for f in found]), np.std([f.cy for f in found])])))
+            estd.append(float(np.std([np.sqrt(f.area) for f in found])))
+        ncol.append(len({f.colour for f in found}))
+        arr = [np.asarray(i, np.float32) for i in imgs]
+        diff.append(float(np.mean([np.abs(a - b).mean() for i, a in enumerate(arr) for b in arr[i + 1:]])))
+    return {"variety/centre_std_px": float(np.mean(cstd)) if cstd else 0.0,
+            "variety/extent_std_px": float(np.mean(estd)) if estd else 0.0,
+            f"variety/distinct_colours_of_{seeds}": float(np.mean(ncol)),
+            "variety/mean_pairwise_abs_diff": float(np.mean(diff)), "n/variety": n_prompts * seeds}
+
+
+def edge_colour_error(rgba: Image.Image, truth: Image.Image) -> dict[str, float]:
+    """Colour error on the edge band of the ground truth (0 < alpha < 1, dilated by the scale), where
+    both are visible: alpha-weighted mean RGB distance; and the alpha error over the whole picture."""
+    out = np.asarray(rgba.convert("RGBA"), np.float32)
+    gt = np.asarray(truth.convert("RGBA"), np.float32)
+    ga, oa = gt[..., 3] / 255, out[..., 3] / 255
+    edge = (ga > 0.02) & (ga < 0.98)
+    grow = max(1, rgba.width // 128)
+    for _ in range(grow):  # widen the band to the upscale's blur
+        e = edge.copy()
+        e[1:] |= edge[:-1]
+        e[:-1] |= edge[1:]
+        e[:, 1:] |= edge[:, :-1]
+        e[:, :-1] |= edge[:, 1:]
+        edge = e
+    both = edge & (oa > 0.1) & (ga > 0.1)
+    w = oa[both] * ga[both]
+    err = np.linalg.norm(out[both][:, :3] - gt[both][:, :3], axis=1)
+    return {"edge_colour_error": float((err * w).sum() / max(w.sum(), 1e-6)),
+            "alpha_mae": float(np.abs(oa - ga).mean())}
+
+
+def transparent_on_rendered(n: int, seed: int, size: int = 1024) -> dict[str, float]:
+    """The server's transparent path (postprocess.finish with its ChromaKeyMatter) on the renderer's
+    picture of things on a plain key colour at 128 px, against the rendered RGBA ground truth at
+    ``size``: no model involved, so this isolates what the finishing step does to edges."""
+    from types import SimpleNamespace
+
+    from imagegate.postprocess import ChromaKeyMatter, finish
+
+    rng = random.Random(f"targets-alpha-{seed}")
+    matter = ChromaKeyMatter()
+    errs: dict[str, list[float]] = defaultdict(list)
+    for _ in range(n):
+        key = rng.choice(["green", "blue", "pink", "grey"])
+        scene = sample_scene2(rng, rng.choice([1, 2]), "plain", False)
+        scene.background = key
+        for t in scene.things:
+            if t.colour == key:
+                t.colour = rng.choice([c for c in COLOUR_NAMES if c not in {key} | {x.colour for x in scene.things}])
+        # finish() reads only these fields of the ImageSpec
+        spec = SimpleNamespace(width=size, height=size, background="transparent", output_format="png",
+                               compression=None)
+        rgba = Image.open(io.BytesIO(finish(render2(scene), spec, None, None, matter)))
+        for k, v in edge_colour_error(rgba, render2(scene, size, alpha=True)).items():
+            errs[k].append(v)
+    return {f"transparent/rendered_{k}": float(np.mean(v)) for k, v in errs.items()} | {"n/transparent": n}
+
+
+async def _server_lines(n_per_aspect: int, seed: int, n_alpha: int, extend: bool = True) -> dict[str, float]:
+    """Non-square sizes and transparent PNGs through create_app and the openai SDK (in-process).
+    ``extend=False`` serves the model as any other (its aspect bucket): the figure before the fix."""
+    import dataclasses
+
+    import httpx2
+    from openai import AsyncOpenAI
+
+    from imagegate.app import create_app
+    from imagegate.registry import builtin_mini_config
+    from imagegate.settings import Settings
+
+    rng = random.Random(f"targets-server-{seed}")
+    out: dict[str, list[float]] = defaultdict(list)
+    with tempfile.TemporaryDirectory() as tmp:
+        config = builtin_mini_config() if extend else dataclasses.replace(builtin_mini_config(), builtin=False)
+        app = create_app(Settings(data_dir=Path(tmp) / "data", torch_threads=1), [config])
+        async with app.router.lifespan_context(app):
+            while not app.state.scheduler.ready:  # noqa: ASYNC110 - the scheduler offers no event
+                await asyncio.sleep(0.05)
+            async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://t") as http:
+                sdk = AsyncOpenAI(api_key="x", base_url="http://t/v1", http_client=http, max_retries=0)
+                for aspect in ASPECTS:
+                    for i in range(n_per_aspect):
+                        scene = _one(rng, SHAPES)
+                        t = scene.things[0]
+                        prompt = fix(f"a {t.colour} {t.kind} on a {scene.background} background")
+                        r = await sdk.images.generate(model="imagegate-mini", prompt=prompt, quality="medium",
+                                                      extra_body={"aspect_ratio": aspect, "resolution": "0.5K",
+                                                                  "seed": seed * 1000 + i})
+                        img = Image.open(io.BytesIO(base64.b64decode(r.data[0].b64_json or "")))
+                        h = 128
+                        small = img.convert("RGB").resize((max(1, round(img.width * h / img.height)), h),
+                                                          Image.Resampling.BOX)
+                        if small.width < 128:  # portrait: the short side is the width
+                            small = img.convert("RGB").resize((128, round(img.height * 128 / img.width)),
+                                                              Image.Resampling.BOX)
+                        rd = read2(np.asarray(small, np.float32))
+                        out[f"nonsquare/duplicated_{aspect}"].append(len(rd.things) > 1)
+                        out["nonsquare/duplicated"].append(len(rd.things) > 1)
+                        out["nonsquare/asked_thing_found"].append(any(f.colour == t.colour for f in rd.things))
+                        out["nonsquare/background"].append(rd.background == scene.background)
+                for i in range(n_alpha):
+                    scene = _one(rng, SHAPES)
+                    t = scene.things[0]
+                    r = await sdk.images.generate(model="imagegate-mini", prompt=f"a {t.colour} {t.kind}",
+                                                  quality="medium", background="transparent", output_format="png",
+                                                  size="1024x1024", extra_body={"seed": seed * 1000 + i})
+                    png = base64.b64decode(r.data[0].b64_json or "")
+                    rgba = np.asarray(Image.open(io.BytesIO(png)).convert("RGBA"), np.float32)
+                    a = rgba[..., 3] / 255
+                    edge = (a > 0.05) & (a < 0.95)
+                    if edge.any():
+                        err = np.linalg.norm(rgba[edge][:, :3] - np.array(COLOURS[t.colour], np.float32), axis=1)
+                        out["transparent/model_edge_colour_error"].append(float((err * a[edge]).sum() / a[edge].sum()))
+                        dark = (rgba[edge][:, :3].mean(1) < np.mean(COLOURS[t.colour]) - 40)
+                        out["transparent/model_edge_dark_share"].append(float(dark.mean()))
+    res = {k: float(np.mean(v)) for k, v in out.items()}
+    res["n/nonsquare"] = n_per_aspect * len(ASPECTS)
+    res["n/transparent_model"] = n_alpha
+    return res
+
+
+def evaluate_targets(model_dir: Any, n: int = 40, seed: int = 0, quality: str = "medium", threads: int = 1,
+                     server: bool = True, log: Any = print) -> dict[str, float]:
+    import torch
+
+    from imagegate.mini import QUALITY_PRESETS
+
+    from .evaluate import load_pipeline
+
+    torch.set_num_threads(threads)
+    steps, cfg = QUALITY_PRESETS[quality]
+    t0 = time.time()
+    pipe = load_pipeline(model_dir, threads)
+    gen = Generator(pipe, steps, cfg)
+    res: dict[str, float] = {}
+    res |= run_lines(gen, n, seed)
+    res |= run_inpaint(pipe, max(8, n // 2), seed, steps, cfg)
+    res |= run_variety(gen, max(4, n // 5), 4, seed)
+    res |= transparent_on_rendered(max(8, n // 4), seed)
+    if server:
+        res |= asyncio.run(_server_lines(max(4, n // 6), seed, max(4, n // 8)))
+    res["speed/p50_s"] = float(np.median(gen.times))
+    res["speed/threads"] = threads
+    log(f"targets: model {model_dir} quality={quality} steps={steps} cfg={cfg} seed={seed} "
+        f"n per line {n} (see n/*) threads={threads}")
+    for key in sorted(res):
+        log(f"  {key:44s} {res[key]:.3f}")
+    log(f"targets wall time {time.time() - t0:.0f}s")
+    return res
+
+
+__all__ = ["edge_colour_error", "edit_instruction", "evaluate_targets", "transparent_on_rendered"]
