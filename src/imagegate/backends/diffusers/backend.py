@@ -394,9 +394,16 @@ class DiffusersBackend:
         flat = [im.convert("RGB") for im in out.images]
         result, at = [], 0
         for job in jobs:
-            result.append(flat[at:at + job.spec.n])
+            result.append([self._extend(job, im) for im in flat[at:at + job.spec.n]])
             at += job.spec.n
         return result
+
+    def _extend(self, job: Job, img: Image.Image) -> Image.Image:
+        """The built-in model's square txt2img picture extended to the asked aspect
+        (planning.plan generated it at the native square)."""
+        if job.mode != "txt2img" or not self.config.builtin:
+            return img
+        return planning.extend_scene(img, job.spec.width, job.spec.height)
 
     def _guidance(self, job: Job) -> float:
         """The preset's guidance belongs to the main checkpoint; a separate inpainting
@@ -461,4 +468,5 @@ class DiffusersBackend:
     def preview(self, pipe: Any, latents: torch.Tensor, job: Job) -> list[Image.Image]:
         """The current latents of `job` as pictures (previews.decode_preview)."""
         assert self.family is not None
-        return decode_preview(pipe, latents, job.spec, self.family.latents, self.preview_vae)
+        return [self._extend(job, im) for im in decode_preview(pipe, latents, job.spec, self.family.latents,
+                                                                 self.preview_vae)]

@@ -10,6 +10,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import replace
 
+import numpy as np
 from PIL import Image
 
 from ...engine.base import Job
@@ -33,6 +34,11 @@ def plan(config: ModelConfig, multi_image: bool, spec: ImageSpec, mode: str, ima
       several or there is one, else all composited into one;
     - img2img: all inputs composited into one canvas at the bucket."""
     gw, gh = generation_bucket(config, spec.width, spec.height)
+    if mode == "txt2img" and config.builtin:
+        # imagegate-mini was trained on 128x128 scenes only: asked for another shape, its UNet
+        # drew duplicated and spurious things on a speckled background (issue #27). It draws at
+        # its native square and the backend extends the scene to the asked aspect (extend_scene).
+        gw = gh = config.native_size or gw
     spec = replace(spec, gen_width=gw, gen_height=gh)
     if mode == "txt2img":
         return Job(spec=spec, mode=mode)
@@ -107,3 +113,36 @@ def layout_references(images: Sequence[Image.Image], width: int, height: int) ->
         y = (i // cols) * ch + (ch - tile.height) // 2
         canvas.paste(tile, (x, y))
     return canvas
+
+
+def extend_scene(img: Image.Image, width: int, height: int, strip: int = 3) -> Image.Image:
+    """A picture drawn at a square, widened (or heightened) to the aspect of `width` x `height`
+    by continuing the colour at each row's (column's) outer edge: the flat background, and a
+    band of ground or sea, go on; nothing in the picture is repeated or stretched. Where a thing
+    touches the edge, its rows take the backdrop colour of the nearest row that shows one."""
+    src = np.asarray(img.convert("RGB"))
+    h, w = src.shape[:2]
+    target = width / height
+    if abs(target - w / h) < 1e-3:
+        return img
+    if target < w / h:  # taller: the same on the transposed picture
+        out = np.asarray(extend_scene(Image.fromarray(src.transpose(1, 0, 2).copy()), height, width, strip))
+        return Image.fromarray(out.transpose(1, 0, 2).copy(), "RGB")
+    new_w = max(w, round(h * target))
+    left = (new_w - w) // 2
+    pads = [np.repeat(_edge_colours(src[:, :strip])[:, None], left, 1), src,
+            np.repeat(_edge_colours(src[:, -strip:])[:, None], new_w - w - left, 1)]
+    return Image.fromarray(np.concatenate(pads, axis=1), "RGB")
+
+
+def _edge_colours(strip: np.ndarray, tolerance: float = 40.0) -> np.ndarray:
+    """Per row, the median colour of an edge strip; rows whose colour is far from both the top's and
+    the bottom's (a thing touching the edge) take the colour of the nearest row that is near one."""
+    colours = np.median(strip.astype(np.float32), axis=1)
+    refs = np.stack([np.median(colours[:4], axis=0), np.median(colours[-4:], axis=0)])
+    ok = np.linalg.norm(colours[:, None] - refs[None], axis=-1).min(1) < tolerance
+    if ok.any() and not ok.all():
+        good = np.nonzero(ok)[0]
+        nearest = good[np.abs(np.arange(len(colours))[:, None] - good[None]).argmin(1)]
+        colours = colours[nearest]
+    return np.rint(colours).astype(np.uint8)
