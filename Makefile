@@ -1,4 +1,4 @@
-.PHONY: serve test train-mini eval-mini bench bench-server
+.PHONY: serve test train-mini train-mini2 eval-mini eval-mini2 bench bench-server
 
 # The main job: set up .venv and serve the built-in model on 127.0.0.1:8000 (SQLite, ./data).
 serve:
@@ -13,6 +13,24 @@ test:
 train-mini:
 	bash scripts/bootstrap.sh
 	.venv/bin/python -m training.mini.train --out src/imagegate/mini/weights --seed 0 --no-sheets
+
+# imagegate-mini 2 (docs/imagegate-mini.md, "Model 2"): one 2-core AVX2 CPU run of at most 150 minutes,
+# resumable (stop it, run the same command again). Stage 1 fine-tunes model 1's VAE, taken from the commit
+# that shipped it, so the command gives the same run whatever weights are checked out.
+MINI1_VAE_REV = 377b0ff38c1f79024c51088cffc7750a9ebdbc73
+MINI2_WORK = .mini-runs/work2-seed0
+train-mini2:
+	bash scripts/bootstrap.sh
+	mkdir -p $(MINI2_WORK)/vae-init
+	for f in config.json diffusion_pytorch_model.safetensors; do \
+	  git show $(MINI1_VAE_REV):src/imagegate/mini/weights/vae/$$f > $(MINI2_WORK)/vae-init/$$f; done
+	.venv/bin/python -m training.mini.train --world 2 --out $(MINI2_WORK)/weights --work $(MINI2_WORK) --seed 0 \
+	  --no-sheets --vae-init $(MINI2_WORK)/vae-init --vae-steps 300 --vae-minutes 8 --vae-lr 3e-4 \
+	  --n-scenes 20000 --text-steps 200 --steps 7000 --minutes 125 --ckpt-minutes 10
+
+# The issue #27 target lines for model 2's weights (about 15 minutes on one thread).
+eval-mini2:
+	.venv/bin/python -m training.mini.evaluate --targets --model $(MINI2_WORK)/weights --n-per-line 100
 
 eval-mini:
 	.venv/bin/python -m training.mini.evaluate --model src/imagegate/mini/weights --n 300

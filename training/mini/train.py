@@ -30,6 +30,7 @@ sheet of samples is written to the work dir at each checkpoint.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import hashlib
 import json
@@ -38,7 +39,10 @@ import random
 import shutil
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -95,12 +99,12 @@ def make_unet():
     )
 
 
-def make_text_encoder(tok):
+def make_text_encoder(tok, max_length: int = MAX_LENGTH):
     from transformers import CLIPTextConfig, CLIPTextModel
 
     cfg = CLIPTextConfig(
         vocab_size=len(tok), hidden_size=128, intermediate_size=384, num_hidden_layers=4,
-        num_attention_heads=4, max_position_embeddings=MAX_LENGTH, hidden_act="quick_gelu",
+        num_attention_heads=4, max_position_embeddings=max_length, hidden_act="quick_gelu",
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
     )
     return CLIPTextModel(cfg)
@@ -133,13 +137,17 @@ def n_params(m) -> int:
 
 
 # ----------------------------------------------------------------- data
-def render_batch(scenes) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images in [-1, 1] (B,3,H,W) and a per-pixel weight (B,1,H,W): 5 on objects, 1 on background."""
+def render_batch(scenes, world=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images in [-1, 1] (B,3,H,W) and a per-pixel weight (B,1,H,W): 5 on objects, 1 on background
+    (model 2: on the background and on a band of ground or sea)."""
+    world = world or get_world(1)
     imgs, ws = [], []
     for s in scenes:
-        a = np.asarray(render(s), dtype=np.float32)
-        bg = np.array(COLOURS[s.background], np.float32)
-        ws.append(1.0 + 4.0 * (np.abs(a - bg).sum(-1) > 6))
+        a = np.asarray(world.render(s), dtype=np.float32)
+        thing = np.ones(a.shape[:2], bool)
+        for c in world.backdrop(s):
+            thing &= np.abs(a - np.array(COLOURS[c], np.float32)).sum(-1) > 6
+        ws.append(1.0 + 4.0 * thing)
         imgs.append(a / 127.5 - 1.0)
     x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).contiguous()
     w = torch.from_numpy(np.stack(ws).astype(np.float32))[:, None]
@@ -260,8 +268,14 @@ def train_vae(args, work: Path):
     torch.manual_seed(args.seed)
     rng = random.Random(f"vae-{args.seed}")
     dev = args.device
-    vae = make_vae()
-    identity_init(vae)
+    if args.vae_init:  # fine-tune a trained VAE (model 2 starts from model 1's) instead of the identity start
+        from diffusers import AutoencoderKL
+
+        vae = AutoencoderKL.from_pretrained(args.vae_init, torch_dtype=torch.float32)
+        log("stage 1 starts from the VAE in", args.vae_init)
+    else:
+        vae = make_vae()
+        identity_init(vae)
     vae.to(dev)
     log(f"VAE params {n_params(vae):,}")
     opt = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0)
@@ -272,7 +286,7 @@ def train_vae(args, work: Path):
         lr = args.vae_lr * min(1.0, (step + 1) / 50) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
         for g in opt.param_groups:
             g["lr"] = lr
-        x, w = (v.to(dev) for v in render_batch([sample_scene(rng) for _ in range(args.vae_batch)]))
+        x, w = (v.to(dev) for v in render_batch([args.w.sample_scene(rng) for _ in range(args.vae_batch)], args.w))
         z = vae.encode(x).latent_dist.mean  # deterministic auto-encoder (posterior std fixed below)
         rec = vae.decode(z).sample
         err = (rec - x)
@@ -296,7 +310,7 @@ def train_vae(args, work: Path):
     with torch.no_grad():
         zs = []
         for _ in range(8):
-            x, _ = render_batch([sample_scene(rng) for _ in range(32)])
+            x, _ = render_batch([args.w.sample_scene(rng) for _ in range(32)], args.w)
             zs.append(vae.encode(x.to(dev)).latent_dist.mean)
         z = torch.cat(zs)
         std = z.std().item()
@@ -353,17 +367,18 @@ def text_targets(scene: Scene, claims: Claims | None) -> list[int]:
 class ParseHead(torch.nn.Module):
     """Training-only linear heads on the pooled text state (not shipped)."""
 
-    def __init__(self, hidden: int):
+    def __init__(self, hidden: int, groups=AUX_GROUPS):
         super().__init__()
+        self.aux_groups = groups
         self.bg = torch.nn.Linear(hidden, N_COL)
-        self.groups = torch.nn.ModuleList(torch.nn.Linear(hidden, N_COL * k) for _, k in AUX_GROUPS)
+        self.groups = torch.nn.ModuleList(torch.nn.Linear(hidden, N_COL * k) for _, k in groups)
 
     def loss(self, pooled: torch.Tensor, targets: torch.Tensor, with_acc: bool = False
              ) -> tuple[torch.Tensor, float | None]:
         """Summed cross-entropy; the accuracy (a host sync per head) only when asked, for logging."""
         logits = [self.bg(pooled)]
         tg = [targets[:, 0]]
-        for i, (head, (_, k)) in enumerate(zip(self.groups, AUX_GROUPS, strict=True)):
+        for i, (head, (_, k)) in enumerate(zip(self.groups, self.aux_groups, strict=True)):
             logits.append(head(pooled).view(-1, N_COL, k).reshape(-1, k))
             tg.append(targets[:, 1 + i * N_COL:1 + (i + 1) * N_COL].reshape(-1))
         loss = sum(F.cross_entropy(lg, t, ignore_index=IGNORE)
@@ -379,14 +394,16 @@ class ParseHead(torch.nn.Module):
         return loss, hit / max(tot, 1)
 
 
-def sample_batch(scenes, idx, rng: random.Random, tok, device, p_empty: float = 0.1):
+def sample_batch(scenes, idx, rng: random.Random, tok, device, p_empty: float = 0.1, world=None):
     """Token ids and parse targets for a fresh training prompt per scene (``p_empty`` of them empty)."""
+    world = world or get_world(1)
     prompts, targets = [], []
     for i in idx:
-        text, claims = train_example(scenes[i], rng) if rng.random() >= p_empty else ("", None)
+        text, claims = world.train_example(scenes[i], rng) if rng.random() >= p_empty else ("", None)
         prompts.append(text)
-        targets.append(text_targets(scenes[i], claims))
-    ids = tok(prompts, padding="max_length", max_length=MAX_LENGTH, truncation=True, return_tensors="pt").input_ids
+        targets.append(world.text_targets(scenes[i], claims))
+    ids = tok(prompts, padding="max_length", max_length=world.max_length, truncation=True,
+              return_tensors="pt").input_ids
     return ids.to(device), torch.tensor(targets).to(device)
 
 
@@ -401,8 +418,8 @@ def pretrain_text(args, te, head, tok) -> None:
         lr = args.text_lr * min(1.0, (step + 1) / 50) * cosine
         for g in opt.param_groups:
             g["lr"] = lr
-        scenes = [sample_training_scene(scene_rng) for _ in range(args.text_batch)]
-        ids, targets = sample_batch(scenes, range(len(scenes)), rng, tok, args.device, p_empty=0.0)
+        scenes = [args.w.sample_training_scene(scene_rng) for _ in range(args.text_batch)]
+        ids, targets = sample_batch(scenes, range(len(scenes)), rng, tok, args.device, p_empty=0.0, world=args.w)
         report = step % 50 == 0 or step == args.text_steps - 1
         loss, acc = head.loss(te(ids).pooler_output, targets, with_acc=report)
         opt.zero_grad(set_to_none=True)
@@ -414,11 +431,12 @@ def pretrain_text(args, te, head, tok) -> None:
 
 
 # ----------------------------------------------------------------- stage 2b
-def encode_dataset(vae, n: int, seed: int, work: Path):
+def encode_dataset(vae, n: int, seed: int, work: Path, world=None):
     """Render and encode the stage-2b scenes once; latents and weights are kept on the CPU."""
+    world = world or get_world(1)
     cache = work / f"latents_{n}_{seed}.pt"
     rng = random.Random(f"data-{seed}")
-    scenes = [sample_training_scene(rng) for _ in range(n)]
+    scenes = [world.sample_training_scene(rng) for _ in range(n)]
     # the cache is valid only for the VAE that wrote it: a retrained or changed VAE re-encodes
     h = hashlib.sha1()
     for v in vae.state_dict().values():
@@ -433,7 +451,7 @@ def encode_dataset(vae, n: int, seed: int, work: Path):
     t0 = time.time()
     with torch.no_grad():
         for i in range(0, n, 128):
-            x, w = render_batch(scenes[i:i + 128])
+            x, w = render_batch(scenes[i:i + 128], world)
             means.append(vae.encode(x.to(vae.device)).latent_dist.mean.half().cpu())
             weights.append(F.avg_pool2d(w, VAE_FACTOR).half())  # object weight per latent pixel
             if i % 5120 == 0:
@@ -470,7 +488,7 @@ def train_unet(args, vae, work: Path, tok_dir: Path):
 
     tok = CLIPTokenizer.from_pretrained(tok_dir)
     torch.manual_seed(args.seed)
-    scenes, lat_mean, lat_weight = encode_dataset(vae, args.n_scenes, args.seed, work)
+    scenes, lat_mean, lat_weight = encode_dataset(vae, args.n_scenes, args.seed, work, args.w)
     # objects weigh 5x the flat background per latent pixel (they are a few % of the image), and the
     # band around their outlines (corners, star points) weighs --edge-weight more again; fixed per scene
     lat_weight = lat_weight.float()
@@ -478,8 +496,8 @@ def train_unet(args, vae, work: Path, tok_dir: Path):
         lat_weight += args.edge_weight * edge_band(lat_weight)
     sf = vae.config.scaling_factor
     dev = args.device
-    unet = make_unet().to(dev)
-    te = make_text_encoder(tok).to(dev)
+    unet = args.w.make_unet().to(dev)
+    te = make_text_encoder(tok, args.w.max_length).to(dev)
     if args.init_from:  # continue from a saved pipeline (its EMA weights); fresh optimizer
         from diffusers import UNet2DConditionModel
         from transformers import CLIPTextModel
@@ -497,8 +515,10 @@ def train_unet(args, vae, work: Path, tok_dir: Path):
 
         unet.set_attn_processor(AttnProcessor())
         te.set_attn_implementation("eager")
-    head = ParseHead(te.config.hidden_size).to(dev)
-    if not args.init_from and args.text_steps:
+    head = ParseHead(te.config.hidden_size, args.w.aux_groups).to(dev)
+    state_path = work / f"state_{Path(args.out).name}.pt"
+    state = load_state(state_path, args)
+    if state is None and not args.init_from and args.text_steps:
         pretrain_text(args, te, head, tok)
     params = list(unet.parameters()) + list(te.parameters()) + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.99))
@@ -514,16 +534,32 @@ def train_unet(args, vae, work: Path, tok_dir: Path):
     rng = random.Random(f"prompts-{bseed}")
     gen = torch.Generator().manual_seed(bseed)
     t0 = time.time()
-    last_ckpt = t0
     losses = []
-    step = 0
+    step = first = 0
+    if state is not None:  # resume: every weight, the optimizer, the data and noise streams, the clock
+        for m, key in ((unet, "unet"), (te, "te"), (head, "head"), (ema_unet, "ema_unet"), (ema_te, "ema_te")):
+            m.load_state_dict(state[key])
+        opt.load_state_dict(state["opt"])
+        rng.setstate(state["rng"])
+        gen.set_state(state["gen"])
+        losses, first = state["losses"], state["step"] + 1
+        t0 -= state["elapsed"]
+        log(f"resumed from {state_path} after step {state['step']} ({state['elapsed']:.0f}s of training)")
+    last_ckpt = time.time()
     stopped_early = False
-    for step in range(args.steps):
+    interrupted = getattr(args, "interrupted", lambda: False)
+
+    def save_state(step: int) -> None:
+        save_training_state(state_path, args, step, time.time() - t0, losses, rng, gen, opt,
+                            unet=unet, te=te, head=head, ema_unet=ema_unet, ema_te=ema_te)
+
+    step = first - 1
+    for step in range(first, args.steps):
         lr = unet_lr(args, step, time.time() - t0)
         for g in opt.param_groups:
             g["lr"] = lr
         idx = torch.randint(0, len(scenes), (args.batch,), generator=gen)
-        ids, targets = sample_batch(scenes, idx.tolist(), rng, tok, dev)
+        ids, targets = sample_batch(scenes, idx.tolist(), rng, tok, dev, world=args.w)
         z0 = lat_mean[idx].float() * sf
         noise = torch.randn(z0.shape, generator=gen)  # all random draws on the CPU generator
         t = torch.randint(0, 1000, (args.batch,), generator=gen)
@@ -557,29 +593,112 @@ def train_unet(args, vae, work: Path, tok_dir: Path):
         out_of_time = now - t0 > args.minutes * 60
         if now - last_ckpt > args.ckpt_minutes * 60 or out_of_time:
             checkpoint(args, vae, ema_unet, ema_te, tok_dir, work, step)
+            save_state(step)
             last_ckpt = time.time()
         if out_of_time:
             log("time budget reached, stopping")
             stopped_early = True
             break
-    if not stopped_early:
+        if interrupted() or (args.stop_after is not None and step + 1 >= args.stop_after):
+            save_state(step)
+            log(f"stopped after step {step}; the same command resumes from {state_path}")
+            return
+    if not stopped_early and first <= args.steps - 1:
         checkpoint(args, vae, ema_unet, ema_te, tok_dir, work, step)
+    save_state(step)
     meta = {"steps": step + 1, "batch": args.batch, "seconds": round(time.time() - t0), "seed": args.seed,
             "n_scenes": args.n_scenes, "final_loss": float(np.mean(losses[-100:]))}
     (work / f"train_meta_{Path(args.out).name}.json").write_text(json.dumps(meta, indent=2))
     log("done", meta)
 
 
+# ----------------------------------------------------------------- resuming
+# What must match for a saved state to be continued: everything that shapes the run's numbers.
+RESUME_KEYS = ("world", "seed", "batch_seed", "steps", "batch", "lr", "warmup", "ema", "n_scenes", "text_steps",
+               "text_batch", "text_lr", "aux_weight", "edge_weight", "weighting", "minutes", "init_from")
+
+
+def _fingerprint(args) -> dict:
+    return {k: getattr(args, k) for k in RESUME_KEYS}
+
+
+def save_training_state(path: Path, args, step: int, elapsed: float, losses, rng, gen, opt, **modules) -> None:
+    """Everything stage 2b needs to continue exactly where it stopped, written atomically."""
+    state = {k: m.state_dict() for k, m in modules.items()}
+    state.update(step=step, elapsed=elapsed, losses=list(losses[-500:]), rng=rng.getstate(), gen=gen.get_state(),
+                 opt=opt.state_dict(), fingerprint=_fingerprint(args))
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def load_state(path: Path, args):
+    if not path.exists():
+        return None
+    state = torch.load(path, weights_only=False)
+    if state["fingerprint"] != _fingerprint(args):
+        raise SystemExit(f"{path} was written by a run with other settings ({state['fingerprint']}); "
+                         "delete it to start again, or run the same command to continue it")
+    return state
+
+
+@contextlib.contextmanager
+def stop_on_signal():
+    """While inside: SIGTERM / SIGINT end stage 2b after the current step, with its state saved.
+    Yields the check; the previous handlers come back on the way out."""
+    import signal
+
+    hit = []
+
+    def handler(signum, frame):
+        hit.append(signum)
+        log(f"signal {signum}: stopping after this step, saving the state")
+
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield lambda: bool(hit)
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+
 def checkpoint(args, vae, ema_unet, ema_te, tok_dir, work, step):
     out = Path(args.out)
     save_pipeline(out, vae, ema_unet, ema_te, tok_dir)
     log(f"checkpoint saved at step {step} -> {out}")
-    if args.sheets:
+    if args.sheets and args.world == 1:  # the sheet's prompts are model 1's
         try:
             torch.set_num_threads(args.threads)
             contact_sheet(out, work / f"sheet_{step:06d}.png", args.seed)
         except Exception as e:  # noqa: BLE001 - never kill training for a preview
             log("contact sheet failed:", repr(e))
+
+
+@dataclass(frozen=True)
+class World:
+    """What a model is trained on: its scenes, renderer, prompts, parse targets, UNet, prompt length."""
+
+    sample_scene: Callable[[random.Random], Any]
+    sample_training_scene: Callable[[random.Random], Any]
+    render: Callable[[Any], Any]
+    backdrop: Callable[[Any], list[str]]
+    train_example: Callable[[Any, random.Random], tuple[str, Any]]
+    text_targets: Callable[[Any, Any], list[int]]
+    aux_groups: tuple[tuple[str, int], ...]
+    corpus: Callable[[int], list[str]]
+    make_unet: Callable[[], Any]
+    max_length: int
+
+
+def get_world(n: int) -> World:
+    """1: model 1 (shapes, prompts.py), unchanged; 2: model 2 (world2, language.py, recipe2.py)."""
+    if n == 1:
+        return World(sample_scene, sample_training_scene, render, lambda s: [s.background], train_example,
+                     text_targets, AUX_GROUPS, corpus, make_unet, MAX_LENGTH)
+    from . import recipe2 as r
+
+    return World(r.sample_scene2, r.sample_training_scene2, r.render2, r.backdrop, r.train_example2,
+                 r.text_targets, r.AUX_GROUPS, r.corpus2, r.make_unet, r.MAX_LENGTH)
 
 
 def main(argv=None):
@@ -594,6 +713,7 @@ def main(argv=None):
     ap.add_argument("--vae-batch", type=int, default=8)
     ap.add_argument("--vae-lr", type=float, default=1e-3)
     ap.add_argument("--vae-from", default=None, help="reuse a trained VAE folder (skips stage 1)")
+    ap.add_argument("--vae-init", default=None, help="stage 1 fine-tunes this VAE folder instead of starting afresh")
     ap.add_argument("--n-scenes", type=int, default=20000)
     ap.add_argument("--steps", type=int, default=7000)
     ap.add_argument("--batch", type=int, default=32)
@@ -618,7 +738,12 @@ def main(argv=None):
     ap.add_argument("--init-from", default=None, help="continue stage 2 from a saved pipeline folder")
     ap.add_argument("--stage", choices=["all", "vae"], default="all", help="vae: stop after stage 1")
     ap.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    ap.add_argument("--stop-after", type=int, default=None,
+                    help="save the state and stop after this many steps of stage 2b (as a kill would; for tests)")
+    ap.add_argument("--world", type=int, choices=[1, 2], default=1,
+                    help="1: model 1 (shapes; make train-mini); 2: model 2 (everyday things, richer language)")
     args = ap.parse_args(argv)
+    args.w = get_world(args.world)
 
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -634,19 +759,25 @@ def main(argv=None):
         args.bf16 = args.bf16 == "on"
     work = Path(args.work or f".mini-runs/work-seed{args.seed}")
     work.mkdir(parents=True, exist_ok=True)
-    log("args", vars(args))
-    tok_dir = build_tokenizer(work / "tokenizer", corpus(args.seed))
-    if args.vae_from:
+    log("args", {k: v for k, v in vars(args).items() if k != "w"})
+    tok_dir = build_tokenizer(work / "tokenizer", args.w.corpus(args.seed), args.w.max_length)
+    vae_done = work / "vae" / "done.json"
+    vae_key = {k: getattr(args, k) for k in ("world", "seed", "vae_steps", "vae_batch", "vae_lr", "vae_minutes",
+                                             "vae_init")}
+    if args.vae_from or (vae_done.exists() and json.loads(vae_done.read_text()) == vae_key):
         from diffusers import AutoencoderKL
 
-        vae = AutoencoderKL.from_pretrained(args.vae_from, torch_dtype=torch.float32).to(args.device)
-        log("loaded VAE from", args.vae_from, "scaling", vae.config.scaling_factor)
+        src = args.vae_from or work / "vae"  # a finished stage 1 of this same run is not repeated
+        vae = AutoencoderKL.from_pretrained(src, torch_dtype=torch.float32).to(args.device)
+        log("loaded VAE from", src, "scaling", vae.config.scaling_factor)
     else:
         vae = train_vae(args, work)
+        vae_done.write_text(json.dumps(vae_key))
     if args.stage == "vae":
         return
     vae.eval().requires_grad_(False)
-    train_unet(args, vae, work, tok_dir)
+    with stop_on_signal() as args.interrupted:
+        train_unet(args, vae, work, tok_dir)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,73 @@
+"""make train-mini2 at toy scale: the world-2 recipe trains into a stock diffusers folder, and a run
+stopped part-way (as a kill would stop it) and started again with the same command ends with the
+same weights as one that ran straight through."""
+
+import json
+import random
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+TINY = ["--world", "2", "--seed", "5", "--threads", "1", "--device", "cpu", "--no-sheets",
+        "--vae-steps", "2", "--vae-batch", "2", "--n-scenes", "12",
+        "--text-steps", "2", "--text-batch", "8", "--steps", "4", "--batch", "4", "--warmup", "2"]
+
+
+def _train(out, work, *extra):
+    from imagegate.mini import WEIGHTS_DIR
+    from training.mini.train import main
+
+    # as make train-mini2: stage 1 fine-tunes model 1's VAE
+    main(["--out", str(out), "--work", str(work), *TINY, "--vae-init", str(WEIGHTS_DIR / "vae"), *extra])
+
+
+def _weights(folder):
+    from safetensors.torch import load_file
+
+    return {f"{p.parent.name}/{k}": v for p in sorted(folder.rglob("*.safetensors")) for k, v in load_file(p).items()}
+
+
+def test_world2_run_resumes_to_the_same_weights(tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    _train(tmp_path / "a", tmp_path / "wa")
+    _train(tmp_path / "b", tmp_path / "wb", "--stop-after", "2")  # stopped after 2 of 4 steps
+    assert json.loads((tmp_path / "wb" / "vae" / "done.json").read_text())["world"] == 2
+    assert torch.load(tmp_path / "wb" / "state_b.pt", weights_only=False)["step"] == 1
+    _train(tmp_path / "b", tmp_path / "wb")  # the same command again: resumes at step 2
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(tmp_path / "a"), dtype=torch.float32)
+    assert pipe.tokenizer.model_max_length == 64
+    img = pipe("two red stars; blue background", num_inference_steps=2, guidance_scale=4.0,
+               generator=torch.Generator().manual_seed(0)).images[0]
+    assert img.size == (128, 128)
+
+
+def test_resume_refuses_another_recipe(tmp_path):
+    _train(tmp_path / "c", tmp_path / "wc", "--stop-after", "1")
+    with pytest.raises(SystemExit, match="other settings"):
+        _train(tmp_path / "c", tmp_path / "wc", "--lr", "1e-4")
+
+
+def test_world2_parse_targets_key_things_by_colour():
+    from training.mini.language import Claims2, ThingClaim, edit_instruction
+    from training.mini.recipe2 import AUX_GROUPS, IGNORE, N_COL, text_targets
+    from training.mini.scenes import COLOUR_NAMES
+    from training.mini.world2 import KIND_NAMES, Scene2, Thing
+
+    def group(t, name):
+        i = [g for g, _ in AUX_GROUPS].index(name)
+        return dict(zip(COLOUR_NAMES, t[1 + i * N_COL:1 + (i + 1) * N_COL], strict=True))
+
+    scene = Scene2("blue", [Thing("car", "red", "small", "left", 30, 64, 14),
+                            Thing("car", "red", "small", "right", 98, 64, 14)])
+    t = text_targets(scene, Claims2(True, False, [ThingClaim([0, 1])]))
+    assert t[0] == COLOUR_NAMES.index("blue")
+    assert group(t, "count")["red"] == 1 and group(t, "kind")["red"] == KIND_NAMES.index("car")
+    assert group(t, "present")["green"] == 0 and group(t, "pos")["red"] == IGNORE  # a group has no one cell
+    _, claims = edit_instruction(scene, random.Random(0), "add")
+    t = text_targets(scene, claims)
+    assert group(t, "present")["green"] == IGNORE  # an edit says nothing of what else is there
