@@ -28,9 +28,9 @@ train-mini2:
 	  --no-sheets --vae-init $(MINI2_WORK)/vae-init --vae-steps 300 --vae-minutes 8 --vae-lr 3e-4 \
 	  --n-scenes 20000 --text-steps 200 --steps 7000 --minutes 125 --ckpt-minutes 10
 
-# The issue #27 target lines for model 2's weights (about 15 minutes on one thread).
+# The issue #27 target lines for model 2's weights, 300 prompts a line (about 15-20 minutes on one thread).
 eval-mini2:
-	.venv/bin/python -m training.mini.evaluate --targets --model $(MINI2_WORK)/weights --n-per-line 100
+	.venv/bin/python -m training.mini.evaluate --targets --model $(MINI2_WORK)/weights --n-per-line 300
 
 eval-mini:
 	.venv/bin/python -m training.mini.evaluate --model src/imagegate/mini/weights --n 300
