@@ -73,3 +73,17 @@ def test_edit_instructions_claim_only_the_change():
         else:
             assert len(claims.things) == 1 and not claims.background
         assert all(c in COLOUR_NAMES for c, _ in claims.absent)
+
+
+def test_the_issues_examples_are_training_phrasings():
+    """"a white boat on a blue sea" (the boat at its home on the sea, position unsaid) and "a red car
+    under a yellow sun ..." (a relation with its layout) are among what the generator says of such scenes."""
+    from training.mini.world2 import place
+
+    rng = random.Random(7)
+    boat = Scene2("white", [place(rng, "boat", "white", "bottom", "large")], "sea", "blue")
+    car = Scene2("blue", [place(rng, "car", "red", "bottom", "small"), place(rng, "sun", "yellow", "top", "small")],
+                 "ground", "green")
+    said = {describe2(s, rng)[0].lower().rstrip(".!") for s in (boat, car) for _ in range(4000)}
+    assert "a white boat on a blue sea" in said
+    assert any(t.startswith(("a red car under a yellow sun", "red car under a yellow sun")) for t in said)

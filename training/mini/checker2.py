@@ -2,7 +2,8 @@
 
 Segmentation is model 1's (``checker.py``): nearest palette colour per pixel, a 3x3 opening, 8-connected
 components of at least 40 px with a core. The background is the most common colour on the top border
-(the sky, in a scene); a band (ground, sea) is a colour other than that covering 90% of the bottom rows.
+(the sky, in a scene); a band (ground, sea) is the commonest colour of the bottom rows, if it is another
+one and covers half of them.
 
 The kind of a component (30: six shapes, 24 icons) is the majority of its 3 nearest neighbours (L1) in a
 bank of features fitted on the renderer's own output: each kind drawn alone at random sizes (both named
@@ -120,7 +121,8 @@ def read2(img: Image.Image | np.ndarray) -> Reading2:
     bg = int(np.bincount(top if len(top) else lab[:2].ravel(), minlength=len(COLOUR_NAMES)).argmax())
     bottom = lab[-2:].ravel()
     bc = np.bincount(bottom, minlength=len(COLOUR_NAMES))
-    band = int(bc.argmax()) if bc.argmax() != bg and bc.max() >= 0.9 * len(bottom) else None
+    # a thing standing on the band may hide up to half of its bottom rows
+    band = int(bc.argmax()) if bc.argmax() != bg and bc.max() >= 0.5 * len(bottom) else None
     things: list[Found] = []
     for ci, cname in enumerate(COLOUR_NAMES):
         if ci in (bg, band):

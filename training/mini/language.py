@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from .prompts import is_heldout
 from .scenes import COLOUR_NAMES, POSITIONS
-from .world2 import KIND_NAMES, SHAPES, Scene2, Thing
+from .world2 import KIND_NAMES, SHAPES, Scene2, Thing, home_cell
 
 COLOUR_WORDS = {
     "red": ["red", "red", "red", "crimson", "scarlet"],
@@ -141,11 +141,12 @@ def groups(scene: Scene2) -> list[list[int]]:
 
 
 def relation_of(scene: Scene2, a: int, b: int) -> str | None:
-    """The relation between two things in a relation layout (outer cells of the middle row or the
-    centre column), else None: as in model 1, a relation comes only with its own layout."""
+    """The relation between two things in a relation layout (outer cells of the middle row, or of the
+    bottom row for things on the ground, or of the centre column), else None: as in model 1, a relation
+    comes only with its own layout."""
     ca, ra = POSITIONS[scene.things[a].pos]
     cb, rb = POSITIONS[scene.things[b].pos]
-    if ra == rb == 1 and {ca, cb} == {0, 2}:
+    if ra == rb and ra in (1, 2) and {ca, cb} == {0, 2}:
         return "left of" if ca < cb else "right of"
     if ca == cb == 1 and {ra, rb} == {0, 2}:
         return "above" if ra < rb else "below"
@@ -234,7 +235,7 @@ def _claims(rng: random.Random, scene: Scene2, full: bool) -> Claims2:
     for g in gs:
         t = scene.things[g[0]]
         # positions left open only where the layout fixes them (model 1's lesson): one thing in the centre
-        open_pos = n_things == 1 and t.pos == "centre" and rng.random() < 0.5
+        open_pos = n_things == 1 and t.pos == home_cell(t.kind, scene.setting) and rng.random() < 0.5
         things.append(ThingClaim(g, kind=rng.random() < 0.95, colour=rng.random() < 0.9, size=rng.random() < 0.5,
                                  position=not open_pos))
     return Claims2(background=rng.random() < 0.75, setting=scene.setting != "plain" and rng.random() < 0.8,

@@ -231,6 +231,35 @@ KIND_NAMES = SHAPES + ICON_NAMES
 # Settings: a plain background, or a simple scene. The band (ground, sea) fills the bottom of the
 # picture; things in the bottom row stand on it.
 SETTINGS = ("plain", "ground", "sea", "night")
+# Where things belong in a scene: on the ground or the sea they stand in the bottom row (a boat on the
+# sea, a house on the ground), things of the sky keep to the upper two rows. In a plain picture, anywhere.
+GROUNDED = {"ground": {"house", "tree", "car", "dog", "cat", "flower", "mountain", "mushroom"},
+            "sea": {"boat"}}
+SKY = {"sun", "moon", "cloud", "bird", "balloon", "rocket", "star"}
+BOTTOM_ROW = ["bottom left", "bottom", "bottom right"]
+UPPER_ROWS = [p for p in POSITION_NAMES if p not in BOTTOM_ROW]
+
+
+def home_cell(kind: str, setting: str) -> str:
+    """Where one thing goes when the prompt does not say: a grounded thing at the bottom centre, else
+    the centre. A prompt may leave a single thing's position unsaid only there (``language``)."""
+    return "bottom" if kind in GROUNDED.get(setting, ()) else "centre"
+
+
+def _cells(rng: random.Random, kinds: list[str], setting: str) -> list[str]:
+    """Distinct cells, grounded things in the bottom row and sky things above it (when the setting has a
+    band); any free cell where a row is full."""
+    if setting not in GROUNDED:
+        return rng.sample(POSITION_NAMES, len(kinds))
+    free = set(POSITION_NAMES)
+    out = []
+    for k in kinds:
+        pool = BOTTOM_ROW if k in GROUNDED[setting] else (UPPER_ROWS if k in SKY else POSITION_NAMES)
+        options = [c for c in pool if c in free] or sorted(free)
+        c = rng.choice(sorted(options))
+        free.discard(c)
+        out.append(c)
+    return out
 BAND_TOP = {"ground": 96, "sea": 88}
 NIGHT_STARS = 14  # small white dots, below the checker's minimum object area
 
@@ -297,7 +326,12 @@ def sample_scene2(rng: random.Random, n: int | None = None, setting: str | None 
     kinds = kinds or ([rng.choice(KIND_NAMES)] * n if count_group else
                       [rng.choice(KIND_NAMES if rng.random() < 0.6 else SHAPES) for _ in range(n)])
     while True:
-        where = cells or rng.sample(POSITION_NAMES, n)
+        if cells:
+            where = cells
+        elif n == 1 and rng.random() < 0.3:  # a third of single things at their home (position unsaid)
+            where = [home_cell(kinds[0], setting)]
+        else:
+            where = _cells(rng, kinds, setting)
         things = [place(rng, k, c, cell) for k, c, cell in zip(kinds, colours, where, strict=True)]
         if not overlaps(things):
             break
@@ -344,7 +378,8 @@ def render2(scene: Scene2, size: int = NATIVE, alpha: bool = False) -> Image.Ima
     return img.resize((size, size), Image.BOX)
 
 
-RELATION_CELLS = (("left", "right"), ("top", "bottom"))  # model 1's relation layouts
+# model 1's relation layouts (things on the ground side by side: the outer cells of the bottom row)
+RELATION_CELLS = (("left", "right"), ("top", "bottom"))
 RELATION_SHARE = 0.4  # of two-thing training scenes with distinct things
 
 
@@ -353,7 +388,10 @@ def sample_training_scene2(rng: random.Random) -> Scene2:
     ``language.describe2`` mostly describes by the relation ("a red car under a yellow sun")."""
     scene = sample_scene2(rng)
     if len(scene.things) == 2 and scene.things[0].colour != scene.things[1].colour and rng.random() < RELATION_SHARE:
-        cells = list(rng.choice(RELATION_CELLS))
+        grounded = GROUNDED.get(scene.setting, set())
+        pairs = [("bottom left", "bottom right")] if all(t.kind in grounded for t in scene.things) else \
+            list(RELATION_CELLS)
+        cells = list(rng.choice(pairs))
         rng.shuffle(cells)
         scene = sample_scene2(rng, 2, scene.setting, False, [t.kind for t in scene.things], cells)
     return scene
