@@ -86,4 +86,4 @@ def test_the_issues_examples_are_training_phrasings():
                  "ground", "green")
     said = {describe2(s, rng)[0].lower().rstrip(".!") for s in (boat, car) for _ in range(4000)}
     assert "a white boat on a blue sea" in said
-    assert any(t.startswith(("a red car under a yellow sun", "red car under a yellow sun")) for t in said)
+    assert any("red car under a yellow sun" in t for t in said)
