@@ -299,9 +299,11 @@ def overlaps(things: list[Thing]) -> bool:
 
 def sample_scene2(rng: random.Random, n: int | None = None, setting: str | None = None,
                   count_group: bool | None = None, kinds: list[str] | None = None,
-                  cells: list[str] | None = None) -> Scene2:
+                  cells: list[str] | None = None, home: float = 0.3) -> Scene2:
     """A random scene: 1-3 things (35/40/25%), in distinct cells; a quarter of multi-thing scenes
-    repeat one kind and colour ("two red stars"); other things have distinct colours."""
+    repeat one kind and colour ("two red stars"); other things have distinct colours. ``home`` of single
+    things stand at their home cell, where a prompt may leave the position unsaid (0 for evaluation:
+    every cell as likely)."""
     if n is None:
         u = rng.random()
         n = 1 if u < 0.35 else (2 if u < 0.75 else 3)
@@ -328,7 +330,7 @@ def sample_scene2(rng: random.Random, n: int | None = None, setting: str | None 
     while True:
         if cells:
             where = cells
-        elif n == 1 and rng.random() < 0.3:  # a third of single things at their home (position unsaid)
+        elif n == 1 and home and rng.random() < home:  # single things at their home (``home_cell``)
             where = [home_cell(kinds[0], setting)]
         else:
             where = _cells(rng, kinds, setting)
