@@ -14,6 +14,8 @@ Lines (docs/imagegate-mini.md, "Model 2"):
   drawn = the asked kind and colour found inside the box.
 * ``nonsquare``: one-thing prompts through the real server path (create_app, the openai SDK) at
   aspect ratios 16:9, 9:16 and 21:9; duplicated = more than one thing detected.
+* ``instruct``: a mask-less instruction ("make the background green") as img2img (strength 0.75) on a
+  rendered one-thing scene: background changed, thing kept.
 * ``variety``: prompts that leave position, size and colour open, four seeds each.
 * ``transparent``: edge colour error of the server's transparent-PNG path against rendered ground
   truth (no model: the renderer's picture goes through postprocess.finish), and on the model's own
@@ -174,6 +176,29 @@ def run_inpaint(pipe: Any, n: int, seed: int, steps: int, cfg: float) -> dict[st
     return {k: float(np.mean(v)) for k, v in hits.items()} | {"n/inpaint": n}
 
 
+def run_instruct(pipe: Any, n: int, seed: int, steps: int, cfg: float, strength: float = 0.75) -> dict[str, float]:
+    """A mask-less instruction ("make the background green") as img2img on a rendered one-thing scene:
+    the background becomes the asked colour, and the thing (colour and kind) is still there."""
+    import torch
+    from diffusers import StableDiffusionImg2ImgPipeline
+
+    i2i = StableDiffusionImg2ImgPipeline(**pipe.components)
+    i2i.set_progress_bar_config(disable=True)
+    rng = random.Random(f"targets-instruct-{seed}")
+    hits: dict[str, list[bool]] = defaultdict(list)
+    for k in range(n):
+        scene = _one(rng, KIND_NAMES)
+        t = scene.things[0]
+        new = rng.choice([c for c in COLOUR_NAMES if c not in (scene.background, t.colour)])
+        prompt = fix(f"make the background {colour_word(rng, new)}")
+        out = i2i(prompt, image=render2(scene), strength=strength, num_inference_steps=steps, guidance_scale=cfg,
+                  generator=torch.Generator().manual_seed(seed * 100003 + k)).images[0]
+        r = read2(out)
+        hits["instruct/background_changed"].append(r.background == new)
+        hits["instruct/thing_kept"].append(any(f.colour == t.colour and f.kind == t.kind for f in r.things))
+    return {k: float(np.mean(v)) for k, v in hits.items()} | {"n/instruct": n}
+
+
 def run_variety(gen: Generator, n_prompts: int, seeds: int, seed: int) -> dict[str, float]:
     """Prompts that state kind and background only: position (centre, with jitter), size and colour are
     open. Spread over ``seeds`` seeds: std of the detected centre and extent, distinct colours."""
@@ -325,6 +350,7 @@ def evaluate_targets(model_dir: Any, n: int = 40, seed: int = 0, quality: str = 
     res: dict[str, float] = {}
     res |= run_lines(gen, n, seed)
     res |= run_inpaint(pipe, max(8, n // 2), seed, steps, cfg)
+    res |= run_instruct(pipe, max(4, n // 4), seed, steps, cfg)
     res |= run_variety(gen, max(4, n // 5), 4, seed)
     res |= transparent_on_rendered(max(8, n // 4), seed)
     if server:

@@ -553,6 +553,8 @@ def train_unet(args, vae, work: Path, tok_dir: Path):
         save_training_state(state_path, args, step, time.time() - t0, losses, rng, gen, opt,
                             unet=unet, te=te, head=head, ema_unet=ema_unet, ema_te=ema_te)
 
+    if state is None:  # a restart from here skips stage 2a
+        save_state(-1)
     step = first - 1
     for step in range(first, args.steps):
         lr = unet_lr(args, step, time.time() - t0)
