@@ -69,3 +69,30 @@ def test_transparent_edge_error_on_rendered_ground_truth():
     """12 scenes, 1024 px (2026-12-03): 28.9 before (keyed after the upscale, alpha from the distance
     to the key), 11.6 with the new alpha alone, 5.1 keyed at the drawn size as well."""
     assert transparent_on_rendered(6, 0)["transparent/rendered_edge_colour_error"] < 9
+
+
+async def test_server_extends_the_builtin_models_picture_to_16_9(tmp_path):
+    """Through create_app and the openai SDK: a 16:9 picture whose outer columns continue the drawn
+    square's edge colour row by row (the UNet was not asked for a size it never saw)."""
+    import asyncio
+    import base64
+
+    import httpx2
+    from openai import AsyncOpenAI
+
+    from imagegate.app import create_app
+    from imagegate.settings import Settings
+
+    app = create_app(Settings(data_dir=tmp_path / "data", torch_threads=1), [builtin_mini_config()])
+    async with app.router.lifespan_context(app):
+        while not app.state.scheduler.ready:
+            await asyncio.sleep(0.05)
+        async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://t") as http:
+            sdk = AsyncOpenAI(api_key="x", base_url="http://t/v1", http_client=http, max_retries=0)
+            r = await sdk.images.generate(model="imagegate-mini", prompt="a red star on a blue background",
+                                          quality="low", extra_body={"aspect_ratio": "16:9", "resolution": "0.5K",
+                                                                     "seed": 1})
+    img = Image.open(io.BytesIO(base64.b64decode(r.data[0].b64_json or ""))).convert("RGB")
+    assert abs(img.width / img.height - 16 / 9) < 0.02
+    side = np.asarray(img, np.float32)[:, : img.width // 10]  # well inside the left extension
+    assert side.std(axis=1).max() < 2.0  # each row one colour
