@@ -275,16 +275,27 @@ def run(settings: Settings) -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    from ray.serve.context import _get_global_client
+
+    # Serve may already run on a joined cluster, with its own HTTP address: ours is then
+    # ignored, so say where the application really is. Serve started here stops with us.
+    running = _get_global_client(raise_if_no_controller_running=False)
     try:
         serve.start(http_options={"host": settings.host, "port": settings.port})
         serve.run(application(settings, settings.ray_ingress_replicas), name=APP_NAME, route_prefix="/")
-        log.warning("imagegate on Ray Serve: http://%s:%d (%s)", settings.host, settings.port,
-                    f"cluster {address}" if address else "local Ray instance")
+        client = _get_global_client()
+        assert client is not None  # serve.start made one
+        http = client.http_config
+        where = f"http://{http.host}:{http.port}"
+        if running is not None and (http.host, http.port) != (settings.host, settings.port):
+            log.warning("Serve was already running on this cluster: its HTTP address %s wins over %s:%d",
+                        where, settings.host, settings.port)
+        log.warning("imagegate on Ray Serve: %s (%s)", where, f"cluster {address}" if address else "local Ray instance")
         stop.wait()
     finally:
         with contextlib.suppress(Exception):
-            if address:
-                serve.delete(APP_NAME)
-            else:
+            if running is None:
                 serve.shutdown()  # type: ignore[no-untyped-call]
+            else:
+                serve.delete(APP_NAME)
         ray.shutdown()
