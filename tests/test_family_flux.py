@@ -309,7 +309,7 @@ def test_preview_of_the_last_latents_is_the_final_image(live: Live, model: str, 
     with torch.inference_mode():
         final = pipe(**kw).images[0]
         # preview only reads the bucket from the job
-        job = SimpleNamespace(spec=SimpleNamespace(gen_width=w, gen_height=h))
+        job = SimpleNamespace(spec=SimpleNamespace(gen_width=w, gen_height=h), mode="txt2img")
         preview = backend.preview(pipe, last["latents"], job)[0]
     assert preview.size == (w, h)
     want = (final * 255).round().astype(np.int16)

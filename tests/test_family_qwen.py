@@ -261,7 +261,7 @@ def test_preview_of_the_last_latents_is_the_final_image(live: Live, model: str, 
         kw["image"] = noise(w, h)
     with torch.inference_mode():
         final = pipe(**kw).images[0]
-        job = SimpleNamespace(spec=SimpleNamespace(gen_width=w, gen_height=h))  # preview reads the bucket only
+        job = SimpleNamespace(spec=SimpleNamespace(gen_width=w, gen_height=h), mode="txt2img")  # all preview reads
         preview = backend.preview(pipe, last["latents"], job)[0]
     assert last["latents"].ndim == 3  # packed: (batch, tokens, channels x 4)
     assert preview.size == (w, h)

@@ -224,6 +224,21 @@ def test_errors_cross_the_hop_in_openais_shape(server: str) -> None:
     assert err.value.body["param"] == "size"  # type: ignore[index]
 
 
+def test_the_request_queue_runs_through_the_replicas(server: str) -> None:
+    """Job workers run in the ingress replica and reach the models over the same hop."""
+    body = {"model": MODEL, "prompt": "a yellow heart", "size": "256x256", "quality": "low"}
+    submitted = httpx2.post(server + "/v1/queue/images/generations", json=body, timeout=60)
+    assert submitted.status_code == 202, submitted.text
+    status_url = submitted.json()["status_url"]
+    deadline = time.monotonic() + 120
+    while (status := httpx2.get(status_url, timeout=30).json()["status"]) in ("queued", "in_progress"):
+        assert time.monotonic() < deadline, "the queued request did not finish"
+        time.sleep(0.5)
+    assert status == "completed"
+    result = httpx2.get(submitted.json()["response_url"], timeout=30).json()
+    assert Image.open(io.BytesIO(base64.b64decode(result["data"][0]["b64_json"]))).size == (256, 256)
+
+
 def test_client_disconnect_cancels_the_job_on_the_replica(server: str) -> None:
     before = sum(s["cancelled_runs"] for s in replica_stats().values())
     body = {"model": MODEL, "prompt": "a blue square", "size": "1024x1024", "quality": "high", "stream": True,

@@ -67,7 +67,7 @@ class ChromaKeyMatter:
     farthest from the key in its neighbourhood. Reading alpha from the distance to the key
     alone, as before, made edge pixels opaque while they still held half the key, a dark
     ring around a light thing: on rendered ground truth the edge colour error went from
-    28.9 to (see docs/imagegate-mini.md, "Transparency")."""
+    28.9 to 5.1 at 1024 px (docs/imagegate-mini.md, "Transparency")."""
 
     CANDIDATES = ("green", "blue", "pink", "grey")
 
