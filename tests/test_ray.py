@@ -111,9 +111,11 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory, ray_auth: dict[str, str])
             time.sleep(1)
         yield address
     finally:
+        # `ray start --block` takes over 10 s to stop its processes one by one on SIGTERM;
+        # after 10 s the whole group (head, raylet, workers) is killed.
         os.killpg(head.pid, signal.SIGTERM)
         try:
-            head.wait(60)
+            head.wait(10)
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
             head.wait()
@@ -165,9 +167,12 @@ def server(ray_head: str, pg_database: str, bucket: tuple[Any, str, dict[str, st
         yield base
     finally:
         ray.shutdown()
-        proc.send_signal(signal.SIGTERM)  # deletes the application; the head stays until its fixture ends
+        # SIGTERM: serve stops Serve, which it started on the head. After the replicas killed
+        # above, Serve's controller took 30 s to give up on them (its own timeout); the head and
+        # every Ray process go with the ray_head fixture anyway, so wait 10 s at most.
+        proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(90)
+            proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
