@@ -34,20 +34,16 @@ from pathlib import Path
 import httpx2
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from ray_support import ray_head  # noqa: E402
+
 from common import append_results, device_description, load_average, markdown_table  # noqa: E402
+from conftest import free_port  # noqa: E402
 
 BIN = Path(sys.executable).parent
 PROMPT = "a red circle on a blue background"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_healthy(base: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 300) -> None:
@@ -65,37 +61,13 @@ def wait_healthy(base: str, proc: subprocess.Popen[bytes], log: Path, timeout: f
         time.sleep(1)
 
 
-def stop(proc: subprocess.Popen[bytes], group: bool = False) -> None:
-    if group:
-        os.killpg(proc.pid, signal.SIGTERM)
-    else:
-        proc.send_signal(signal.SIGTERM)
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
     try:
         proc.wait(90)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-
-
-@contextmanager
-def ray_head(work: Path, env: dict[str, str]) -> Iterator[str]:
-    port = free_port()
-    short = Path(tempfile.mkdtemp(prefix="rb", dir="/tmp"))  # Ray's socket paths must stay short
-    log = work / "head.log"
-    head = subprocess.Popen(
-        [str(BIN / "ray"), "start", "--head", "--block", f"--port={port}", "--num-cpus=4", "--num-gpus=0",
-         "--include-dashboard=false", f"--temp-dir={short}", "--disable-usage-stats"],
-        env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while "Ray runtime started" not in log.read_text():
-            if head.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("Ray head did not start:\n" + log.read_text()[-3000:])
-            time.sleep(1)
-        yield f"127.0.0.1:{port}"
-    finally:
-        stop(head, group=True)
-        shutil.rmtree(short, ignore_errors=True)
 
 
 @contextmanager

@@ -13,7 +13,6 @@ import base64
 import concurrent.futures
 import io
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -89,37 +88,11 @@ def ray_auth() -> Iterator[dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def ray_head(tmp_path_factory: pytest.TempPathFactory, ray_auth: dict[str, str]) -> Iterator[str]:
-    """A Ray head node of our own (4 logical CPUs on this 2-core machine: ingress + 2 model
-    replicas + slack), stopped at the end; yields its address."""
-    port = free_port()
-    temp = tmp_path_factory.mktemp("ray")
-    # Ray's socket paths must stay short (107 bytes): a short temp dir of our own.
-    short = Path(f"/tmp/rt{os.urandom(3).hex()}")
-    short.mkdir()
-    head = subprocess.Popen(
-        [str(BIN / "ray"), "start", "--head", "--block", f"--port={port}", "--num-cpus=4", "--num-gpus=0",
-         "--include-dashboard=false", f"--temp-dir={short}", "--disable-usage-stats"],
-        stdout=(temp / "head.log").open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
-    address = f"127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert head.poll() is None, (temp / "head.log").read_text()[-3000:]
-            if "Ray runtime started" in (temp / "head.log").read_text():
-                break
-            assert time.monotonic() < deadline, "Ray head did not start:\n" + (temp / "head.log").read_text()[-3000:]
-            time.sleep(1)
+    """A Ray head node of our own (ray_support.py), stopped at the end; yields its address."""
+    from ray_support import ray_head as start_head
+
+    with start_head(tmp_path_factory.mktemp("ray")) as address:
         yield address
-    finally:
-        # `ray start --block` takes over 10 s to stop its processes one by one on SIGTERM;
-        # after 10 s the whole group (head, raylet, workers) is killed.
-        os.killpg(head.pid, signal.SIGTERM)
-        try:
-            head.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
-            head.wait()
-        shutil.rmtree(short, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

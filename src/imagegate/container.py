@@ -174,8 +174,8 @@ async def make_accounts(settings: Settings, ledger: Ledger) -> Accounts:
     key_secret = (secret.get_secret_value().encode() if secret
                   else await shared_secret(ledger.sessions, "key-secret", settings.data_dir / "key-secret.key"))
     admin = settings.admin_key.get_secret_value() if settings.admin_key else None
-    return Accounts(ledger.sessions, key_secret=key_secret, static_keys=settings.api_keys, admin_key=admin,
-                    redis_url=settings.redis_url, hold_seconds=settings.budget_hold_seconds)
+    return Accounts(ledger.engine, ledger.sessions, key_secret=key_secret, static_keys=settings.api_keys,
+                    admin_key=admin, redis_url=settings.redis_url, hold_seconds=settings.budget_hold_seconds)
 
 
 async def janitor(storage: SignedLinks, interval: float, accounts: Accounts | None = None,

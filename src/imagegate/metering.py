@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 from .normalize import ImageSpec, output_tokens
-from .pricing import Tokens
+from .pricing import Pricing, Tokens
 from .protocol import ImagesUsage, InputTokensDetails, OutputTokensDetails
 
 
@@ -45,3 +45,14 @@ def tokens(usage: ImagesUsage) -> Tokens:
     """The token counts a price table bills."""
     details = usage.input_tokens_details
     return Tokens(text_in=details.text_tokens, image_in=details.image_tokens, image_out=usage.output_tokens)
+
+
+def estimate(price: Pricing, spec: ImageSpec, input_sizes: list[tuple[int, int]], fidelity: str, *,
+             width: int | None = None, height: int | None = None, seconds_per_image: float | None = None) -> float:
+    """What `spec`'s images will cost if every one is delivered (the budget hold), priced at
+    `width` x `height` where the route makes another size than the spec's."""
+    if price.free:
+        return 0.0
+    return price.estimate(quality=spec.quality, width=width or spec.width, height=height or spec.height,
+                          images=spec.n, tokens=tokens(usage(spec, input_sizes, fidelity)),
+                          seconds_per_image=seconds_per_image)

@@ -1,5 +1,5 @@
 """Prometheus metrics and OpenTelemetry tracing, fed from one place: the final ledger row of
-each request (ImageService._record calls `Observer.finished`). What a row says, the metrics
+each request (ImageService.record calls `Observer.finished`). What a row says, the metrics
 say; a request the ledger records (401s and 400s included) is counted once.
 
 Each app has its own CollectorRegistry (not prometheus_client's global one), so tests and

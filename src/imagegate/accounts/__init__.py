@@ -8,7 +8,7 @@ import logging
 
 from limits.aio.storage import Storage
 from limits.storage import storage_from_string
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from .budget import Budgets
 from .keys import KeyInfo, KeyStore, Principal, parse_duration
@@ -20,10 +20,10 @@ __all__ = ["Accounts", "KeyInfo", "Principal", "Window", "headers", "parse_durat
 
 
 class Accounts:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, key_secret: bytes, static_keys: list[str],
-                 admin_key: str | None = None, redis_url: str | None = None, hold_seconds: float = 3600.0) -> None:
+    def __init__(self, engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession], *, key_secret: bytes,
+                 static_keys: list[str], admin_key: str | None = None, redis_url: str | None = None,
+                 hold_seconds: float = 3600.0) -> None:
         self.keys = KeyStore(sessions, key_secret, static_keys)
-        engine = sessions.kw["bind"]
         self.sql_counters = SQLStorage(engine)
         storage: Storage = self.sql_counters
         if redis_url:

@@ -17,7 +17,7 @@ from .. import metering, postprocess
 from ..backends.upstream import Call
 from ..catalogue import Route, UpstreamCaps
 from ..normalize import ImageSpec
-from ..pricing import Pricing, Tokens
+from ..pricing import Pricing
 from ..protocol import ImagesUsage
 from .request import ImageRequest
 
@@ -182,11 +182,6 @@ def usage(upstream: list[dict[str, Any] | None], spec: ImageSpec, input_sizes: l
     return total, True
 
 
-def tokens(u: ImagesUsage) -> Tokens:
-    d = u.input_tokens_details
-    return Tokens(text_in=d.text_tokens, image_in=d.image_tokens, image_out=u.output_tokens)
-
-
 def cost(price: Pricing, *, quality: str, size: str, images: int, usage: ImagesUsage, from_upstream: bool) -> float:
     """An upstream's images: by tokens when the upstream reported its usage and the route
     has token prices (what OpenAI bills: text in, image in, image out, each at its own rate),
@@ -197,5 +192,5 @@ def cost(price: Pricing, *, quality: str, size: str, images: int, usage: ImagesU
     q = quality if quality in ("low", "medium", "high") else "medium"
     if from_upstream and price.per_token:
         return Pricing(per_token=price.per_token).cost(quality=q, width=int(w), height=int(h), images=images,
-                                                       tokens=tokens(usage))
-    return price.cost(quality=q, width=int(w), height=int(h), images=images, tokens=tokens(usage))
+                                                       tokens=metering.tokens(usage))
+    return price.cost(quality=q, width=int(w), height=int(h), images=images, tokens=metering.tokens(usage))

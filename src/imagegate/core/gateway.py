@@ -20,7 +20,7 @@ One routed request, as steps (the numbers are ImageService.run's):
 The response is committed (Accepted) when the first image or partial image arrives, so an
 upstream's 4xx and "all routes failed" are plain HTTP errors, streaming or not.
 
-A little over 400 lines (461): the routed flow, its attempts and the replays share one state
+A little over 400 lines (459): the routed flow, its attempts and the replays share one state
 (breakers, slots, replays) and read best together; parameter rules live in adapt.py."""
 
 from __future__ import annotations
@@ -126,8 +126,8 @@ class Gateway:
         p = self._prepared(s.served_model, s.spec, [])
         ctx.cost_usd = 0.0
         yield Accepted(s.spec)
-        data = await asyncio.get_running_loop().run_in_executor(svc.pool, svc._deliver, list(s.images), s.spec, ctx)
-        await svc._record(ctx, req, p, "ok", 200, usage=s.usage, seed=s.seed)
+        data = await asyncio.get_running_loop().run_in_executor(svc.pool, svc.deliver, list(s.images), s.spec, ctx)
+        await svc.record(ctx, req, p, "ok", 200, usage=s.usage, seed=s.seed)
         yield Completed(spec=s.spec, images=s.images, data=tuple(data), usage=s.usage,
                         usage_per_image=s.usage_per_image, seed=s.seed)
 
@@ -282,7 +282,7 @@ class Gateway:
             # A failure that may have made images: no failover.
             if not accepted:
                 raise err
-            await svc._record(ctx, req, p, "error", err.status, error=err)
+            await svc.record(ctx, req, p, "error", err.status, error=err)
             yield Failed(err)
             return
         # 7. Finish: what the upstream made → what was asked (untouched when it already is)
@@ -294,7 +294,7 @@ class Gateway:
             err = BadGateway(f"{route.key}: the upstream sent something that is not an image ({exc})")
             if not accepted:
                 raise err from None
-            await svc._record(ctx, req, p, "error", err.status, error=err)
+            await svc.record(ctx, req, p, "error", err.status, error=err)
             yield Failed(err)
             return
         # 6. Moderate output: what the upstream made, as this server's own outputs are
@@ -307,21 +307,21 @@ class Gateway:
             except ModerationBlocked as blocked:
                 if not accepted:
                     raise
-                await svc._record(ctx, req, p, "error", blocked.status, error=blocked)
+                await svc.record(ctx, req, p, "error", blocked.status, error=blocked)
                 yield Failed(blocked)
                 return
         if not accepted:
             accepted = await self._accept(ctx, req, p)
             yield Accepted(spec)
         # 8. Deliver
-        data = await loop.run_in_executor(svc.pool, svc._deliver, encoded, spec, ctx)
+        data = await loop.run_in_executor(svc.pool, svc.deliver, encoded, spec, ctx)
         # 9. Meter + record: the route's prices, by its usage or its table at what it made
         use, from_upstream = adapt.usage([d.usage for d in dones], spec, sizes, req.fidelity)
         each = metering.usage(spec, sizes, req.fidelity, images=1)
         ctx.cost_usd = adapt.cost(route.price(), quality=dones[0].quality or spec.quality,
                                   size=dones[0].size or plan.size, images=len(encoded), usage=use,
                                   from_upstream=from_upstream) * ctx.price_factor  # batch discount
-        await svc._record(ctx, req, p, "ok", 200, usage=use, seed=req.seed)
+        await svc.record(ctx, req, p, "ok", 200, usage=use, seed=req.seed)
         done = Completed(spec=spec, images=tuple(encoded), data=tuple(data), usage=use, usage_per_image=each,
                          seed=req.seed)
         if cache_key is not None and routed.cache_ttl_s:
@@ -330,7 +330,7 @@ class Gateway:
 
     # -- helpers ----------------------------------------------------------------------
     async def _accept(self, ctx: RequestContext, req: ImageRequest, p: Prepared) -> bool:
-        await self.service._record(ctx, req, p, "running", 0)
+        await self.service.record(ctx, req, p, "running", 0)
         return True
 
     async def _hold(self, ctx: RequestContext, estimate: float) -> None:
@@ -350,17 +350,13 @@ class Gateway:
         svc = self.service
         local = svc.registry.configs.get(route.model) if route.provider is None else None
         price = route.price(svc.registry.pricing(local) if local else None)
-        if price.free:
-            return 0.0
-        use = metering.usage(spec, sizes, req.fidelity)
         size = spec.size
         caps = route.caps()
         if route.provider is not None and caps.sizes is not None and size not in caps.sizes:
-            size = adapt.nearest_size(spec.width, spec.height, caps.sizes)
+            size = adapt.nearest_size(spec.width, spec.height, caps.sizes)  # priced at what the route makes
         w, _, h = size.partition("x")
-        return price.estimate(quality=spec.quality, width=int(w), height=int(h), images=spec.n,
-                              tokens=adapt.tokens(use),
-                              seconds_per_image=svc.speed.get(local.name) if local else None)
+        return metering.estimate(price, spec, sizes, req.fidelity, width=int(w), height=int(h),
+                                 seconds_per_image=svc.speed.get(local.name) if local else None)
 
     async def _spec(self, req: ImageRequest, routed: RoutedModel) -> tuple[ImageSpec, list[tuple[int, int]]]:
         """Our own rules, as for a local model; the inputs are checked from their headers

@@ -138,7 +138,7 @@ class ImageService:
                 ctx.held_usd = estimate
             # The request is accepted: its ledger row exists from now on (status `running`),
             # so a crash leaves a trace; the next start marks such rows `interrupted`.
-            await self._record(ctx, req, p, "running", 0)
+            await self.record(ctx, req, p, "running", 0)
             accepted = True
             yield Accepted(p.spec)
             # 5. Run
@@ -169,7 +169,7 @@ class ImageService:
             t0 = time.perf_counter()
             encoded = await self._finish_all(result.images, p, req, ctx)
             # 8. Deliver: b64_json | signed, expiring URL
-            data = await asyncio.get_running_loop().run_in_executor(self.pool, self._deliver, encoded, p.spec, ctx)
+            data = await asyncio.get_running_loop().run_in_executor(self.pool, self.deliver, encoded, p.spec, ctx)
             ctx.timings["encode"] = time.perf_counter() - t0
             # 9. Meter + record (failures are not billed)
             usage = metering.usage(p.spec, p.input_sizes, req.fidelity)
@@ -181,7 +181,7 @@ class ImageService:
                                       images=len(encoded), tokens=metering.tokens(usage),
                                       device_seconds=device_s) * ctx.price_factor  # batch discount
             status, http_status = "ok", 200
-            await self._record(ctx, req, p, status, http_status, usage=usage, seed=result.seed)
+            await self.record(ctx, req, p, status, http_status, usage=usage, seed=result.seed)
             yield Completed(spec=p.spec, images=tuple(encoded), data=tuple(data), usage=usage, usage_per_image=each,
                             seed=result.seed)
         except ImagegateError as exc:
@@ -189,20 +189,20 @@ class ImageService:
             if isinstance(exc, ModerationBlocked):  # the ledger keeps stage and categories, not the prompt
                 ctx.notes.append(f"moderation blocked at {exc.stage}: {', '.join(exc.categories)}")
             http_status, error = exc.status, exc
-            await self._record(ctx, req, p, status, http_status, error=error)
+            await self.record(ctx, req, p, status, http_status, error=error)
             if not accepted:
                 raise
             yield Failed(exc)
         except (asyncio.CancelledError, GeneratorExit):
             # The client went away (the consumer was cancelled or stopped iterating).
-            await asyncio.shield(self._record(ctx, req, p, "cancelled", 499, error=Cancelled("client went away")))
+            await asyncio.shield(self.record(ctx, req, p, "cancelled", 499, error=Cancelled("client went away")))
             raise
         except Exception as exc:
             # Not one of ours: a bug, a 500 with the request id; the detail stays in the log and the ledger.
             log.exception("request %s failed", ctx.request_id)
             failure = GenerationFailed(f"The server had an error processing request {ctx.request_id}.",
                                        detail=f"{type(exc).__name__}: {exc}")
-            await self._record(ctx, req, p, "error", 500, error=failure)
+            await self.record(ctx, req, p, "error", 500, error=failure)
             if not accepted:
                 raise failure from exc
             yield Failed(failure)
@@ -244,12 +244,8 @@ class ImageService:
 
     def _estimate(self, price: Pricing, p: Prepared, req: ImageRequest) -> float:
         """What the request will cost if every image is delivered (the budget hold)."""
-        if price.free:
-            return 0.0
-        spec = p.spec
-        usage = metering.usage(spec, p.input_sizes, req.fidelity)
-        return price.estimate(quality=spec.quality, width=spec.width, height=spec.height, images=spec.n,
-                              tokens=metering.tokens(usage), seconds_per_image=self.speed.get(p.model.name))
+        return metering.estimate(price, p.spec, p.input_sizes, req.fidelity,
+                                 seconds_per_image=self.speed.get(p.model.name))
 
     def _spec(self, req: ImageRequest, model: ModelConfig, inputs: list[InputImage]) -> ImageSpec:
         spec = build_spec(
@@ -332,7 +328,7 @@ class ImageService:
         return original, decode_mask(c.mask.data, first_size=original.size, max_pixels=s.max_input_pixels,
                                      max_bytes=s.max_image_bytes)
 
-    def _deliver(self, encoded: list[bytes], spec: ImageSpec, ctx: RequestContext) -> list[WireImage]:
+    def deliver(self, encoded: list[bytes], spec: ImageSpec, ctx: RequestContext) -> list[WireImage]:
         # A stream's events carry the image itself (OpenAI's stream events have no url).
         if spec.response_format == "url" and not spec.stream:
             names = [self.storage.save(b, spec.output_format) for b in encoded]
@@ -348,9 +344,9 @@ class ImageService:
     # -- the ledger ------------------------------------------------------------------
     async def record_rejection(self, ctx: RequestContext, error: ImagegateError) -> None:
         """A request refused before the flow started (auth, body parsing, validation)."""
-        await self._record(ctx, None, None, "error", error.status, error=error)
+        await self.record(ctx, None, None, "error", error.status, error=error)
 
-    async def _record(
+    async def record(
         self,
         ctx: RequestContext,
         req: ImageRequest | None,
