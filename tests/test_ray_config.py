@@ -57,3 +57,19 @@ def test_bad_replica_keys_name_the_model_and_key(tmp_path: Path, keys: str, mess
 def test_application_args_are_checked() -> None:
     with pytest.raises(ValueError, match="unknown imagegate application args"):
         ray_serve.build_app({"model_file": "typo.toml"})
+
+
+def test_bad_engine_settings_stop_serve_with_one_line_before_ray_starts(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from imagegate.cli import app
+
+    runner = CliRunner()
+    data = ["--data-dir", str(tmp_path / "data")]
+    r = runner.invoke(app, ["serve", "--engine", "kubernetes", *data])
+    assert r.exit_code == 2 and "engine" in r.output and "Traceback" not in r.output, r.output
+    r = runner.invoke(app, ["serve", "--engine", "ray", "--ingress-replicas", "0", *data])
+    assert r.exit_code == 2 and "ray_ingress_replicas" in r.output, r.output
+    bad = models(tmp_path, '[[models]]\nname = "mini"\nsource = "builtin"\nmin_replicas = 3\nmax_replicas = 1\n')
+    r = runner.invoke(app, ["serve", "--engine", "ray", "--models", str(bad), *data])
+    assert r.exit_code == 2 and "min_replicas (3) > max_replicas (1)" in r.output, r.output
