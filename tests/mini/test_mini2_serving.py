@@ -2,23 +2,43 @@
 the native square and the scene extended, and transparent PNGs without the dark edge ring. Measured
 against the renderer's ground truth."""
 
+import asyncio
+import base64
+import contextlib
 import dataclasses
 import io
 import random
+from collections.abc import AsyncIterator
+from pathlib import Path
 from types import SimpleNamespace
 
+import httpx2
 import numpy as np
 import pytest
-from PIL import Image
+from openai import AsyncOpenAI
+from PIL import Image, ImageFilter
 
+from imagegate.app import create_app
 from imagegate.backends.diffusers.planning import extend_scene, plan
 from imagegate.normalize import build_spec
 from imagegate.postprocess import ChromaKeyMatter, finish
 from imagegate.registry import builtin_mini_config
+from imagegate.settings import Settings
 from training.mini.checker2 import read2
 from training.mini.scenes import COLOURS
 from training.mini.targets import edge_colour_error, transparent_on_rendered
 from training.mini.world2 import Scene2, Thing, render2, sample_scene2
+
+
+@contextlib.asynccontextmanager
+async def _mini_sdk(tmp_path: Path) -> AsyncIterator[AsyncOpenAI]:
+    """The openai SDK on an in-process server of the built-in model (ready to serve)."""
+    app = create_app(Settings(data_dir=tmp_path / "data", torch_threads=1), [builtin_mini_config()])
+    async with app.router.lifespan_context(app):
+        while not app.state.scheduler.ready:
+            await asyncio.sleep(0.05)
+        async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://t") as http:
+            yield AsyncOpenAI(api_key="x", base_url="http://t/v1", http_client=http, max_retries=0)
 
 
 def _spec(config, size: str):
@@ -74,25 +94,33 @@ def test_transparent_edge_error_on_rendered_ground_truth():
 async def test_server_extends_the_builtin_models_picture_to_16_9(tmp_path):
     """Through create_app and the openai SDK: a 16:9 picture whose outer columns continue the drawn
     square's edge colour row by row (the UNet was not asked for a size it never saw)."""
-    import asyncio
-    import base64
-
-    import httpx2
-    from openai import AsyncOpenAI
-
-    from imagegate.app import create_app
-    from imagegate.settings import Settings
-
-    app = create_app(Settings(data_dir=tmp_path / "data", torch_threads=1), [builtin_mini_config()])
-    async with app.router.lifespan_context(app):
-        while not app.state.scheduler.ready:
-            await asyncio.sleep(0.05)
-        async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://t") as http:
-            sdk = AsyncOpenAI(api_key="x", base_url="http://t/v1", http_client=http, max_retries=0)
-            r = await sdk.images.generate(model="imagegate-mini", prompt="a red star on a blue background",
-                                          quality="low", extra_body={"aspect_ratio": "16:9", "resolution": "0.5K",
-                                                                     "seed": 1})
+    async with _mini_sdk(tmp_path) as sdk:
+        r = await sdk.images.generate(model="imagegate-mini", prompt="a red star on a blue background",
+                                      quality="low", extra_body={"aspect_ratio": "16:9", "resolution": "0.5K",
+                                                                 "seed": 1})
     img = Image.open(io.BytesIO(base64.b64decode(r.data[0].b64_json or ""))).convert("RGB")
     assert abs(img.width / img.height - 16 / 9) < 0.02
     side = np.asarray(img, np.float32)[:, : img.width // 10]  # well inside the left extension
     assert side.std(axis=1).max() < 2.0  # each row one colour
+
+
+async def test_maskless_instruction_inpaints_the_region_it_names_and_keeps_the_rest(tmp_path):
+    """An edit without a mask on the built-in model: "make the background …" repaints the backdrop only
+    (the thing's inside comes back exactly); an instruction that names no region is image-to-image. Both
+    say so in x-imagegate-notes."""
+    scene = sample_scene2(random.Random(5), 1, "plain", False, ["square"], cells=["centre"])
+    before = render2(scene, size=256)
+    buf = io.BytesIO()
+    before.save(buf, "PNG")
+    async with _mini_sdk(tmp_path) as sdk:
+        new = next(c for c in COLOURS if c not in (scene.background, scene.things[0].colour))
+        raws = [await sdk.images.with_raw_response.edit(model="imagegate-mini", prompt=prompt, quality="low",
+                                                        image=("a.png", buf.getvalue(), "image/png"))
+                for prompt in (f"make the background {new}", "make it nicer")]
+    assert "inferred from the prompt" in raws[0].headers["x-imagegate-notes"]
+    assert "image-to-image instead" in raws[1].headers["x-imagegate-notes"]
+    after = np.asarray(Image.open(io.BytesIO(base64.b64decode(raws[0].parse().data[0].b64_json or ""))).convert("RGB"))
+    assert after.shape == (256, 256, 3)
+    thing = np.linalg.norm(np.asarray(before, np.float32) - np.array(COLOURS[scene.things[0].colour]), axis=-1) < 2
+    inside = np.asarray(Image.fromarray(thing).filter(ImageFilter.MinFilter(17)))
+    assert inside.sum() > 100 and (after[inside] == np.asarray(before)[inside]).all()

@@ -36,3 +36,18 @@ def test_edge_error_is_zero_on_the_truth():
     scene = sample_scene2(random.Random(1), 2, "plain", False)
     truth = render2(scene, 256, alpha=True)
     assert edge_colour_error(truth, truth)["edge_colour_error"] == 0.0
+
+
+def test_instruct_cases_are_done_by_a_perfect_edit_of_the_inferred_region():
+    from imagegate.mini.regions import infer_region
+    from training.mini.targets import INSTRUCT_FORMS, instruct_cases, instruct_checks
+
+    cases = instruct_cases(30, 0)
+    assert {c[0] for c in cases} == set(INSTRUCT_FORMS)
+    for form, before, after, prompt in cases:
+        orig = render2(before)
+        assert not all(instruct_checks(orig, before, after).values()), prompt  # the edit is needed
+        region = infer_region(orig, prompt)
+        assert region is not None, prompt
+        out = composite(orig, render2(after), region)  # the model draws exactly the scene after
+        assert all(instruct_checks(out, before, after).values()), (form, prompt)

@@ -13,23 +13,15 @@ from dataclasses import dataclass, field
 
 from PIL import Image, ImageDraw
 
+from imagegate.mini.regions import PALETTE
+
 NATIVE = 128
 SUPERSAMPLE = 4
 
 # Palette: names -> RGB.  Chosen to be mutually distinct under nearest-colour
-# classification (the checker relies on it).
-COLOURS: dict[str, tuple[int, int, int]] = {
-    "red": (220, 30, 30),
-    "green": (30, 160, 60),
-    "blue": (35, 75, 225),
-    "yellow": (245, 215, 30),
-    "orange": (250, 135, 15),
-    "purple": (135, 50, 185),
-    "pink": (250, 150, 205),
-    "white": (250, 250, 250),
-    "black": (15, 15, 15),
-    "grey": (128, 128, 128),
-}
+# classification (the checker relies on it).  Serving reads the same table to find the
+# region of a mask-less edit (imagegate.mini.regions).
+COLOURS: dict[str, tuple[int, int, int]] = dict(PALETTE)
 COLOUR_NAMES = list(COLOURS)
 SHAPES = ["circle", "square", "triangle", "star", "ring", "heart"]
 SIZES = {"small": 14.0, "large": 25.0}  # half extent in pixels at 128 px

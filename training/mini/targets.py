@@ -14,8 +14,10 @@ Lines (docs/imagegate-mini.md, "Model 2"):
   drawn = the asked kind and colour found inside the box.
 * ``nonsquare``: one-thing prompts through the real server path (create_app, the openai SDK) at
   aspect ratios 16:9, 9:16 and 21:9; duplicated = more than one thing detected.
-* ``instruct``: a mask-less instruction ("make the background green") as img2img (strength 0.75) on a
-  rendered one-thing scene: background changed, thing kept.
+* ``instruct``: mask-less instructions on rendered scenes, served as the server serves them (the region
+  read from prompt and picture by imagegate.mini.regions, inpainted, composited): "make the background
+  green", "remove the red circle", "make the red circle green"; done = the checker reads the picture
+  after the edit. The background form is also run as plain img2img (strength 0.75) for comparison.
 * ``variety``: prompts that leave position, size and colour open, four seeds each.
 * ``transparent``: edge colour error of the server's transparent-PNG path against rendered ground
   truth (no model: the renderer's picture goes through postprocess.finish), and on the model's own
@@ -176,26 +178,88 @@ def run_inpaint(pipe: Any, n: int, seed: int, steps: int, cfg: float) -> dict[st
     return {k: float(np.mean(v)) for k, v in hits.items()} | {"n/inpaint": n}
 
 
+INSTRUCT_FORMS = ("background", "remove", "recolour")
+
+
+def instruct_cases(n: int, seed: int) -> list[tuple[str, Scene2, Scene2, str]]:
+    """Mask-less instructions on rendered scenes, the forms in turn: (form, before, after, prompt).
+    ``background``: one thing, "make the background green"; ``remove``: two things, "remove the red
+    circle"; ``recolour``: two things, "make the red circle green" / "change the red circle to green"."""
+    rng = random.Random(f"targets-instruct-{seed}")
+    cases = []
+    for k in range(n):
+        form = INSTRUCT_FORMS[k % len(INSTRUCT_FORMS)]
+        scene = _one(rng, KIND_NAMES) if form == "background" else sample_scene2(rng, 2, "plain", False)
+        t = scene.things[0]
+        used = {scene.background, *(x.colour for x in scene.things)}
+        new = rng.choice([c for c in COLOUR_NAMES if c not in used])
+        if form == "background":
+            after = Scene2(new, list(scene.things))
+            prompt = f"make the background {colour_word(rng, new)}"
+        elif form == "remove":
+            after = Scene2(scene.background, scene.things[1:])
+            prompt = f"{rng.choice(['remove', 'delete'])} the {colour_word(rng, t.colour)} {kind_word(rng, t.kind)}"
+        else:
+            after = Scene2(scene.background, [Thing(t.kind, new, t.size, t.pos, t.cx, t.cy, t.r), *scene.things[1:]])
+            old = f"the {colour_word(rng, t.colour)} {kind_word(rng, t.kind)}"
+            prompt = rng.choice([f"make {old} {colour_word(rng, new)}", f"change {old} to {colour_word(rng, new)}"])
+        cases.append((form, scene, after, fix(prompt)))
+    return cases
+
+
+def instruct_checks(img: Image.Image, before: Scene2, after: Scene2) -> dict[str, bool]:
+    """The picture after an instruction: its background, every thing of ``after`` (colour and kind), and
+    no thing of ``before`` that ``after`` lacks."""
+    r = read2(img)
+    found = {(f.colour, f.kind) for f in r.things}
+    gone = {(t.colour, t.kind) for t in before.things} - {(t.colour, t.kind) for t in after.things}
+    return {"background": r.background == after.background,
+            "things": all((t.colour, t.kind) in found for t in after.things),
+            "gone": not gone & found}
+
+
 def run_instruct(pipe: Any, n: int, seed: int, steps: int, cfg: float, strength: float = 0.75) -> dict[str, float]:
-    """A mask-less instruction ("make the background green") as img2img on a rendered one-thing scene:
-    the background becomes the asked colour, and the thing (colour and kind) is still there."""
+    """Mask-less instructions the way the server serves them to the built-in model: the region is read
+    from the prompt and the picture (imagegate.mini.regions), inpainted, and composited; "done" = the
+    picture after the edit is what the checker reads (background, each thing by colour and kind, the
+    removed one gone). The background form is also run as plain img2img (``strength``), the path
+    before regions existed."""
     import torch
-    from diffusers import StableDiffusionImg2ImgPipeline
+    from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline
+
+    from imagegate.mini.regions import infer_region
+
+    from .evaluate import composite
 
     i2i = StableDiffusionImg2ImgPipeline(**pipe.components)
-    i2i.set_progress_bar_config(disable=True)
-    rng = random.Random(f"targets-instruct-{seed}")
+    ip = StableDiffusionInpaintPipeline(**pipe.components)
+    for p in (i2i, ip):
+        p.set_progress_bar_config(disable=True)
     hits: dict[str, list[bool]] = defaultdict(list)
-    for k in range(n):
-        scene = _one(rng, KIND_NAMES)
-        t = scene.things[0]
-        new = rng.choice([c for c in COLOUR_NAMES if c not in (scene.background, t.colour)])
-        prompt = fix(f"make the background {colour_word(rng, new)}")
-        out = i2i(prompt, image=render2(scene), strength=strength, num_inference_steps=steps, guidance_scale=cfg,
-                  generator=torch.Generator().manual_seed(seed * 100003 + k)).images[0]
-        r = read2(out)
-        hits["instruct/background_changed"].append(r.background == new)
-        hits["instruct/thing_kept"].append(any(f.colour == t.colour and f.kind == t.kind for f in r.things))
+
+    for k, (form, before, after, prompt) in enumerate(instruct_cases(n, seed)):
+        orig = render2(before)
+        g = torch.Generator().manual_seed(seed * 100003 + k)
+        region = infer_region(orig, prompt)
+        hits[f"instruct/{form}/region_found"].append(region is not None)
+        if region is None:
+            out = i2i(prompt, image=orig, strength=strength, num_inference_steps=steps, guidance_scale=cfg,
+                      generator=g).images[0]
+        else:
+            gen = ip(prompt, image=orig, mask_image=region, num_inference_steps=steps, guidance_scale=cfg,
+                     strength=1.0, generator=g, height=128, width=128).images[0]
+            out = composite(orig, gen, region)
+        c = instruct_checks(out, before, after)
+        hits[f"instruct/{form}/done"].append(all(c.values()))
+        hits["instruct/done"].append(all(c.values()))
+        if form == "background":
+            hits["instruct/background/background_changed"].append(c["background"])
+            hits["instruct/background/thing_kept"].append(c["things"])
+            out = i2i(prompt, image=orig, strength=strength, num_inference_steps=steps, guidance_scale=cfg,
+                      generator=torch.Generator().manual_seed(seed * 100003 + k)).images[0]
+            c = instruct_checks(out, before, after)
+            hits["instruct/background_img2img/background_changed"].append(c["background"])
+            hits["instruct/background_img2img/thing_kept"].append(c["things"])
     return {k: float(np.mean(v)) for k, v in hits.items()} | {"n/instruct": n}
 
 

@@ -62,7 +62,7 @@ class DiffusersBackend:
         family = self.family
         return Capabilities(modes=self.modes, multi_image=bool(family and family.multi_image),
                             negative_prompt=family is None or family.negative_prompt,
-                            segmenter=self.segmenter is not None)
+                            segmenter=self.segmenter is not None or self.config.builtin)
 
     @property
     def loaded(self) -> bool:
@@ -119,9 +119,14 @@ class DiffusersBackend:
     def segment(self, image: Image.Image, text: str) -> Image.Image | None:
         """The region of `image` that `text` describes, as an 'L' edit mask (255 = edit) at
         the image's size, slightly dilated to cover edges; None when nothing scores above
-        the threshold."""
+        the threshold. The built-in model, without CLIPSeg, reads its flat scenes by colour
+        (mini.regions)."""
         from PIL import ImageFilter
 
+        if self.segmenter is None:
+            from ...mini.regions import infer_region
+
+            return infer_region(image, text)
         model, processor = self.segmenter
         inputs = processor(text=[text], images=[image.convert("RGB")], return_tensors="pt", padding=True)
         with torch.inference_mode():

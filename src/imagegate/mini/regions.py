@@ -1,0 +1,168 @@
+"""The edit region of a mask-less instruction to the built-in model, read from the prompt and
+the picture (its segmenter: the service inpaints the region and keeps every other pixel).
+
+imagegate-mini draws flat things in ten palette colours on flat backdrops, so the region an
+instruction names can be found by colour, without a segmentation model:
+
+- ``make the background green`` / ``change the background to green`` / ``green background
+  instead``: the backdrop's pixels (the colour that owns most of the border), grown 2 px
+  into the edges of the things so that they are redrawn against the new colour;
+- ``remove the red circle`` (delete, erase, take away, get rid of): the named colour's
+  pixels, grown 4 px;
+- ``replace the red circle with …`` / ``swap … for …`` / ``change the red circle to …`` /
+  ``make the red circle blue``: the box around the named colour's pixels, 6 px wider;
+- ``add a star`` / ``put a star in the top left``: the named cell of the 3×3 grid the model
+  was trained on, else the emptiest cell (the centre first).
+
+A thing named without a colour is found only when the picture holds one colour besides the
+backdrop. Anything else (no verb recognised, a colour not in the picture) gives None, and
+the request is served as image-to-image. Pure numpy/Pillow; no torch.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from . import NATIVE_SIZE
+
+# The colours the model draws (training/mini/scenes.py renders with this table).
+PALETTE: dict[str, tuple[int, int, int]] = {
+    "red": (220, 30, 30),
+    "green": (30, 160, 60),
+    "blue": (35, 75, 225),
+    "yellow": (245, 215, 30),
+    "orange": (250, 135, 15),
+    "purple": (135, 50, 185),
+    "pink": (250, 150, 205),
+    "white": (250, 250, 250),
+    "black": (15, 15, 15),
+    "grey": (128, 128, 128),
+}
+# Every word a prompt may use for a palette colour.
+_COLOUR_OF = {name: name for name in PALETTE} | {
+    "gray": "grey", "crimson": "red", "scarlet": "red", "ruby": "red", "cherry": "red",
+    "emerald": "green", "lime": "green", "olive": "green", "azure": "blue", "navy": "blue", "cobalt": "blue",
+    "golden": "yellow", "gold": "yellow", "lemon": "yellow", "amber": "orange", "tangerine": "orange",
+    "violet": "purple", "lilac": "purple", "magenta": "pink", "rose": "pink", "ivory": "white",
+    "snow": "white", "ebony": "black", "jet": "black", "silver": "grey", "charcoal": "grey",
+}
+_NAMES = list(PALETTE)
+_RGB = np.array([PALETTE[n] for n in _NAMES], np.float32)
+# Pixels farther than this from every palette colour are antialiased edges: they belong to no colour.
+_MATCH = 60.0
+# Cell centres of the 3x3 grid at the native size (training/mini/scenes.py CELL_CENTRES).
+_CELLS = (30, 64, 98)
+_CELL_HALF = 21
+_POSITIONS = (  # (words, (column, row)); longer phrases first
+    (("top left", "upper left", "top-left", "northwest"), (0, 0)),
+    (("top right", "upper right", "top-right", "northeast"), (2, 0)),
+    (("bottom left", "lower left", "bottom-left", "southwest"), (0, 2)),
+    (("bottom right", "lower right", "bottom-right", "southeast"), (2, 2)),
+    (("middle left", "left"), (0, 1)),
+    (("middle right", "right"), (2, 1)),
+    (("top", "upper middle"), (1, 0)),
+    (("bottom", "lower middle"), (1, 2)),
+    (("centre", "center", "middle"), (1, 1)),
+)
+_BACKGROUND = re.compile(r"\b(background|backdrop|bg)\b")
+_REMOVE = re.compile(r"^(please )?(remove|delete|erase|take away|get rid of)\b")
+_REPLACE = re.compile(r"^(please )?(replace|swap|change|recolou?r|(make|turn|paint|set|colou?r) (the|it)\b)")
+_BARE_BACKGROUND = re.compile(r"^(an? )?([a-z]+ ){1,2}(background|backdrop|bg)( instead)?$")
+_ADD = re.compile(r"^(please )?(add|put|place|insert)\b")
+
+
+def infer_region(image: Image.Image, prompt: str) -> Image.Image | None:
+    """The 'L' edit mask (255 = repaint) at the image's size for the instruction `prompt`, or None."""
+    text = " ".join(re.sub(r"[^a-z\- ]+", " ", prompt.lower()).split())
+    small = np.asarray(image.convert("RGB").resize((NATIVE_SIZE, NATIVE_SIZE), Image.Resampling.BOX), np.float32)
+    labels = _label(small)
+    bg = _backdrop(labels)
+    if bg < 0:
+        return None
+    region: np.ndarray | None
+    if _BACKGROUND.search(text) and (_REPLACE.match(text) or _BARE_BACKGROUND.match(text) or "instead" in text):
+        region = _grow(labels == bg, 2)
+    elif _REMOVE.match(text):
+        region = _thing(labels, bg, _colour_words(text)[:1])
+        region = None if region is None else _grow(region, 4)
+    elif (verb := _REPLACE.match(text)) and (verb.group(3) is None or _colour_words(text)):
+        # The colour before "to / into / with / for" names the thing ("change the red circle to blue");
+        # "make the red circle blue" ends with the new colour; "make it nicer" gives none, so it is
+        # image-to-image; no colour for the thing: the only thing there is.
+        parts = re.split(r"\b(?:to|into|with|for)\b", text, maxsplit=1)
+        named = _colour_words(parts[0])
+        if verb.group(3) is not None and len(parts) == 1:
+            named = named[:-1]
+        region = _thing(labels, bg, named[:1])
+        region = None if region is None else _box(region, 6)
+    elif _ADD.match(text):
+        region = _cell(labels, bg, text)
+    else:
+        region = None
+    if region is None or not region.any():
+        return None
+    mask = Image.fromarray(region.astype(np.uint8) * 255, "L")
+    return mask.resize(image.size, Image.Resampling.NEAREST)
+
+
+def _colour_words(text: str) -> list[str]:
+    return [_COLOUR_OF[w] for w in text.replace("-", " ").split() if w in _COLOUR_OF]
+
+
+def _label(rgb: np.ndarray) -> np.ndarray:
+    """Each pixel's palette index, or -1 where it is near none (an edge between two colours)."""
+    dist = np.linalg.norm(rgb[:, :, None, :] - _RGB[None, None], axis=-1)
+    idx = dist.argmin(-1)
+    return np.where(dist.min(-1) <= _MATCH, idx, -1)
+
+
+def _backdrop(labels: np.ndarray) -> int:
+    border = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
+    border = border[border >= 0]
+    return int(np.bincount(border).argmax()) if border.size else -1
+
+
+def _thing(labels: np.ndarray, bg: int, colours: list[str]) -> np.ndarray | None:
+    """The pixels of the named colour (not the backdrop's), or of the one colour besides the backdrop."""
+    counts = np.bincount(labels[labels >= 0], minlength=len(_NAMES))
+    counts[bg] = 0
+    present = [i for i in range(len(_NAMES)) if counts[i] >= 12]  # a few stray pixels are not a thing
+    if colours:
+        idx = _NAMES.index(colours[0])
+        return labels == idx if idx in present else None
+    return labels == present[0] if len(present) == 1 else None
+
+
+def _grow(region: np.ndarray, px: int) -> np.ndarray:
+    img = Image.fromarray(region.astype(np.uint8) * 255, "L").filter(ImageFilter.MaxFilter(2 * px + 1))
+    return np.asarray(img) > 127
+
+
+def _box(region: np.ndarray, margin: int) -> np.ndarray:
+    ys, xs = np.nonzero(region)
+    out = np.zeros_like(region)
+    top, left = max(0, ys.min() - margin), max(0, xs.min() - margin)
+    out[top:ys.max() + margin + 1, left:xs.max() + margin + 1] = True  # numpy clips the far ends
+    return out
+
+
+def _cell(labels: np.ndarray, bg: int, text: str) -> np.ndarray:
+    """The named cell, else the one with fewest pixels of things (the centre, then the others, on a tie)."""
+    def box(col: int, row: int) -> np.ndarray:
+        out = np.zeros(labels.shape, bool)
+        cx, cy = _CELLS[col], _CELLS[row]
+        out[cy - _CELL_HALF:cy + _CELL_HALF, cx - _CELL_HALF:cx + _CELL_HALF] = True
+        return out
+
+    for words, (col, row) in _POSITIONS:
+        if any(re.search(rf"\b{w}\b", text) for w in words):
+            return box(col, row)
+    things = labels != bg
+    order = [(1, 1)] + [(c, r) for r in range(3) for c in range(3) if (c, r) != (1, 1)]
+    return min((box(c, r) for c, r in order), key=lambda b: int((things & b).sum()))
+
+
+__all__ = ["PALETTE", "infer_region"]
