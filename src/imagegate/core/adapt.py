@@ -150,12 +150,15 @@ def finish(data: bytes, spec: ImageSpec, p: Plan, matter: postprocess.Matter) ->
             if not (p.matte or p.reencode or im.size != (spec.width, spec.height) or fmt != spec.output_format):
                 return data
             im.load()
-            img = postprocess.resize_to(im.copy(), spec.width, spec.height)
+            img = im.copy()
     except (OSError, Image.DecompressionBombError) as exc:
         raise ValueError(f"not an image ({type(exc).__name__})") from None
     if p.matte:
+        # Keyed at the size the upstream drew, then resized with alpha, as postprocess.finish does
+        # for local models: keyed after an upscale, the edges kept a ring of the backdrop's colour.
         img = matter.matte(img)
-    return postprocess.encode(img, spec.output_format, spec.compression)
+    return postprocess.encode(postprocess.resize_to(img, spec.width, spec.height), spec.output_format,
+                              spec.compression)
 
 
 def usage(upstream: list[dict[str, Any] | None], spec: ImageSpec, input_sizes: list[tuple[int, int]],
