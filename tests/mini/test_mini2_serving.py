@@ -2,44 +2,25 @@
 the native square and the scene extended, and transparent PNGs without the dark edge ring. Measured
 against the renderer's ground truth."""
 
-import asyncio
 import base64
-import contextlib
 import dataclasses
 import io
 import random
-from collections.abc import AsyncIterator
-from pathlib import Path
 from types import SimpleNamespace
 
-import httpx2
 import numpy as np
 import pytest
-from openai import AsyncOpenAI
 from PIL import Image, ImageFilter
 
-from imagegate.app import create_app
 from imagegate.backends.diffusers.planning import extend_scene, plan
 from imagegate.core import adapt
 from imagegate.normalize import build_spec
 from imagegate.postprocess import ChromaKeyMatter, finish
 from imagegate.registry import builtin_mini_config
-from imagegate.settings import Settings
 from training.mini.checker2 import read2
 from training.mini.scenes import COLOURS
-from training.mini.targets import edge_colour_error, transparent_on_rendered
+from training.mini.targets import edge_colour_error, served_sdk, transparent_on_rendered
 from training.mini.world2 import Scene2, Thing, render2, sample_scene2
-
-
-@contextlib.asynccontextmanager
-async def _mini_sdk(tmp_path: Path) -> AsyncIterator[AsyncOpenAI]:
-    """The openai SDK on an in-process server of the built-in model (ready to serve)."""
-    app = create_app(Settings(data_dir=tmp_path / "data", torch_threads=1), [builtin_mini_config()])
-    async with app.router.lifespan_context(app):
-        while not app.state.scheduler.ready:
-            await asyncio.sleep(0.05)
-        async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://t") as http:
-            yield AsyncOpenAI(api_key="x", base_url="http://t/v1", http_client=http, max_retries=0)
 
 
 def _spec(config, size: str):
@@ -105,7 +86,7 @@ def test_transparent_edge_error_on_rendered_ground_truth():
 async def test_server_extends_the_builtin_models_picture_to_16_9(tmp_path):
     """Through create_app and the openai SDK: a 16:9 picture whose outer columns continue the drawn
     square's edge colour row by row (the UNet was not asked for a size it never saw)."""
-    async with _mini_sdk(tmp_path) as sdk:
+    async with served_sdk(tmp_path / "data") as sdk:
         r = await sdk.images.generate(model="imagegate-mini", prompt="a red star on a blue background",
                                       quality="low", extra_body={"aspect_ratio": "16:9", "resolution": "0.5K",
                                                                  "seed": 1})
@@ -123,7 +104,7 @@ async def test_maskless_instruction_inpaints_the_region_it_names_and_keeps_the_r
     before = render2(scene, size=256)
     buf = io.BytesIO()
     before.save(buf, "PNG")
-    async with _mini_sdk(tmp_path) as sdk:
+    async with served_sdk(tmp_path / "data") as sdk:
         new = next(c for c in COLOURS if c not in (scene.background, scene.things[0].colour))
         raws = [await sdk.images.with_raw_response.edit(model="imagegate-mini", prompt=prompt, quality="low",
                                                         image=("a.png", buf.getvalue(), "image/png"))

@@ -29,11 +29,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import random
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -335,11 +337,10 @@ def transparent_on_rendered(n: int, seed: int, size: int = 1024) -> dict[str, fl
     return {f"transparent/rendered_{k}": float(np.mean(v)) for k, v in errs.items()} | {"n/transparent": n}
 
 
-async def _server_lines(n_per_aspect: int, seed: int, n_alpha: int, extend: bool = True) -> dict[str, float]:
-    """Non-square sizes and transparent PNGs through create_app and the openai SDK (in-process).
-    ``extend=False`` serves the model as any other (its aspect bucket): the figure before the fix."""
-    import dataclasses
-
+@contextlib.asynccontextmanager
+async def served_sdk(data_dir: Path, config: Any = None) -> AsyncIterator[Any]:
+    """The openai SDK (AsyncOpenAI) on an in-process server of ``config`` (default: the built-in model),
+    once its scheduler is ready."""
     import httpx2
     from openai import AsyncOpenAI
 
@@ -347,51 +348,61 @@ async def _server_lines(n_per_aspect: int, seed: int, n_alpha: int, extend: bool
     from imagegate.registry import builtin_mini_config
     from imagegate.settings import Settings
 
+    app = create_app(Settings(data_dir=data_dir, torch_threads=1), [config or builtin_mini_config()])
+    async with app.router.lifespan_context(app):
+        while not app.state.scheduler.ready:  # noqa: ASYNC110 - the scheduler offers no event
+            await asyncio.sleep(0.05)
+        async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://t") as http:
+            yield AsyncOpenAI(api_key="x", base_url="http://t/v1", http_client=http, max_retries=0)
+
+
+async def _server_lines(n_per_aspect: int, seed: int, n_alpha: int, extend: bool = True) -> dict[str, float]:
+    """Non-square sizes and transparent PNGs through create_app and the openai SDK (in-process).
+    ``extend=False`` serves the model as any other (its aspect bucket): the figure before the fix."""
+    import dataclasses
+
+    from imagegate.registry import builtin_mini_config
+
     rng = random.Random(f"targets-server-{seed}")
     out: dict[str, list[float]] = defaultdict(list)
     with tempfile.TemporaryDirectory() as tmp:
         config = builtin_mini_config() if extend else dataclasses.replace(builtin_mini_config(), builtin=False)
-        app = create_app(Settings(data_dir=Path(tmp) / "data", torch_threads=1), [config])
-        async with app.router.lifespan_context(app):
-            while not app.state.scheduler.ready:  # noqa: ASYNC110 - the scheduler offers no event
-                await asyncio.sleep(0.05)
-            async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://t") as http:
-                sdk = AsyncOpenAI(api_key="x", base_url="http://t/v1", http_client=http, max_retries=0)
-                for aspect in ASPECTS:
-                    for i in range(n_per_aspect):
-                        scene = _one(rng, SHAPES)
-                        t = scene.things[0]
-                        prompt = fix(f"a {t.colour} {t.kind} on a {scene.background} background")
-                        r = await sdk.images.generate(model="imagegate-mini", prompt=prompt, quality="medium",
-                                                      extra_body={"aspect_ratio": aspect, "resolution": "0.5K",
-                                                                  "seed": seed * 1000 + i})
-                        img = Image.open(io.BytesIO(base64.b64decode(r.data[0].b64_json or "")))
-                        h = 128
-                        small = img.convert("RGB").resize((max(1, round(img.width * h / img.height)), h),
-                                                          Image.Resampling.BOX)
-                        if small.width < 128:  # portrait: the short side is the width
-                            small = img.convert("RGB").resize((128, round(img.height * 128 / img.width)),
-                                                              Image.Resampling.BOX)
-                        rd = read2(np.asarray(small, np.float32))
-                        out[f"nonsquare/duplicated_{aspect}"].append(len(rd.things) > 1)
-                        out["nonsquare/duplicated"].append(len(rd.things) > 1)
-                        out["nonsquare/asked_thing_found"].append(any(f.colour == t.colour for f in rd.things))
-                        out["nonsquare/background"].append(rd.background == scene.background)
-                for i in range(n_alpha):
+        async with served_sdk(Path(tmp) / "data", config) as sdk:
+            for aspect in ASPECTS:
+                for i in range(n_per_aspect):
                     scene = _one(rng, SHAPES)
                     t = scene.things[0]
-                    r = await sdk.images.generate(model="imagegate-mini", prompt=f"a {t.colour} {t.kind}",
-                                                  quality="medium", background="transparent", output_format="png",
-                                                  size="1024x1024", extra_body={"seed": seed * 1000 + i})
-                    png = base64.b64decode(r.data[0].b64_json or "")
-                    rgba = np.asarray(Image.open(io.BytesIO(png)).convert("RGBA"), np.float32)
-                    a = rgba[..., 3] / 255
-                    edge = (a > 0.05) & (a < 0.95)
-                    if edge.any():
-                        err = np.linalg.norm(rgba[edge][:, :3] - np.array(COLOURS[t.colour], np.float32), axis=1)
-                        out["transparent/model_edge_colour_error"].append(float((err * a[edge]).sum() / a[edge].sum()))
-                        dark = (rgba[edge][:, :3].mean(1) < np.mean(COLOURS[t.colour]) - 40)
-                        out["transparent/model_edge_dark_share"].append(float(dark.mean()))
+                    prompt = fix(f"a {t.colour} {t.kind} on a {scene.background} background")
+                    r = await sdk.images.generate(model="imagegate-mini", prompt=prompt, quality="medium",
+                                                  extra_body={"aspect_ratio": aspect, "resolution": "0.5K",
+                                                              "seed": seed * 1000 + i})
+                    img = Image.open(io.BytesIO(base64.b64decode(r.data[0].b64_json or "")))
+                    h = 128
+                    small = img.convert("RGB").resize((max(1, round(img.width * h / img.height)), h),
+                                                      Image.Resampling.BOX)
+                    if small.width < 128:  # portrait: the short side is the width
+                        small = img.convert("RGB").resize((128, round(img.height * 128 / img.width)),
+                                                          Image.Resampling.BOX)
+                    rd = read2(np.asarray(small, np.float32))
+                    out[f"nonsquare/duplicated_{aspect}"].append(len(rd.things) > 1)
+                    out["nonsquare/duplicated"].append(len(rd.things) > 1)
+                    out["nonsquare/asked_thing_found"].append(any(f.colour == t.colour for f in rd.things))
+                    out["nonsquare/background"].append(rd.background == scene.background)
+            for i in range(n_alpha):
+                scene = _one(rng, SHAPES)
+                t = scene.things[0]
+                r = await sdk.images.generate(model="imagegate-mini", prompt=f"a {t.colour} {t.kind}",
+                                              quality="medium", background="transparent", output_format="png",
+                                              size="1024x1024", extra_body={"seed": seed * 1000 + i})
+                png = base64.b64decode(r.data[0].b64_json or "")
+                rgba = np.asarray(Image.open(io.BytesIO(png)).convert("RGBA"), np.float32)
+                a = rgba[..., 3] / 255
+                edge = (a > 0.05) & (a < 0.95)
+                if edge.any():
+                    err = np.linalg.norm(rgba[edge][:, :3] - np.array(COLOURS[t.colour], np.float32), axis=1)
+                    out["transparent/model_edge_colour_error"].append(float((err * a[edge]).sum() / a[edge].sum()))
+                    dark = (rgba[edge][:, :3].mean(1) < np.mean(COLOURS[t.colour]) - 40)
+                    out["transparent/model_edge_dark_share"].append(float(dark.mean()))
     res = {k: float(np.mean(v)) for k, v in out.items()}
     res["n/nonsquare"] = n_per_aspect * len(ASPECTS)
     res["n/transparent_model"] = n_alpha

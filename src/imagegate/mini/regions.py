@@ -82,13 +82,14 @@ def infer_region(image: Image.Image, prompt: str) -> Image.Image | None:
     bg = _backdrop(labels)
     if bg < 0:
         return None
+    colours = _colour_words(text)
     region: np.ndarray | None
     if _BACKGROUND.search(text) and (_REPLACE.match(text) or _BARE_BACKGROUND.match(text) or "instead" in text):
         region = _grow(labels == bg, 2)
     elif _REMOVE.match(text):
-        region = _thing(labels, bg, _colour_words(text)[:1])
+        region = _thing(labels, bg, colours[:1])
         region = None if region is None else _grow(region, 4)
-    elif (verb := _REPLACE.match(text)) and (verb.group(3) is None or _colour_words(text)):
+    elif (verb := _REPLACE.match(text)) and (verb.group(3) is None or colours):
         # The colour before "to / into / with / for" names the thing ("change the red circle to blue");
         # "make the red circle blue" ends with the new colour; "make it nicer" gives none, so it is
         # image-to-image; no colour for the thing: the only thing there is.
