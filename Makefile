@@ -27,7 +27,7 @@ train-mini2:
 	  git show $(MINI1_VAE_REV):src/imagegate/mini/weights/vae/$$f > $(MINI2_WORK)/vae-init/$$f; done
 	.venv/bin/python -m training.mini.train --world 2 --out $(MINI2_WORK)/weights --work $(MINI2_WORK) --seed 0 \
 	  --no-sheets --vae-init $(MINI2_WORK)/vae-init --vae-steps 300 --vae-minutes 8 --vae-lr 3e-4 \
-	  --n-scenes 20000 --text-steps 200 --steps 7000 --minutes 100 --ckpt-minutes 10
+	  --n-scenes 20000 --text-steps 200 --steps 8500 --minutes 115 --ckpt-minutes 10 --timesteps mid
 
 # The issue #27 target lines, 300 prompts a line, one thread (about 16 minutes); MINI_MODEL=DIR for another folder.
 MINI_MODEL ?= src/imagegate/mini/weights

@@ -11,7 +11,8 @@ torch = pytest.importorskip("torch")
 
 TINY = ["--world", "2", "--seed", "5", "--threads", "1", "--device", "cpu", "--no-sheets",
         "--vae-steps", "2", "--vae-batch", "2", "--n-scenes", "12",
-        "--text-steps", "2", "--text-batch", "8", "--steps", "4", "--batch", "4", "--warmup", "2"]
+        "--text-steps", "2", "--text-batch", "8", "--steps", "4", "--batch", "4", "--warmup", "2",
+        "--timesteps", "mid"]
 
 
 def _train(out, work, *extra):
@@ -46,6 +47,18 @@ def test_world2_run_resumes_to_the_same_weights(tmp_path):
     img = pipe("two red stars; blue background", num_inference_steps=2, guidance_scale=4.0,
                generator=torch.Generator().manual_seed(0)).images[0]
     assert img.size == (128, 128)
+
+
+def test_mid_timesteps_favour_the_noise_levels_where_shapes_are_decided():
+    from training.mini.train import sample_timesteps
+
+    t = sample_timesteps("mid", 20000, torch.Generator().manual_seed(0)).float()
+    assert int(t.min()) >= 0 and int(t.max()) <= 999
+    assert 550 < float(t.median()) < 700  # most steps at middle-to-high noise ...
+    assert 0.03 < float((t < 200).float().mean()) < 0.1  # ... and the 20% uniform share keeps the ends
+    assert 0.03 < float((t > 900).float().mean()) < 0.1
+    u = sample_timesteps("uniform", 20000, torch.Generator().manual_seed(0))
+    assert torch.equal(u, torch.randint(0, 1000, (20000,), generator=torch.Generator().manual_seed(0)))  # model 1
 
 
 def test_world2_parse_targets_key_things_by_colour():

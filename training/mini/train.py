@@ -483,6 +483,18 @@ def unet_lr(args, step: int, elapsed: float) -> float:
     return lr
 
 
+def sample_timesteps(dist: str, n: int, gen: torch.Generator) -> torch.Tensor:
+    """Training timesteps. "uniform": every t alike (model 1). "mid": 80% from a logit-normal centred
+    on t = 646 (logit 0.6, std 1; 5-95% between t = 270 and 900), 20% uniform. Run 13 drew the right outline 82% of the time when
+    img2img started from the rendered scene at strength 0.3, 38% at 0.6 and 10% from noise: the kind's
+    silhouette is decided at middle-to-high noise, so that is where model 2's steps go."""
+    uniform = torch.randint(0, 1000, (n,), generator=gen)
+    if dist == "uniform":
+        return uniform
+    mid = (torch.sigmoid(torch.randn(n, generator=gen) + 0.6) * 1000).long().clamp(0, 999)
+    return torch.where(torch.rand(n, generator=gen) < 0.8, mid, uniform)
+
+
 def train_unet(args, vae, work: Path, tok_dir: Path):
     from transformers import CLIPTokenizer
 
@@ -564,7 +576,7 @@ def train_unet(args, vae, work: Path, tok_dir: Path):
         ids, targets = sample_batch(scenes, idx.tolist(), rng, tok, dev, world=args.w)
         z0 = lat_mean[idx].float() * sf
         noise = torch.randn(z0.shape, generator=gen)  # all random draws on the CPU generator
-        t = torch.randint(0, 1000, (args.batch,), generator=gen)
+        t = sample_timesteps(args.timesteps, args.batch, gen)
         z0, noise, snr_t, t = z0.to(dev), noise.to(dev), snr[t].to(dev), t.to(dev)
         zt = sched.add_noise(z0, noise, t)
         target = sched.get_velocity(z0, noise, t)
@@ -617,7 +629,8 @@ def train_unet(args, vae, work: Path, tok_dir: Path):
 # ----------------------------------------------------------------- resuming
 # What must match for a saved state to be continued: everything that shapes the run's numbers.
 RESUME_KEYS = ("world", "seed", "batch_seed", "steps", "batch", "lr", "warmup", "ema", "n_scenes", "text_steps",
-               "text_batch", "text_lr", "aux_weight", "edge_weight", "weighting", "minutes", "init_from")
+               "text_batch", "text_lr", "aux_weight", "edge_weight", "weighting", "minutes", "init_from",
+               "timesteps")
 
 
 def _fingerprint(args) -> dict:
@@ -735,6 +748,8 @@ def main(argv=None):
     ap.add_argument("--no-bf16", dest="bf16", action="store_const", const="off", help="same as --bf16 off")
     ap.add_argument("--weighting", choices=["minsnr", "v"], default="v",
                     help="loss weighting: min-SNR-5 or plain v-prediction MSE")
+    ap.add_argument("--timesteps", choices=["uniform", "mid"], default="uniform",
+                    help="training timestep distribution (mid: most steps at middle-to-high noise; model 2)")
     ap.add_argument("--batch-seed", type=int, default=None,
                     help="seed for batch order/noise/prompts in stage 2 (default --seed); vary it when continuing")
     ap.add_argument("--init-from", default=None, help="continue stage 2 from a saved pipeline folder")
