@@ -484,10 +484,11 @@ def unet_lr(args, step: int, elapsed: float) -> float:
 
 
 def sample_timesteps(dist: str, n: int, gen: torch.Generator) -> torch.Tensor:
-    """Training timesteps. "uniform": every t alike (model 1). "mid": 80% from a logit-normal centred
-    on t = 646 (logit 0.6, std 1; 5-95% between t = 270 and 900), 20% uniform. Run 13 drew the right outline 82% of the time when
-    img2img started from the rendered scene at strength 0.3, 38% at 0.6 and 10% from noise: the kind's
-    silhouette is decided at middle-to-high noise, so that is where model 2's steps go."""
+    """Training timesteps. "uniform": every t alike (model 1). "mid": 80% from a logit-normal
+    (logit mean 0.6, std 1; median about t = 625, 5-95% between t = 180 and 910), 20% uniform. Run 13
+    drew the right outline 82% of the time when img2img started from the rendered scene at strength
+    0.3, 38% at 0.6 and 10% from noise: the kind's silhouette is decided at middle-to-high noise, so
+    that is where model 2's steps go."""
     uniform = torch.randint(0, 1000, (n,), generator=gen)
     if dist == "uniform":
         return uniform
