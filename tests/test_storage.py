@@ -17,7 +17,7 @@ from PIL import Image
 from conftest import make_settings, running, sdk_client, tiny_config
 from imagegate.app import create_app
 from imagegate.errors import Forbidden, Gone
-from imagegate.storage import URL_PREFIX, LocalStore, Storage, load_or_create_secret
+from imagegate.storage import URL_PREFIX, LocalStore, Storage
 
 SECRET = b"s" * 32
 
@@ -118,15 +118,6 @@ def test_sweep_deletes_expired_files_and_keeps_fresh_ones(tmp_path: Path) -> Non
     assert st.sweep(now=now) == 0
     # later, the fresh ones expire too
     assert st.sweep(now=now + 61) == 2
-
-
-def test_signing_key_is_created_once_and_private(tmp_path: Path) -> None:
-    p = tmp_path / "d" / "url-signing.key"
-    k1 = load_or_create_secret(p)
-    assert len(k1) == 32
-    assert (p.stat().st_mode & 0o777) == 0o600
-    assert load_or_create_secret(p) == k1
-    assert load_or_create_secret(tmp_path / "other.key") != k1
 
 
 # -- through HTTP -------------------------------------------------------------------------

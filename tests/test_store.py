@@ -27,7 +27,6 @@ from imagegate.storage import (
     LocalStore,
     SignedLinks,
     Store,
-    load_or_create_secret,
 )
 from imagegate.storage.base import check_name
 
@@ -281,24 +280,6 @@ async def test_an_old_data_dirs_key_file_is_imported_so_its_links_keep_working(t
     again = create_app(make_settings(tmp_path), [tiny_config(tiny_sd_path)])
     async with running(again), http(again) as h:
         assert (await h.get(url)).status_code == 200
-
-
-def test_first_starts_racing_to_create_the_key_file_agree_on_one_key(tmp_path: Path) -> None:
-    path = tmp_path / "d" / "url-signing.key"
-    keys: list[bytes] = []
-    start = threading.Barrier(8)
-
-    def create() -> None:
-        start.wait()
-        keys.append(load_or_create_secret(path))
-
-    threads = [threading.Thread(target=create) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(set(keys)) == 1 and keys[0] == path.read_bytes()
-    assert [p.name for p in path.parent.iterdir()] == ["url-signing.key"]  # no temporaries left
 
 
 # -- the content route and the janitor go through the Store -------------------------------------

@@ -5,7 +5,7 @@ route serves them through."""
 from __future__ import annotations
 
 from .base import Blob, BlobNotFound, InvalidBlobName, Store
-from .links import URL_PREFIX, SignedLinks, load_or_create_secret
+from .links import URL_PREFIX, SignedLinks
 from .local import LocalStore
 
 # The name the service and the app hold it by: a Store behind signed links.
@@ -28,4 +28,4 @@ def open_store(url: str) -> Store:
 
 
 __all__ = ["URL_PREFIX", "Blob", "BlobNotFound", "InvalidBlobName", "LocalStore", "SignedLinks", "Storage", "Store",
-           "load_or_create_secret", "open_store"]
+           "open_store"]

@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
-import secrets
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 
 from ..errors import Forbidden, Gone, NotFound
 from .base import Blob, BlobNotFound, InvalidBlobName, Store
@@ -24,32 +21,6 @@ MIN_KEY_BYTES = 32
 # A write unfinished after this long was cut off (a crash): the largest image is written in
 # well under a second.
 PARTIAL_WRITE_GRACE_SECONDS = 3600
-
-
-def load_or_create_secret(path: Path) -> bytes:
-    """The key in `path`, made on first use (32 random bytes, mode 0600). It is linked into
-    place only if absent, so processes starting together over one data dir agree on a key."""
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(secrets.token_bytes(32))
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass  # another process made it first: use theirs
-        except OSError:  # a filesystem without hard links
-            os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path.read_bytes()
 
 
 def _expires(name: str) -> int | None:
