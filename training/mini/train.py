@@ -551,7 +551,11 @@ def train_unet(args, vae, work: Path, tok_dir: Path):
     step = first = 0
     if state is not None:  # resume: every weight, the optimizer, the data and noise streams, the clock
         for m, key in ((unet, "unet"), (te, "te"), (head, "head"), (ema_unet, "ema_unet"), (ema_te, "ema_te")):
-            m.load_state_dict(state[key])
+            try:
+                m.load_state_dict(state[key])
+            except RuntimeError as e:  # the recipe's architecture changed since the state was written
+                raise SystemExit(f"{state_path} holds a {key} of another shape ({str(e)[:200]}); "
+                                 "delete it to start again") from None
         opt.load_state_dict(state["opt"])
         rng.setstate(state["rng"])
         gen.set_state(state["gen"])
