@@ -15,8 +15,8 @@ train-mini:
 	.venv/bin/python -m training.mini.train --out src/imagegate/mini/weights --seed 0 --no-sheets
 
 # imagegate-mini 2 (docs/imagegate-mini.md, "Model 2"): one 2-core CPU run of at most 150 minutes (114.5 on
-# 2026-12-03), resumable (stop it, run the same command again). Runs 13 and 14 are measured, not shipped;
-# run 15 is the current recipe. Stage 1 fine-tunes model 1's VAE, taken from the commit that shipped it, so the command gives the
+# 2026-12-03), resumable (stop it, run the same command again). Runs 13-15 are measured or stopped, not shipped;
+# run 16 is the current recipe. Stage 1 fine-tunes model 1's VAE, taken from the commit that shipped it, so the command gives the
 # same run whatever weights are checked out.
 MINI1_VAE_REV = 377b0ff38c1f79024c51088cffc7750a9ebdbc73
 MINI2_WORK = .mini-runs/work2-seed0
@@ -27,7 +27,7 @@ train-mini2:
 	  git show $(MINI1_VAE_REV):src/imagegate/mini/weights/vae/$$f > $(MINI2_WORK)/vae-init/$$f; done
 	.venv/bin/python -m training.mini.train --world 2 --out $(MINI2_WORK)/weights --work $(MINI2_WORK) --seed 0 \
 	  --no-sheets --vae-init $(MINI2_WORK)/vae-init --vae-steps 300 --vae-minutes 8 --vae-lr 3e-4 \
-	  --n-scenes 20000 --text-steps 200 --steps 8500 --minutes 115 --ckpt-minutes 10 --timesteps mid
+	  --n-scenes 20000 --text-steps 200 --steps 8500 --minutes 125 --ckpt-minutes 10 --timesteps mid
 
 # The issue #27 target lines, 300 prompts a line, one thread (about 16 minutes); MINI_MODEL=DIR for another folder.
 MINI_MODEL ?= src/imagegate/mini/weights

@@ -22,10 +22,11 @@ N_COL = len(COLOUR_NAMES)
 IGNORE = -100
 
 # The UNet: model 1's (32, 64, 128, 128) took 0.54 s for a medium image on this repo's AVX2-only EPYC and
-# 0.79-0.87 s on others (target 0.5 s). Pilots 1-2 (docs/imagegate-mini.md, "Model 2") timed candidates,
-# one thread: a UNet call at batch 2 (CFG) 55 ms for model 1's, 34 ms for this one, VAE decode 43 ms, so a
-# medium image (8 steps) is ~0.33 s here, ~0.5 s on the 1.6x slower hosts.
-UNET_CHANNELS = (16, 32, 64, 128)
+# 0.79-0.87 s on others (target 0.5 s). Runs 13-14 used (16, 32, 64, 128) (a UNet call at batch 2 with CFG
+# 34-36 ms, a medium image 0.32-0.39 s) and lost the asked silhouette even from a rendered start at
+# strength 0.45 (run 14: 57.5% kept). Run 16 gives the two outline levels (32x32 and 16x16 latents) model 1's
+# widths: a call 48 ms (medium ~0.43 s), a training step 1.44x (pilot 4 in docs/imagegate-mini.md).
+UNET_CHANNELS = (32, 64, 64, 128)
 UNET_ATTENTION_HEAD_DIM = 4
 
 
@@ -40,10 +41,6 @@ def make_unet(channels: tuple[int, ...] = UNET_CHANNELS):
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
         cross_attention_dim=128, attention_head_dim=UNET_ATTENTION_HEAD_DIM, norm_num_groups=8,
-        # Run 15: the prompt, attention-pooled (diffusers' TextTimeEmbedding), is added to the time embedding,
-        # so every ResNet block hears which kind to draw; cross-attention alone (4 heads of 8 channels at
-        # 16x16) left run 14 choosing the asked silhouette 42% of the time. Stock pipelines pass nothing more.
-        addition_embed_type="text", addition_embed_type_num_heads=4, time_embedding_dim=128,
     )
 
 
