@@ -16,7 +16,10 @@ import openai
 import pytest
 
 from conftest import make_settings, running, sdk_client, tiny_config
+from imagegate.accounts.budget import SETTLEMENT_KEEP, Budgets
 from imagegate.app import create_app
+from imagegate.db import Ledger
+from imagegate.db.tables import SettlementRow
 from imagegate.pricing import GPT_IMAGE_1_PER_IMAGE, Pricing
 
 ADMIN = "admin-" + "a" * 40
@@ -308,3 +311,36 @@ async def test_limits_hold_across_processes(tmp_path: Path, tiny_sd_path: Path, 
     ok = [r for r in results if not isinstance(r, Exception)]
     assert len(ok) == 5
     assert sorted(int(r.headers["x-ratelimit-remaining-requests"]) for r in ok) == [0, 1, 2, 3, 4]
+
+
+async def test_a_request_id_is_billed_once_however_often_it_settles(db_url: str) -> None:
+    """A job whose process died after settling and before finishing runs again under the same
+    request id: its key's spend counts it once, and the budget it already paid does not refuse it."""
+    import datetime as dt
+
+    from sqlalchemy import func, select
+
+    ledger = Ledger(db_url)
+    await ledger.start()
+    try:
+        budgets = Budgets(ledger.engine, hold_seconds=600)
+        for _attempt in range(3):
+            await budgets.hold("key_a", 2.0, "req_job", 1.5)
+            await budgets.settle("key_a", "req_job", 1.5)
+        assert await budgets.spent("key_a") == pytest.approx(1.5)
+        await budgets.hold("key_a", 2.0, "req_next", 0.5)  # fits only if no retry's hold is left
+        # a failure costs nothing and marks nothing: the id's later success is billed
+        await budgets.settle("key_a", "req_next", 0.0)
+        await budgets.hold("key_a", 2.0, "req_next", 0.5)
+        await budgets.settle("key_a", "req_next", 0.5)
+        assert await budgets.spent("key_a") == pytest.approx(2.0)
+        # settlement records are kept for SETTLEMENT_KEEP, then swept
+        async with ledger.sessions() as s:
+            s.add(SettlementRow(request_id="req_old", key_id="key_a", cost_usd=1.0,
+                                settled_at=dt.datetime.now(dt.timezone.utc) - SETTLEMENT_KEEP - dt.timedelta(hours=1)))
+            await s.commit()
+        assert await budgets.sweep() == 1
+        async with ledger.sessions() as s:
+            assert (await s.execute(select(func.count()).select_from(SettlementRow))).scalar_one() == 2
+    finally:
+        await ledger.close()

@@ -171,7 +171,7 @@ async def test_migration_0005_upgrades_and_downgrades(db_url: str) -> None:
                 "INSERT INTO requests (id, created_at, endpoint, params, status, http_status, notes) "
                 "VALUES ('req_old', '2026-12-01 10:00:00', 'images.generations', '{}', 'running', 0, '[]')"))
         await ledger.start()
-        assert await ledger.revision() == "0005" == migrate.head()
+        assert await ledger.revision() == migrate.head()
         old = await ledger.get("req_old")
         assert old is not None and old.instance_id is None  # no known process: marked at the next start
         assert await ledger.mark_interrupted({"someone"}) == 1

@@ -121,6 +121,18 @@ class BudgetHoldRow(Base):
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
 
 
+class SettlementRow(Base):
+    """A request whose cost was added to its key's spend (migration 0006): a job retried under
+    the same request id after its process died settles once, not once per attempt."""
+
+    __tablename__ = "budget_settlements"
+
+    request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(64))
+    cost_usd: Mapped[float] = mapped_column(Float)
+    settled_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
 # -- async work (migration 0003): files, durable jobs, batches, webhook deliveries -------------
 class FileRow(Base):
     """An uploaded file (OpenAI's Files API) or a batch's output/error file. The bytes live in
