@@ -175,3 +175,24 @@ def test_serve_refuses_a_models_file_with_missing_files(tmp_path, monkeypatch) -
     result = CliRunner().invoke(cli_app, ["serve", "--models", str(models), "--data-dir", str(tmp_path / "d")])
     assert result.exit_code == 2
     assert "ghost" in result.output and "does not exist" in result.output
+
+
+def test_local_mode_beats_its_instance_while_it_runs(tmp_path: Path, models_toml: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI has no janitor: it beats its instance row itself, so a server sharing the
+    database does not take a long CLI run for a dead process's and mark it interrupted."""
+    from imagegate.db.instances import Instance
+
+    beats: list[str] = []
+    real_beat = Instance.beat
+
+    async def counted(self: Instance) -> None:
+        beats.append(self.id)
+        await real_beat(self)
+
+    monkeypatch.setattr(Instance, "beat", counted)
+    monkeypatch.setenv("IMAGEGATE_JANITOR_INTERVAL_SECONDS", "0.01")
+    r = runner.invoke(app, ["generate", "a red circle", "-o", str(tmp_path / "o.png"), "--models", str(models_toml),
+                            "--size", "256x256", "--quality", "high"])
+    assert r.exit_code == 0, r.output
+    assert beats and len(set(beats)) == 1

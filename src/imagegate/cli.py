@@ -128,6 +128,7 @@ def _run_local(task: str, prompt: str, out: Path, images: list[Path], mask: Path
 
 
 async def _run_flow(settings: Any, request: Any) -> Any:
+    import asyncio
     import uuid
 
     from rich.console import Console
@@ -146,6 +147,7 @@ async def _run_flow(settings: Any, request: Any) -> Any:
     from .engine.local import LocalEngine
 
     container = await Container.start(settings)
+    beats = asyncio.create_task(container.instance.beat_forever())  # no janitor here: beat while running
     try:
         console = Console(stderr=True)
         with console.status("loading model"):
@@ -176,6 +178,7 @@ async def _run_flow(settings: Any, request: Any) -> Any:
                     return ev
         raise AssertionError("the flow ended without a result")
     finally:
+        beats.cancel()
         await container.close()
 
 

@@ -1,10 +1,13 @@
 """This process's identity and heartbeat in the database. Several processes share one
 database (replicas, workers, the CLI): each has an id recorded on the requests and jobs it
-runs, and beats its row from the janitor's loop, so a start-up (or a peer's janitor) takes
-for interrupted only the work of processes that are gone, never a live peer's."""
+runs, and beats its row (from the janitor's loop, or the CLI's own), so a start-up (or a
+peer's janitor) takes for interrupted only the work of processes that are gone, never a live
+peer's."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import secrets
 import socket
@@ -14,6 +17,8 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from .tables import InstanceRow
+
+log = logging.getLogger(__name__)
 
 # A process is gone after this many missed beats: one late beat (a slow database, a long
 # garbage collection) must not make a live peer look dead.
@@ -57,6 +62,17 @@ class Instance:
                 s.add(InstanceRow(id=self.id, host=self.host, pid=self.pid, started_at=now, seen_at=now))
             await s.execute(delete(InstanceRow).where(InstanceRow.seen_at < now - FORGET_AFTER_S))
             await s.commit()
+
+    async def beat_forever(self) -> None:
+        """Beat every `interval_s` until cancelled: for a process with no janitor (the CLI's
+        local mode), so a long run is not taken for a dead process's work. A failed beat is
+        logged and retried at the next interval."""
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                await self.beat()
+            except Exception:  # the database is away for a moment: the next beat may reach it
+                log.warning("could not beat instance %s", self.id, exc_info=True)
 
     async def alive(self) -> set[str]:
         """Ids of the instances alive now: those of this process, and those that beat within
