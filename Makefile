@@ -15,8 +15,8 @@ train-mini:
 	.venv/bin/python -m training.mini.train --out src/imagegate/mini/weights --seed 0 --no-sheets
 
 # imagegate-mini 2 (docs/imagegate-mini.md, "Model 2"): one 2-core CPU run of at most 150 minutes (114.5 on
-# 2026-12-03), resumable (stop it, run the same command again). Runs 13-15 are measured or stopped, not shipped;
-# run 16 is the current recipe. Stage 1 fine-tunes model 1's VAE, taken from the commit that shipped it, so the command gives the
+# 2026-12-03), resumable (stop it, run the same command again). Runs 13-16 are measured or stopped, not shipped;
+# run 16 (shape 44.7%) is the current recipe. Stage 1 fine-tunes model 1's VAE, taken from the commit that shipped it, so the command gives the
 # same run whatever weights are checked out.
 MINI1_VAE_REV = 377b0ff38c1f79024c51088cffc7750a9ebdbc73
 MINI2_WORK = .mini-runs/work2-seed0

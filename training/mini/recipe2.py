@@ -25,7 +25,8 @@ IGNORE = -100
 # 0.79-0.87 s on others (target 0.5 s). Runs 13-14 used (16, 32, 64, 128) (a UNet call at batch 2 with CFG
 # 34-36 ms, a medium image 0.32-0.39 s) and lost the asked silhouette even from a rendered start at
 # strength 0.45 (run 14: 57.5% kept). Run 16 gives the two outline levels (32x32 and 16x16 latents) model 1's
-# widths: a call 48 ms (medium ~0.43 s), a training step 1.44x (pilot 4 in docs/imagegate-mini.md).
+# widths: a call 48 ms (medium 0.40 s measured), a training step 1.44x (pilot 4 in docs/imagegate-mini.md);
+# shapes moved only 42.3 -> 44.7%, everyday things 6.7 -> 19%.
 UNET_CHANNELS = (32, 64, 64, 128)
 UNET_ATTENTION_HEAD_DIM = 4
 
