@@ -26,6 +26,19 @@ def test_heldout_prompts_use_heldout_words():
         assert len(heldout.uses_heldout(text)) >= 3, text  # colour, size, position at least
 
 
+def test_heldout_frames_keep_the_frames_and_name_things_with_training_words():
+    rng = random.Random(1)
+    words = {w for ws in (*heldout.COLOURS.values(), *heldout.KINDS.values(), *heldout.SIZES.values()) for w in ws}
+    for _ in range(200):
+        scene = sample_scene2(rng, setting="plain")
+        text = heldout.describe(scene, rng, words=False)
+        found = heldout.uses_heldout(text)
+        assert found and not words & set(found), text  # held-out frames, no held-out word
+        for t in scene.things:
+            assert re.search(rf"\b{t.size} {t.colour} {t.kind}\b", text), text
+        assert re.search(rf"\b{scene.background}\b", text), text
+
+
 def test_training_prompts_never_use_heldout_phrases():
     for texts in (corpus2(0, N_SAMPLE), corpus(0, N_SAMPLE)):  # model 2's generator, and model 1's
         assert len(texts) >= N_SAMPLE

@@ -93,25 +93,31 @@ def uses_heldout(text: str) -> list[str]:
     return sorted(set(_PHRASE_RE.findall(t)))
 
 
-def _colour(rng: random.Random, c: str) -> str:
-    return rng.choice(COLOURS[c])
+def _colour(rng: random.Random, c: str, words: bool = True) -> str:
+    return rng.choice(COLOURS[c]) if words else c
 
 
-def _noun(rng: random.Random, kind: str) -> str:
-    return rng.choice(KINDS.get(kind) or [kind])
+def _noun(rng: random.Random, kind: str, words: bool = True) -> str:
+    return rng.choice(KINDS.get(kind) or [kind]) if words else kind
 
 
-def _thing(rng: random.Random, t: Thing) -> str:
-    return f"a {rng.choice(SIZES[t.size])} {_colour(rng, t.colour)} {_noun(rng, t.kind)} {rng.choice(POSITIONS[t.pos])}"
+def _thing(rng: random.Random, t: Thing, words: bool = True) -> str:
+    size = rng.choice(SIZES[t.size]) if words else t.size
+    return f"a {size} {_colour(rng, t.colour, words)} {_noun(rng, t.kind, words)} {rng.choice(POSITIONS[t.pos])}"
 
 
-def describe(scene: Scene2, rng: random.Random) -> str:
+def describe(scene: Scene2, rng: random.Random, words: bool = True) -> str:
     """A held-out phrasing of a scene with no setting: every attribute stated, all in held-out words
-    (colour, size, position and background always; the noun where a held-out synonym exists)."""
-    body = _thing(rng, scene.things[0])
+    (colour, size, position and background always; the noun where a held-out synonym exists).
+
+    ``words=False`` keeps the held-out frames (templates, background frames, position phrases) but
+    names colour, size and kind with the palette's, the sizes' and the kinds' own names, which training
+    uses: it separates new sentence frames, which a model can generalise to, from new words, whose
+    meaning a model trained only on its generator cannot know (docs/imagegate-mini.md)."""
+    body = _thing(rng, scene.things[0], words)
     for t in scene.things[1:]:
-        body += rng.choice([" plus ", " alongside "]) + _thing(rng, t)
-    bg = rng.choice(BACKGROUNDS).format(c=_colour(rng, scene.background))
+        body += rng.choice([" plus ", " alongside "]) + _thing(rng, t, words)
+    bg = rng.choice(BACKGROUNDS).format(c=_colour(rng, scene.background, words))
     text = rng.choice(TEMPLATES).format(body=body, bg=bg)
     return re.sub(r"\ba (?=[aeiou])", "an ", text)
 

@@ -7,6 +7,8 @@ Lines (docs/imagegate-mini.md, "Model 2"):
 * ``ingrammar``: one shape on a plain background, described by model 2's generator (all stated);
   colour / background / shape / position / size. (Model 1's own grammar: ``evaluate`` without --targets.)
 * ``heldout``: the same scenes described only in held-out phrasings (``heldout.py``); mean of checks.
+* ``heldout_frames``: the same scenes in held-out frames (templates, background frames, position
+  phrases) with the colours', sizes' and kinds' own names, which training uses; mean of checks.
 * ``everyday``: one of the 24 icons, in-grammar; recognised = right kind and colour (``checker2``).
 * ``two``, ``three``: things of any kind; fully right = each found by colour with its kind and cell.
 * ``inpaint``: a two-thing scene, the box around thing 0 masked, a change-only prompt ("a yellow
@@ -108,8 +110,10 @@ def run_lines(gen: Generator, n: int, seed: int) -> dict[str, float]:
     res: dict[str, list[float]] = defaultdict(list)
     rng = random.Random(f"targets-{seed}")
     k = 0
+    singles = []
     for _ in range(n):  # in-grammar and held-out phrasings of the same single-shape scenes
         scene = _one(rng, SHAPES)
+        singles.append(scene)
         for line, prompt in (("ingrammar", _full_prompt(scene, rng)), ("heldout", heldout.describe(scene, rng))):
             c = single_checks(gen(prompt, seed * 7919 + k), scene)
             k += 1
@@ -130,6 +134,15 @@ def run_lines(gen: Generator, n: int, seed: int) -> dict[str, float]:
             k += 1
             for a, v in c.items():
                 res[f"{line}/{a}"].append(v)
+    # last, with its own random stream, so the lines above draw what they drew before it was added
+    frames = random.Random(f"targets-frames-{seed}")
+    for scene in singles:
+        c = single_checks(gen(heldout.describe(scene, frames, words=False), seed * 7919 + k), scene)
+        k += 1
+        for a, v in c.items():
+            res[f"heldout_frames/{a}"].append(v)
+        res["heldout_frames/mean_of_checks"].append(np.mean([c[a] for a in ("colour", "background", "kind",
+                                                                             "position", "size")]))
     return {key: float(np.mean(v)) for key, v in res.items()} | {f"n/{key.split('/')[0]}": len(v)
                                                                   for key, v in res.items()}
 
