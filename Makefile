@@ -29,7 +29,7 @@ train-mini2:
 	  --no-sheets --vae-init $(MINI2_WORK)/vae-init --vae-steps 300 --vae-minutes 8 --vae-lr 3e-4 \
 	  --n-scenes 20000 --text-steps 200 --steps 8500 --minutes 125 --ckpt-minutes 10 --timesteps mid
 
-# The issue #27 target lines, 300 prompts a line, one thread (about 16 minutes); MINI_MODEL=DIR for another folder.
+# The issue #27 target lines, 300 prompts a line, one thread (about 18 minutes); MINI_MODEL=DIR for another folder.
 MINI_MODEL ?= src/imagegate/mini/weights
 eval-mini2:
 	.venv/bin/python -m training.mini.evaluate --targets --model $(MINI_MODEL) --n-per-line 300
