@@ -106,6 +106,14 @@ class Generator:
         return img
 
 
+def _record_single(res: dict[str, list[float]], line: str, c: dict[str, bool]) -> None:
+    """A one-thing line's checks, and their mean over colour, background, kind, position and size."""
+    for a, v in c.items():
+        res[f"{line}/{a}"].append(v)
+    res[f"{line}/mean_of_checks"].append(float(np.mean([c[a] for a in ("colour", "background", "kind",
+                                                                         "position", "size")])))
+
+
 def run_lines(gen: Generator, n: int, seed: int) -> dict[str, float]:
     res: dict[str, list[float]] = defaultdict(list)
     rng = random.Random(f"targets-{seed}")
@@ -115,12 +123,8 @@ def run_lines(gen: Generator, n: int, seed: int) -> dict[str, float]:
         scene = _one(rng, SHAPES)
         singles.append(scene)
         for line, prompt in (("ingrammar", _full_prompt(scene, rng)), ("heldout", heldout.describe(scene, rng))):
-            c = single_checks(gen(prompt, seed * 7919 + k), scene)
+            _record_single(res, line, single_checks(gen(prompt, seed * 7919 + k), scene))
             k += 1
-            for a, v in c.items():
-                res[f"{line}/{a}"].append(v)
-            res[f"{line}/mean_of_checks"].append(np.mean([c[a] for a in ("colour", "background", "kind",
-                                                                        "position", "size")]))
     for i in range(n):  # every icon in turn
         scene = sample_scene2(rng, 1, "plain", False, [ICON_NAMES[i % len(ICON_NAMES)]], home=0.0)
         c = single_checks(gen(_full_prompt(scene, rng), seed * 7919 + k), scene)
@@ -137,12 +141,9 @@ def run_lines(gen: Generator, n: int, seed: int) -> dict[str, float]:
     # last, with its own random stream, so the lines above draw what they drew before it was added
     frames = random.Random(f"targets-frames-{seed}")
     for scene in singles:
-        c = single_checks(gen(heldout.describe(scene, frames, words=False), seed * 7919 + k), scene)
+        _record_single(res, "heldout_frames",
+                       single_checks(gen(heldout.describe(scene, frames, words=False), seed * 7919 + k), scene))
         k += 1
-        for a, v in c.items():
-            res[f"heldout_frames/{a}"].append(v)
-        res["heldout_frames/mean_of_checks"].append(np.mean([c[a] for a in ("colour", "background", "kind",
-                                                                             "position", "size")]))
     return {key: float(np.mean(v)) for key, v in res.items()} | {f"n/{key.split('/')[0]}": len(v)
                                                                   for key, v in res.items()}
 
