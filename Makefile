@@ -1,4 +1,4 @@
-.PHONY: serve test train-mini train-mini2 eval-mini eval-mini2 bench bench-server
+.PHONY: serve test train-mini train-mini2 eval-mini eval-mini2 mini-lexicon bench bench-server
 
 # The main job: set up .venv and serve the built-in model on 127.0.0.1:8000 (SQLite, ./data).
 serve:
@@ -33,6 +33,11 @@ train-mini2:
 MINI_MODEL ?= src/imagegate/mini/weights
 eval-mini2:
 	.venv/bin/python -m training.mini.evaluate --targets --model $(MINI_MODEL) --n-per-line 300
+
+# Rebuild src/imagegate/mini/lexicon.json (colour names, WordNet kinds and sizes for the built-in model's
+# prompts) from its sources; installs Debian's wordnet-base if missing (docs/imagegate-mini.md, "Lexicon").
+mini-lexicon:
+	bash scripts/build_mini_lexicon.sh
 
 eval-mini:
 	.venv/bin/python -m training.mini.evaluate --model $(MINI_MODEL) --n 300

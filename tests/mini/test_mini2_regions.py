@@ -59,6 +59,22 @@ def test_remove_takes_the_named_thing_only(verb):
         assert m[_pixels(img, kept.colour)].mean() < 0.3
 
 
+def test_colour_names_beyond_the_palette_name_the_thing_through_the_lexicon():
+    names = {"red": "maroon", "blue": "navy", "green": "teal", "purple": "indigo", "yellow": "mustard"}
+    tried = 0
+    for seed in range(30):
+        scene = _scene(200 + seed, 2)
+        gone, kept = scene.things
+        if gone.colour not in names:
+            continue
+        img = render2(scene)
+        m = _mask(img, f"remove the {names[gone.colour]} {gone.kind}")
+        assert m[_pixels(img, gone.colour)].all()
+        assert m[_pixels(img, kept.colour)].mean() < 0.3
+        tried += 1
+    assert tried >= 5
+
+
 def test_replace_and_change_take_a_box_around_the_named_thing_at_the_upload_size():
     scene = _scene(7, 2)
     img = render2(scene, size=512)

@@ -23,11 +23,13 @@ def test_package_surface_is_cheap():
 
 def test_package_keeps_weights_and_presets_only():
     """Training and evaluation live in training/mini/, outside the installed package; it holds what
-    serving needs: the weights, the presets, and the region reader for mask-less edits (no torch)."""
+    serving needs: the weights, the presets, the region reader for mask-less edits and the prompt
+    lexicon (no torch)."""
     package = WEIGHTS_DIR.parent
-    assert sorted(p.name for p in package.glob("*.py")) == ["__init__.py", "regions.py"]
-    source = (package / "regions.py").read_text()
-    assert not any(f"{w} {m}" in source for w in ("import", "from") for m in ("torch", "training"))
+    assert sorted(p.name for p in package.glob("*.py")) == ["__init__.py", "lexicon.py", "regions.py"]
+    for module in ("regions.py", "lexicon.py"):
+        source = (package / module).read_text()
+        assert not any(f"{w} {m}" in source for w in ("import", "from") for m in ("torch", "training"))
 
 
 def test_checker_on_renderer_images():

@@ -240,6 +240,8 @@ def main(argv=None):
     ap.add_argument("--n-per-line", type=int, default=40)
     ap.add_argument("--no-server", dest="server", action="store_false",
                     help="--targets without the lines that go through create_app (non-square, transparent)")
+    ap.add_argument("--language-only", action="store_true",
+                    help="--targets: only the held-out line, as the model reads it and as served (lexicon)")
     args = ap.parse_args(argv)
     from imagegate.mini import WEIGHTS_DIR
 
@@ -247,7 +249,7 @@ def main(argv=None):
         from .targets import evaluate_targets
 
         evaluate_targets(args.model or WEIGHTS_DIR, args.n_per_line, args.seed, args.quality, args.threads,
-                         args.server)
+                         args.server, language_only=args.language_only)
         return
 
     save_dir = Path(args.save_dir) if args.save_dir else None

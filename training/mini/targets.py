@@ -7,6 +7,8 @@ Lines (docs/imagegate-mini.md, "Model 2"):
 * ``ingrammar``: one shape on a plain background, described by model 2's generator (all stated);
   colour / background / shape / position / size. (Model 1's own grammar: ``evaluate`` without --targets.)
 * ``heldout``: the same scenes described only in held-out phrasings (``heldout.py``); mean of checks.
+* ``heldout_served``: the ``heldout`` prompts and seeds again, through the lexicon the server applies
+  to the built-in model's prompts (``imagegate.mini.lexicon``): what a user typing them gets.
 * ``heldout_frames``: the same scenes in held-out frames (templates, background frames, position
   phrases) with the colours', sizes' and kinds' own names, which training uses; mean of checks.
 * ``everyday``: one of the 24 icons, in-grammar; recognised = right kind and colour (``checker2``).
@@ -91,14 +93,20 @@ def multi_checks(img: Image.Image, scene: Scene2) -> dict[str, bool]:
 
 
 class Generator:
-    """txt2img at the native size, one thread, timed."""
+    """txt2img at the native size, one thread, timed. ``served=True``: the prompt first goes through
+    the lexicon, as the server sends it (``imagegate.mini.lexicon``)."""
 
     def __init__(self, pipe: Any, steps: int, cfg: float) -> None:
-        self.pipe, self.steps, self.cfg, self.times = pipe, steps, cfg, []  # type: ignore[var-annotated]
+        from imagegate.mini.lexicon import Lexicon, known_words
 
-    def __call__(self, prompt: str, seed: int) -> Image.Image:
+        self.pipe, self.steps, self.cfg, self.times = pipe, steps, cfg, []  # type: ignore[var-annotated]
+        self.served = Lexicon.default().rewriter(known_words(pipe.tokenizer.get_vocab()))
+
+    def __call__(self, prompt: str, seed: int, served: bool = False) -> Image.Image:
         import torch
 
+        if served:
+            prompt = self.served(prompt)
         t0 = time.perf_counter()
         img = self.pipe(prompt, num_inference_steps=self.steps, guidance_scale=self.cfg,
                         generator=torch.Generator().manual_seed(seed)).images[0]
@@ -114,17 +122,37 @@ def _record_single(res: dict[str, list[float]], line: str, c: dict[str, bool]) -
                                                                          "position", "size")])))
 
 
+def single_cases(n: int, seed: int) -> tuple[random.Random, list[tuple[Scene2, str, str]]]:
+    """The one-shape scenes with their in-grammar and held-out prompts; the stream goes on to the
+    other lines of ``run_lines``."""
+    rng = random.Random(f"targets-{seed}")
+    cases = []
+    for _ in range(n):
+        scene = _one(rng, SHAPES)
+        full = _full_prompt(scene, rng)
+        cases.append((scene, full, heldout.describe(scene, rng)))
+    return rng, cases
+
+
+def run_language(gen: Generator, n: int, seed: int) -> dict[str, float]:
+    """The held-out line as the model reads it and as served (through the lexicon), on exactly the
+    prompts and seeds of ``run_lines`` (``evaluate --targets --language-only``)."""
+    res: dict[str, list[float]] = defaultdict(list)
+    for i, (scene, _, held) in enumerate(single_cases(n, seed)[1]):
+        _record_single(res, "heldout", single_checks(gen(held, seed * 7919 + 2 * i + 1), scene))
+        _record_single(res, "heldout_served", single_checks(gen(held, seed * 7919 + 2 * i + 1, served=True), scene))
+    return {key: float(np.mean(v)) for key, v in res.items()} | {f"n/{key.split('/')[0]}": len(v)
+                                                                  for key, v in res.items()}
+
+
 def run_lines(gen: Generator, n: int, seed: int) -> dict[str, float]:
     res: dict[str, list[float]] = defaultdict(list)
-    rng = random.Random(f"targets-{seed}")
+    rng, cases = single_cases(n, seed)
     k = 0
-    singles = []
-    for _ in range(n):  # in-grammar and held-out phrasings of the same single-shape scenes
-        scene = _one(rng, SHAPES)
-        singles.append(scene)
-        for line, prompt in (("ingrammar", _full_prompt(scene, rng)), ("heldout", heldout.describe(scene, rng))):
-            _record_single(res, line, single_checks(gen(prompt, seed * 7919 + k), scene))
-            k += 1
+    for scene, full, held in cases:  # in-grammar and held-out phrasings of the same single-shape scenes
+        _record_single(res, "ingrammar", single_checks(gen(full, seed * 7919 + k), scene))
+        _record_single(res, "heldout", single_checks(gen(held, seed * 7919 + k + 1), scene))
+        k += 2
     for i in range(n):  # every icon in turn
         scene = sample_scene2(rng, 1, "plain", False, [ICON_NAMES[i % len(ICON_NAMES)]], home=0.0)
         c = single_checks(gen(_full_prompt(scene, rng), seed * 7919 + k), scene)
@@ -140,10 +168,12 @@ def run_lines(gen: Generator, n: int, seed: int) -> dict[str, float]:
                 res[f"{line}/{a}"].append(v)
     # last, with its own random stream, so the lines above draw what they drew before it was added
     frames = random.Random(f"targets-frames-{seed}")
-    for scene in singles:
+    for scene, _, _ in cases:
         _record_single(res, "heldout_frames",
                        single_checks(gen(heldout.describe(scene, frames, words=False), seed * 7919 + k), scene))
         k += 1
+    for i, (scene, _, held) in enumerate(cases):  # the held-out prompts again, through the server's lexicon
+        _record_single(res, "heldout_served", single_checks(gen(held, seed * 7919 + 2 * i + 1, served=True), scene))
     return {key: float(np.mean(v)) for key, v in res.items()} | {f"n/{key.split('/')[0]}": len(v)
                                                                   for key, v in res.items()}
 
@@ -424,7 +454,7 @@ async def _server_lines(n_per_aspect: int, seed: int, n_alpha: int, extend: bool
 
 
 def evaluate_targets(model_dir: Any, n: int = 40, seed: int = 0, quality: str = "medium", threads: int = 1,
-                     server: bool = True, log: Any = print) -> dict[str, float]:
+                     server: bool = True, log: Any = print, language_only: bool = False) -> dict[str, float]:
     import torch
 
     from imagegate.mini import QUALITY_PRESETS
@@ -437,12 +467,15 @@ def evaluate_targets(model_dir: Any, n: int = 40, seed: int = 0, quality: str = 
     pipe = load_pipeline(model_dir, threads)
     gen = Generator(pipe, steps, cfg)
     res: dict[str, float] = {}
-    res |= run_lines(gen, n, seed)
-    res |= run_inpaint(pipe, max(8, n // 2), seed, steps, cfg)
-    res |= run_instruct(pipe, max(4, n // 4), seed, steps, cfg)
-    res |= run_variety(gen, max(4, n // 5), 4, seed)
-    res |= transparent_on_rendered(max(8, n // 4), seed)
-    if server:
+    if language_only:
+        res |= run_language(gen, n, seed)
+    else:
+        res |= run_lines(gen, n, seed)
+        res |= run_inpaint(pipe, max(8, n // 2), seed, steps, cfg)
+        res |= run_instruct(pipe, max(4, n // 4), seed, steps, cfg)
+        res |= run_variety(gen, max(4, n // 5), 4, seed)
+        res |= transparent_on_rendered(max(8, n // 4), seed)
+    if server and not language_only:
         res |= asyncio.run(_server_lines(max(4, n // 6), seed, max(4, n // 8)))
     res["speed/p50_s"] = float(np.median(gen.times))
     res["speed/threads"] = threads

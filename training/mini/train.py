@@ -581,7 +581,8 @@ def train_unet(args, vae, work: Path, tok_dir: Path):
         ids, targets = sample_batch(scenes, idx.tolist(), rng, tok, dev, world=args.w)
         z0 = lat_mean[idx].float() * sf
         noise = torch.randn(z0.shape, generator=gen)  # all random draws on the CPU generator
-        t = sample_timesteps(args.timesteps, args.batch, gen)
+        dist = "uniform" if args.uniform_from is not None and step >= args.uniform_from else args.timesteps
+        t = sample_timesteps(dist, args.batch, gen)
         z0, noise, snr_t, t = z0.to(dev), noise.to(dev), snr[t].to(dev), t.to(dev)
         zt = sched.add_noise(z0, noise, t)
         target = sched.get_velocity(z0, noise, t)
@@ -635,7 +636,7 @@ def train_unet(args, vae, work: Path, tok_dir: Path):
 # What must match for a saved state to be continued: everything that shapes the run's numbers.
 RESUME_KEYS = ("world", "seed", "batch_seed", "steps", "batch", "lr", "warmup", "ema", "n_scenes", "text_steps",
                "text_batch", "text_lr", "aux_weight", "edge_weight", "weighting", "minutes", "init_from",
-               "timesteps")
+               "timesteps", "uniform_from")
 
 
 def _fingerprint(args) -> dict:
@@ -755,6 +756,8 @@ def main(argv=None):
                     help="loss weighting: min-SNR-5 or plain v-prediction MSE")
     ap.add_argument("--timesteps", choices=["uniform", "mid"], default="uniform",
                     help="training timestep distribution (mid: most steps at middle-to-high noise; model 2)")
+    ap.add_argument("--uniform-from", type=int, default=None,
+                    help="from this step on, uniform timesteps whatever --timesteps says (model 2: mid, then uniform)")
     ap.add_argument("--batch-seed", type=int, default=None,
                     help="seed for batch order/noise/prompts in stage 2 (default --seed); vary it when continuing")
     ap.add_argument("--init-from", default=None, help="continue stage 2 from a saved pipeline folder")

@@ -14,7 +14,8 @@ instruction names can be found by colour, without a segmentation model:
 - ``add a star`` / ``put a star in the top left``: the named cell of the 3×3 grid the model
   was trained on, else the emptiest cell (the centre first).
 
-A thing named without a colour is found only when the picture holds one colour besides the
+Colour names beyond the table below ("maroon", "teal", "navy blue") are read through the model's
+lexicon (``mini.lexicon``). A thing named without a colour is found only when the picture holds one colour besides the
 backdrop. Anything else (no verb recognised, a colour not in the picture) gives None, and
 the request is served as image-to-image. Pure numpy/Pillow; no torch.
 """
@@ -27,6 +28,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from . import NATIVE_SIZE
+from .lexicon import Lexicon
 
 # The colours the model draws (training/mini/scenes.py renders with this table).
 PALETTE: dict[str, tuple[int, int, int]] = {
@@ -77,6 +79,7 @@ _ADD = re.compile(r"^(please )?(add|put|place|insert)\b")
 def infer_region(image: Image.Image, prompt: str) -> Image.Image | None:
     """The 'L' edit mask (255 = repaint) at the image's size for the instruction `prompt`, or None."""
     text = " ".join(re.sub(r"[^a-z\- ]+", " ", prompt.lower()).split())
+    text = Lexicon.default().rewrite(text, _KNOWN_COLOURS)  # "the maroon circle" is the red one
     small = np.asarray(image.convert("RGB").resize((NATIVE_SIZE, NATIVE_SIZE), Image.Resampling.BOX), np.float32)
     labels = _label(small)
     bg = _backdrop(labels)
@@ -107,6 +110,10 @@ def infer_region(image: Image.Image, prompt: str) -> Image.Image | None:
         return None
     mask = Image.fromarray(region.astype(np.uint8) * 255, "L")
     return mask.resize(image.size, Image.Resampling.NEAREST)
+
+
+# words read as colours as they are; other colour names go through the lexicon (mini.lexicon)
+_KNOWN_COLOURS = frozenset(_COLOUR_OF)
 
 
 def _colour_words(text: str) -> list[str]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import inspect
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,8 @@ class DiffusersBackend:
         self.inpaint_family: Family | None = None
         self.main: Any = None  # the loaded checkpoint's own pipeline (owns the LoRA adapters)
         self.segmenter: Any = None  # (CLIPSeg model, processor) when configured
+        # The built-in model's prompts pass through its lexicon (mini.lexicon); others unchanged.
+        self.rewrite_prompt: Callable[[str], str] = str
 
     @property
     def modes(self) -> frozenset[str]:
@@ -206,6 +208,10 @@ class DiffusersBackend:
             if self.config.loras:
                 main.disable_lora()
             self.main = main
+            if self.config.builtin:
+                from ...mini.lexicon import Lexicon, known_words
+
+                self.rewrite_prompt = Lexicon.default().rewriter(known_words(main.tokenizer.get_vocab()))
             if self.options.preview_vae:
                 self.preview_vae = diffusers.AutoencoderTiny.from_pretrained(
                     self.options.preview_vae, torch_dtype=self.dtype,
@@ -344,7 +350,7 @@ class DiffusersBackend:
             seed = job.spec.seed if job.spec.seed is not None else secrets.randbelow(2**31)
             runtime.seed_used = seed
             for i in range(job.spec.n):
-                prompts.append(job.spec.prompt)
+                prompts.append(self.rewrite_prompt(job.spec.prompt))
                 negatives.append(job.spec.negative_prompt or "")
                 generators.append(torch.Generator(device="cpu").manual_seed(seed + i))
                 if job.init_image is not None:

@@ -1,0 +1,127 @@
+"""Words the built-in model never saw, rewritten to the ones it knows before it reads a prompt.
+
+The model learnt its vocabulary from its own prompt generator: 10 drawn colours, its kinds and two
+sizes, each under a few names. People type "a tangerine sparrow on a cobalt background". The
+lexicon (``lexicon.json``, built by ``make mini-lexicon`` from the XKCD colour survey, the CSS
+colour names and WordNet: ``training/mini/lexicon_build.py``) maps 1,000+ colour names to the
+nearest drawn colour, WordNet's hyponyms of each kind to the kind ("sparrow" → bird, "beagle" →
+dog) and WordNet's size adjectives to small / large.
+
+A word is rewritten only when the model's tokenizer has no whole-word token for it and has one
+for its replacement, so whatever the model was trained on reaches it unchanged; models other than
+the built-in one are never rewritten. A word that is both a colour and a thing ("salmon", "rose")
+is a colour right before a thing or a background word, and a thing otherwise. Plurals follow
+WordNet's irregular forms and the English rules ("geese" → birds, "puppies" → dogs).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Container, Iterable
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+LEXICON_PATH = Path(__file__).with_name("lexicon.json")
+_WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
+_JOIN = re.compile(r"^[ \-]+$")  # what may sit between the words of a several-word name
+BACKDROP_WORDS = frozenset({"background", "backdrop", "backgrounds", "backdrops"})
+MAX_NAME_WORDS = 3
+
+
+def singular(word: str, irregular: dict[str, str]) -> list[str]:
+    """Candidate singulars of ``word`` (itself first)."""
+    out = [word]
+    if word in irregular:
+        out.append(irregular[word])
+    if word.endswith("ies") and len(word) > 4:
+        out.append(word[:-3] + "y")
+    if word.endswith("ves"):
+        out += [word[:-3] + "f", word[:-3] + "fe"]
+    if word.endswith("es"):
+        out.append(word[:-2])
+    if word.endswith("s") and not word.endswith("ss"):
+        out.append(word[:-1])
+    return out
+
+
+class Lexicon:
+    def __init__(self, table: dict[str, Any]) -> None:
+        self.colours: dict[str, str] = table["colours"]
+        self.kinds: dict[str, str] = table["kinds"]
+        self.sizes: dict[str, str] = table["sizes"]
+        self.plurals: dict[str, str] = table["plurals"]
+        self.irregular: dict[str, str] = table["irregular"]
+
+    @classmethod
+    @lru_cache(maxsize=1)
+    def default(cls) -> Lexicon:
+        return cls(json.loads(LEXICON_PATH.read_text()))
+
+    def _thing(self, word: str) -> tuple[str, bool] | None:
+        """(kind, plural) for a word naming a thing, in any number."""
+        for i, form in enumerate(singular(word, self.irregular)):
+            kind = self.kinds.get(form) or (form if form in self.plurals else None)
+            if kind is not None:
+                return kind, i > 0 and form != word
+        return None
+
+    def rewriter(self, known: Container[str]) -> Callable[[str], str]:
+        """A function rewriting prompts for a model whose tokenizer knows the words in ``known``."""
+        return lambda prompt: self.rewrite(prompt, known)
+
+    def rewrite(self, prompt: str, known: Container[str]) -> str:
+        text = prompt.lower()
+        spans = [(m.start(), m.end(), m.group()) for m in _WORD.finditer(text)]
+        edits: list[tuple[int, int, str]] = []  # (start, end, replacement) in the prompt
+        i = 0
+        while i < len(spans):
+            new, n = self._rewrite_at(text, spans, i, known)
+            if new is not None:
+                if i and spans[i - 1][2] in ("a", "an") and not text[spans[i - 1][1]:spans[i][0]].strip():
+                    article = "an" if new[0] in "aeiou" else "a"
+                    edits.append((spans[i - 1][0], spans[i - 1][1], article))
+                edits.append((spans[i][0], spans[i + n - 1][1], new))
+            i += n
+        out, at = [], 0
+        for start, end, new in edits:
+            out += [prompt[at:start], prompt[start:end] if prompt[start:end].lower() == new else new]
+            at = end
+        return "".join(out) + prompt[at:]
+
+    def _rewrite_at(self, text: str, spans: list[tuple[int, int, str]], i: int,
+                    known: Container[str]) -> tuple[str | None, int]:
+        """(replacement or None, words consumed) at word i."""
+        word = spans[i][2]
+        n, colour = self._colour_at(text, spans, i)
+        nxt = spans[i + n][2] if i + n < len(spans) else ""
+        thing = self._thing(word)
+        if colour is not None and (thing is None or self._thing(nxt) is not None or nxt in BACKDROP_WORDS):
+            words = [s[2] for s in spans[i:i + n]]
+            return (colour if colour in known and any(w not in known for w in words) else None), n
+        if word in known:
+            return None, 1
+        if thing is not None:
+            kind, plural = thing
+            form = self.plurals.get(kind, kind) if plural else kind
+            return (form if form in known else None), 1
+        size = self.sizes.get(word)
+        return (size if size in known else None), 1
+
+    def _colour_at(self, text: str, spans: list[tuple[int, int, str]], i: int) -> tuple[int, str | None]:
+        """The longest colour name starting at word i: (its length in words, its palette colour)."""
+        for n in range(min(MAX_NAME_WORDS, len(spans) - i), 0, -1):
+            if all(_JOIN.match(text[spans[j][1]:spans[j + 1][0]]) for j in range(i, i + n - 1)):
+                name = " ".join(s[2] for s in spans[i:i + n])
+                if name in self.colours:
+                    return n, self.colours[name]
+        return 1, None
+
+
+def known_words(vocab: Iterable[str]) -> set[str]:
+    """The whole words of a CLIP BPE vocabulary (tokens ending in </w>)."""
+    return {t[:-4] for t in vocab if t.endswith("</w>")}
+
+
+__all__ = ["LEXICON_PATH", "Lexicon", "known_words", "singular"]

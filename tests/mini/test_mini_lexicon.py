@@ -1,0 +1,85 @@
+"""The built-in model's lexicon (imagegate.mini.lexicon): words it never saw become words it knows,
+and nothing it was trained on is touched."""
+
+import json
+import random
+
+import numpy as np
+import pytest
+
+from imagegate.backends.diffusers.backend import DiffusersBackend
+from imagegate.backends.diffusers.planning import plan
+from imagegate.mini import WEIGHTS_DIR
+from imagegate.mini.lexicon import LEXICON_PATH, Lexicon, known_words
+from imagegate.normalize import build_spec
+from imagegate.registry import builtin_mini_config
+from training.mini.language import KIND_WORDS, train_example2
+from training.mini.lexicon_build import palette_colour
+from training.mini.scenes import COLOURS, SIZES
+from training.mini.world2 import KIND_NAMES, sample_training_scene2
+
+LEX = Lexicon.default()
+# a model that knows the palette, the kinds in both numbers and the sizes, and nothing else
+KNOWN = set(COLOURS) | set(SIZES) | {w for forms in KIND_WORDS.values() for pair in forms for w in pair} | {
+    "background", "a", "an", "on", "three", "and", "the", "with"}
+
+
+def test_the_table_maps_only_to_what_the_model_draws():
+    table = json.loads(LEXICON_PATH.read_text())
+    assert set(table["colours"].values()) <= set(COLOURS)
+    assert set(table["kinds"].values()) <= set(KIND_NAMES)
+    assert set(table["sizes"].values()) == set(SIZES)
+    assert set(table["plurals"]) == set(KIND_NAMES)
+    assert len(table["colours"]) > 1000 and len(table["kinds"]) > 5000  # XKCD + CSS names, WordNet hyponyms
+
+
+@pytest.mark.parametrize(("prompt", "expected"), [
+    ("a tangerine sparrow on a cobalt background", "an orange bird on a blue background"),
+    ("Three Geese and a beagle", "Three birds and a dog"),  # irregular and regular plurals; case kept
+    ("a salmon heart", "a red heart"),  # a colour right before a thing
+    ("a salmon", "a fish"),  # the same word alone is the thing
+    ("an enormous navy-blue teacup on the off-white background", "a large blue cup on the white background"),
+    ("a red circle on a green background", "a red circle on a green background"),  # known words untouched
+])
+def test_rewrites_unknown_words_to_known_ones(prompt, expected):
+    assert LEX.rewrite(prompt, KNOWN) == expected
+
+
+def test_leaves_words_whose_replacement_the_model_does_not_know():
+    shapes_only = KNOWN - {w for k in KIND_NAMES[6:] for pair in KIND_WORDS[k] for w in pair}
+    assert LEX.rewrite("a cobalt sparrow", shapes_only) == "a blue sparrow"
+
+
+def test_training_prompts_reach_the_model_unchanged():
+    """Every word of model 2's own prompts is known to a tokenizer fitted on them: none is rewritten."""
+    rng = random.Random(3)
+    prompts = [train_example2(sample_training_scene2(rng), rng)[0] for _ in range(3000)]
+    vocab = {w for p in prompts for w in p.lower().replace(",", " ").split()}
+    known = {w.strip(".,;:!?\"'()") for w in vocab}
+    assert all(LEX.rewrite(p, known) == p for p in prompts)
+
+
+def test_colour_names_go_to_the_colour_people_would_say():
+    assert palette_colour((1, 21, 62)) == "blue"  # navy, dark as it is
+    assert palette_colour((128, 0, 0)) == "red"  # maroon
+    assert palette_colour((200, 200, 200)) == "white"
+    assert palette_colour((40, 40, 40)) == "black"
+
+
+def test_the_builtin_model_draws_the_rewritten_prompt():
+    """Served, "a cobalt ring on a jade background" is exactly "a blue ring on a green background"
+    (same seed, same pixels); another model's prompts are never rewritten."""
+    config = builtin_mini_config()
+    backend = DiffusersBackend(config)
+    backend.load()
+    known = known_words(backend.main.tokenizer.get_vocab())
+    assert "cobalt" not in known and "blue" in known
+    images = []
+    for prompt in ("a cobalt ring on a jade background", "a blue ring on a green background"):
+        spec = build_spec(task="generate", model=config, requested_model=None, prompt=prompt, n=1, size="1024x1024",
+                          quality="low", background=None, output_format=None, output_compression=None,
+                          response_format=None, stream=False, partial_images=None, seed=11)
+        images.append(np.asarray(backend.run(plan(config, False, spec, "txt2img", [], None))[0]))
+    assert np.array_equal(images[0], images[1])
+    other = DiffusersBackend(config.__class__(name="other", source=str(WEIGHTS_DIR)))
+    assert other.rewrite_prompt("a cobalt ring") == "a cobalt ring"

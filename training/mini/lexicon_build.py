@@ -1,0 +1,253 @@
+"""Build ``src/imagegate/mini/lexicon.json``: words the built-in model was never trained on, mapped
+to the drawn colours, kinds and sizes it knows. Run by ``make mini-lexicon``
+(``scripts/build_mini_lexicon.sh``), which fetches the two sources:
+
+* Colours: the XKCD colour survey (949 names people gave to colours; CC0) and the CSS Color 4
+  named colours (148), both as matplotlib ships them in ``matplotlib/_color_data.py``, read from
+  its wheel without installing it. A name whose last word is a palette colour ("navy blue", "off
+  white") is that colour; any other goes by its sRGB value (``palette_colour``).
+* Kinds and sizes: WordNet 3.0 (Princeton's licence permits redistribution; Debian's
+  ``wordnet-base``). Each kind is one or more noun senses (``SENSES``, chosen by reading the
+  glosses, before looking at any prompt); a word belongs to a kind when its *most frequent* noun
+  sense (WordNet lists senses by frequency) is that sense or a hyponym of it, so "sparrow" is a
+  bird but "kite" (first sense: the toy) is not. Sizes: adjectives whose first sense is
+  ``large``/``small`` or one of their "similar to" satellites ("enormous", "teeny").
+
+Nothing here reads the evaluation's held-out split (``heldout.py``); which of its words the
+sources happen to cover is measured, not chosen (docs/imagegate-mini.md, "Lexicon").
+
+    python -m training.mini.lexicon_build --wordnet /usr/share/wordnet --matplotlib-wheel W.whl --out F
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import zipfile
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+
+from .language import KIND_WORDS
+from .scenes import COLOURS
+
+# kind -> (lemma, sense number) of WordNet 3.0 noun senses that are what the renderer draws
+SENSES: dict[str, list[tuple[str, int]]] = {
+    "circle": [("circle", 1), ("circle", 3)],
+    "square": [("square", 1), ("square", 4)],
+    "triangle": [("triangle", 1), ("triangle", 2)],
+    "star": [("star", 5)],
+    "ring": [("ring", 2)],
+    "heart": [("heart", 7)],
+    "house": [("house", 1)],
+    "tree": [("tree", 1)],
+    "sun": [("sun", 1), ("sun", 4)],
+    "moon": [("moon", 1), ("moon", 2), ("moon", 6)],
+    "cloud": [("cloud", 2)],
+    "car": [("car", 1)],
+    "boat": [("boat", 1)],
+    "fish": [("fish", 1)],
+    "flower": [("flower", 1), ("flower", 2)],
+    "mountain": [("mountain", 1)],
+    "cat": [("cat", 1)],
+    "dog": [("dog", 1)],
+    "bird": [("bird", 1)],
+    "cup": [("cup", 1)],
+    "key": [("key", 1)],
+    "umbrella": [("umbrella", 1)],
+    "balloon": [("balloon", 1), ("balloon", 2)],
+    "rocket": [("rocket", 1)],
+    "apple": [("apple", 1)],
+    "bell": [("bell", 1)],
+    "mushroom": [("mushroom", 1), ("mushroom", 2), ("mushroom", 3), ("mushroom", 5)],
+    "crown": [("crown", 3), ("crown", 4)],
+    "leaf": [("leaf", 1)],
+    "arrow": [("arrow", 1), ("arrow", 2)],
+}
+SIZE_SENSES = {"large": ("large", 1), "small": ("small", 1)}
+
+
+class WordNet:
+    """The parts of WordNet's database files (wndb(5WN)) this build needs."""
+
+    def __init__(self, root: Path, pos: str) -> None:
+        self.words: dict[str, list[str]] = {}
+        self.pointers: dict[str, list[tuple[str, str]]] = {}
+        for line in (root / f"data.{pos}").read_text("latin-1").splitlines():
+            if line.startswith("  "):  # the licence header
+                continue
+            f = line.partition(" | ")[0].split()
+            offset, n_words = f[0], int(f[3], 16)
+            self.words[offset] = [f[4 + 2 * i].lower().replace("_", " ") for i in range(n_words)]
+            i = 4 + 2 * n_words
+            n_ptr = int(f[i])
+            self.pointers[offset] = [(f[i + 1 + 4 * k], f[i + 2 + 4 * k]) for k in range(n_ptr)]
+        self.senses: dict[str, list[str]] = {}  # lemma -> synset offsets, most frequent first
+        for line in (root / f"index.{pos}").read_text("latin-1").splitlines():
+            if line.startswith("  "):
+                continue
+            f = line.split()
+            self.senses[f[0].replace("_", " ")] = f[-int(f[2]):]
+
+    def sense(self, lemma: str, number: int) -> str:
+        return self.senses[lemma][number - 1]
+
+    def below(self, roots: list[str], symbols: tuple[str, ...]) -> dict[str, int]:
+        """Synsets reachable from ``roots`` by the given pointers, with their distance."""
+        depth = dict.fromkeys(roots, 0)
+        todo = deque(roots)
+        while todo:
+            s = todo.popleft()
+            for sym, target in self.pointers.get(s, []):
+                if sym in symbols and target not in depth:
+                    depth[target] = depth[s] + 1
+                    todo.append(target)
+        return depth
+
+
+PHYSICAL_OBJECT = ("object", 1)  # "a tangible and visible entity; an entity that can cast a shadow"
+
+
+def kind_words(nouns: WordNet) -> dict[str, str]:
+    """word -> kind. A word's senses are read in WordNet's frequency order, skipping those that are
+    neither physical objects nor shapes under a kind (the wood of an oak, a teacupful, a kitty of
+    money); the first that is one decides: the word names a kind when that sense is a kind's sense
+    or below it (the nearest kind when two claim it). So "sparrow" and "oak" are a bird and a tree,
+    while "kite" (first: the toy) and "box" (first: the container) are not birds or trees."""
+    objects = nouns.below([nouns.sense(*PHYSICAL_OBJECT)], ("~", "~i"))
+    under: dict[str, tuple[int, str]] = {}
+    for kind, senses in SENSES.items():
+        for synset, depth in nouns.below([nouns.sense(*s) for s in senses], ("~", "~i")).items():
+            if synset not in under or depth < under[synset][0]:
+                under[synset] = (depth, kind)
+    out: dict[str, str] = {}
+    for word, senses in nouns.senses.items():
+        first = next((s for s in senses if s in objects or s in under), None)
+        if first in under and under[first][1] != word:
+            out[word] = under[first][1]
+    return dict(sorted(out.items()))
+
+
+def size_words(adjs: WordNet) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for size, sense in SIZE_SENSES.items():
+        for synset in adjs.below([adjs.sense(*sense)], ("&",)):
+            for marked in adjs.words[synset]:
+                word = marked.split("(")[0]  # adjective markers: "big(a)"
+                if adjs.senses.get(word, [None])[0] == synset and word != size:
+                    out[word] = size
+    return dict(sorted(out.items()))
+
+
+def oklab(rgb: np.ndarray) -> np.ndarray:
+    """sRGB (0-255, shape (n, 3)) to OKLab (Ottosson 2020), whose hue angle, unlike CIELAB's, does
+    not drift from blue to purple as lightness changes."""
+    c = rgb / 255.0
+    c = np.where(c > 0.04045, ((c + 0.055) / 1.055) ** 2.4, c / 12.92)
+    m1 = np.array([[0.4122214708, 0.5363325363, 0.0514459929], [0.2119034982, 0.6806995451, 0.1073969566],
+                   [0.0883024619, 0.2817188376, 0.6299787005]])
+    m2 = np.array([[0.2104542553, 0.7936177850, -0.0040720468], [1.9779984951, -2.4285922050, 0.4505937099],
+                   [0.0259040371, 0.7827717662, -0.8086757660]])
+    return np.cbrt(c @ m1.T) @ m2.T
+
+
+ACHROMATIC = ("white", "grey", "black")
+GREY_CHROMA = 0.035  # OKLab chroma under which a colour is read as white, grey or black
+LIGHTNESS_WEIGHT = 1 / 3  # lightness counts a third of hue and chroma: "navy" is blue, not black
+
+
+def palette_colour(rgb: tuple[int, int, int]) -> str:
+    """The drawn colour a colour is called: white / grey / black by lightness when it is nearly
+    grey, else the chromatic palette colour nearest in OKLCh with lightness down-weighted (the
+    palette is ten basic colour terms, so hue decides, as it does when people name colours)."""
+    names = list(COLOURS)
+    pal = oklab(np.array([COLOURS[c] for c in names], np.float64))
+    x = oklab(np.array([rgb], np.float64))[0]
+    chroma = np.hypot(x[1], x[2])
+    if chroma < GREY_CHROMA:
+        return min(ACHROMATIC, key=lambda c: abs(pal[names.index(c), 0] - x[0]))
+
+    def distance(c: str) -> float:
+        p = pal[names.index(c)]
+        pc = np.hypot(p[1], p[2])
+        dh = 2 * np.sqrt(pc * chroma) * np.sin((np.arctan2(p[2], p[1]) - np.arctan2(x[2], x[1])) / 2)
+        return float(((p[0] - x[0]) * LIGHTNESS_WEIGHT) ** 2 + ((pc - chroma) / 2) ** 2 + dh ** 2)
+
+    return min((c for c in names if c not in ACHROMATIC), key=distance)
+
+
+def colour_names(wheel: Path) -> dict[str, str]:
+    """name -> palette colour, for the XKCD survey and CSS4 names in matplotlib's wheel."""
+    with zipfile.ZipFile(wheel) as z:
+        tree = ast.parse(z.read("matplotlib/_color_data.py").decode())
+    tables: dict[str, dict[str, str]] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict):
+            name = getattr(node.targets[0], "id", "")
+            if name in ("XKCD_COLORS", "CSS4_COLORS"):
+                tables[name] = ast.literal_eval(node.value)
+    out: dict[str, str] = {}
+    for table in ("CSS4_COLORS", "XKCD_COLORS"):  # XKCD's, from people, win where both name one
+        for raw, hexa in tables[table].items():
+            name = raw.lower().replace("/", " ")
+            last = name.split()[-1].replace("gray", "grey")
+            if name not in COLOURS:
+                out[name] = last if last in COLOURS else palette_colour(
+                    (int(hexa[1:3], 16), int(hexa[3:5], 16), int(hexa[5:7], 16)))
+    return dict(sorted(out.items()))
+
+
+def irregular_plurals(wordnet: Path, singulars: set[str]) -> dict[str, str]:
+    """WordNet's irregular plurals (noun.exc) of the given words: "geese" -> "goose"."""
+    out = {}
+    for line in (wordnet / "noun.exc").read_text("latin-1").splitlines():
+        plural, single = (w.replace("_", " ") for w in line.split()[:2])
+        if single in singulars:
+            out[plural] = single
+    return dict(sorted(out.items()))
+
+
+def wordnet_licence(wordnet: Path) -> str:
+    """The licence and copyright notice at the head of WordNet's data files, which must travel with
+    every copy of data taken from it."""
+    lines = []
+    for line in (wordnet / "data.noun").read_text("latin-1").splitlines():
+        if not line.startswith("  "):
+            break
+        lines.append(line.strip().partition(" ")[2].rstrip())
+    return "\n".join(lines).strip()
+
+
+def build(wordnet: Path, wheel: Path) -> dict:
+    nouns, adjs = WordNet(wordnet, "noun"), WordNet(wordnet, "adj")
+    kinds = kind_words(nouns)
+    return {
+        "sources": {"colours": "XKCD colour survey (CC0 1.0, https://xkcd.com/color/rgb/) and CSS Color 4 "
+                               "named colours, as matplotlib ships them (" + wheel.name + ")",
+                    "kinds, sizes": "WordNet 3.0, Princeton University: licence below",
+                    "wordnet licence": wordnet_licence(wordnet)},
+        "palette": list(COLOURS),
+        "plurals": {kind: forms[0][1] for kind, forms in KIND_WORDS.items()},
+        "colours": colour_names(wheel),
+        "kinds": kinds,
+        "irregular": irregular_plurals(wordnet, set(kinds) | set(KIND_WORDS)),
+        "sizes": size_words(adjs),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--wordnet", type=Path, default=Path("/usr/share/wordnet"))
+    ap.add_argument("--matplotlib-wheel", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    lex = build(args.wordnet, args.matplotlib_wheel)
+    args.out.write_text(json.dumps(lex, indent=0, sort_keys=False, ensure_ascii=False) + "\n")
+    print(f"{args.out}: {len(lex['colours'])} colour names, {len(lex['kinds'])} kind words, "
+          f"{len(lex['sizes'])} size words")
+
+
+if __name__ == "__main__":
+    main()
