@@ -61,6 +61,17 @@ def test_mid_timesteps_favour_the_noise_levels_where_shapes_are_decided():
     assert torch.equal(u, torch.randint(0, 1000, (20000,), generator=torch.Generator().manual_seed(0)))  # model 1
 
 
+def test_uniform_from_switches_to_uniform_timesteps_at_its_step():
+    from types import SimpleNamespace
+
+    from training.mini.train import RESUME_KEYS, timestep_dist
+
+    args = SimpleNamespace(timesteps="mid", uniform_from=2600)
+    assert [timestep_dist(args, s) for s in (0, 2599, 2600, 5000)] == ["mid", "mid", "uniform", "uniform"]
+    assert timestep_dist(SimpleNamespace(timesteps="mid", uniform_from=None), 10**6) == "mid"
+    assert "uniform_from" in RESUME_KEYS  # a resumed run keeps its switch
+
+
 def test_world2_parse_targets_key_things_by_colour():
     from training.mini.language import Claims2, ThingClaim, edit_instruction
     from training.mini.recipe2 import AUX_GROUPS, IGNORE, N_COL, text_targets

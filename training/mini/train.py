@@ -496,6 +496,12 @@ def sample_timesteps(dist: str, n: int, gen: torch.Generator) -> torch.Tensor:
     return torch.where(torch.rand(n, generator=gen) < 0.8, mid, uniform)
 
 
+def timestep_dist(args, step: int) -> str:
+    """--timesteps, until --uniform-from (if given): uniform from that step on (model 2: the layout and
+    silhouette at middle-to-high noise first, then every noise level for the outlines)."""
+    return "uniform" if args.uniform_from is not None and step >= args.uniform_from else args.timesteps
+
+
 def train_unet(args, vae, work: Path, tok_dir: Path):
     from transformers import CLIPTokenizer
 
@@ -581,8 +587,7 @@ def train_unet(args, vae, work: Path, tok_dir: Path):
         ids, targets = sample_batch(scenes, idx.tolist(), rng, tok, dev, world=args.w)
         z0 = lat_mean[idx].float() * sf
         noise = torch.randn(z0.shape, generator=gen)  # all random draws on the CPU generator
-        dist = "uniform" if args.uniform_from is not None and step >= args.uniform_from else args.timesteps
-        t = sample_timesteps(dist, args.batch, gen)
+        t = sample_timesteps(timestep_dist(args, step), args.batch, gen)
         z0, noise, snr_t, t = z0.to(dev), noise.to(dev), snr[t].to(dev), t.to(dev)
         zt = sched.add_noise(z0, noise, t)
         target = sched.get_velocity(z0, noise, t)
