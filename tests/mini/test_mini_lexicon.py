@@ -34,12 +34,13 @@ def test_the_table_maps_only_to_what_the_model_draws():
 
 
 @pytest.mark.parametrize(("prompt", "expected"), [
-    ("a tangerine sparrow on a cobalt background", "an orange bird on a blue background"),
+    ("A tangerine sparrow on a cobalt background", "An orange bird on a blue background"),
     ("Three Geese and a beagle", "Three birds and a dog"),  # irregular and regular plurals; case kept
     ("a salmon heart", "a red heart"),  # a colour right before a thing
     ("a salmon", "a fish"),  # the same word alone is the thing
     ("an enormous navy-blue teacup on the off-white background", "a large blue cup on the white background"),
     ("a red circle on a green background", "a red circle on a green background"),  # known words untouched
+    ("İİ a Cobalt circle, ünïcode", "İİ a blue circle, ünïcode"),  # lower() would shift the offsets
 ])
 def test_rewrites_unknown_words_to_known_ones(prompt, expected):
     assert LEX.rewrite(prompt, KNOWN) == expected

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 LEXICON_PATH = Path(__file__).with_name("lexicon.json")
-_WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
+_WORD = re.compile(r"[a-z]+(?:'[a-z]+)?", re.IGNORECASE | re.ASCII)
 _JOIN = re.compile(r"^[ \-]+$")  # what may sit between the words of a several-word name
 BACKDROP_WORDS = frozenset({"background", "backdrop", "backgrounds", "backdrops"})
 MAX_NAME_WORDS = 3
@@ -72,21 +72,23 @@ class Lexicon:
         return lambda prompt: self.rewrite(prompt, known)
 
     def rewrite(self, prompt: str, known: Container[str]) -> str:
-        text = prompt.lower()
-        spans = [(m.start(), m.end(), m.group()) for m in _WORD.finditer(text)]
+        # words are found in the prompt itself: lower() can change a string's length ("İ")
+        spans = [(m.start(), m.end(), m.group().lower()) for m in _WORD.finditer(prompt)]
         edits: list[tuple[int, int, str]] = []  # (start, end, replacement) in the prompt
         i = 0
         while i < len(spans):
-            new, n = self._rewrite_at(text, spans, i, known)
+            new, n = self._rewrite_at(prompt, spans, i, known)
             if new is not None:
-                if i and spans[i - 1][2] in ("a", "an") and not text[spans[i - 1][1]:spans[i][0]].strip():
+                if i and spans[i - 1][2] in ("a", "an") and not prompt[spans[i - 1][1]:spans[i][0]].strip():
                     article = "an" if new[0] in "aeiou" else "a"
+                    if prompt[spans[i - 1][0]].isupper():
+                        article = article.capitalize()
                     edits.append((spans[i - 1][0], spans[i - 1][1], article))
                 edits.append((spans[i][0], spans[i + n - 1][1], new))
             i += n
         out, at = [], 0
         for start, end, new in edits:
-            out += [prompt[at:start], prompt[start:end] if prompt[start:end].lower() == new else new]
+            out += [prompt[at:start], new]
             at = end
         return "".join(out) + prompt[at:]
 
