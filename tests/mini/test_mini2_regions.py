@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from imagegate.mini.regions import PALETTE, infer_region
+from imagegate.mini.regions import PALETTE, infer_region, restate_edit
 from training.mini.scenes import COLOURS
 from training.mini.world2 import Scene2, render2, sample_scene2
 
@@ -124,3 +124,51 @@ def test_the_colour_named_for_the_result_is_not_taken_for_the_thing():
                    "make the red circle green", "Please recolour the circle to yellow"):
         m = _mask(img, prompt)
         assert m[64, 64] and not m[5, 5], prompt
+
+
+
+def _article(phrase: str) -> str:
+    return ("an " if phrase[0] in "aeiou" else "a ") + phrase
+
+
+@pytest.mark.parametrize(("prompt", "expected"), [
+    ("a {n} star", "{n} star"),
+    ("Add a {n} star.", "{n} star"),
+    ("put a {n} star there", "{n} star"),
+    ("put a {n} star in the top left", "{n} star in the top left"),
+    ("replace the {o} {k} with a {n} star", "{n} star"),
+    ("swap the {o} {k} for a {n} star", "{n} star"),
+    ("change the {o} {k} to {n}", "{n} {k}"),
+    ("make the {o} {k} {n}", "{n} {k}"),
+    ("star", "star"),
+])
+def test_change_only_edit_prompts_are_restated_on_the_backdrop_outside_the_mask(prompt, expected):
+    """The model learnt to draw scenes, so "add a yellow star" is inpainted as "a yellow star on a
+    green background", the backdrop read from the picture where the mask leaves it (at any size)."""
+    for seed in range(4):
+        scene = _scene(300 + seed, 2)
+        img = render2(scene)
+        old = scene.things[0]
+        new = next(c for c in PALETTE if c not in (scene.background, *(t.colour for t in scene.things)))
+        r = old.r + 6
+        mask = Image.new("L", img.size, 0)
+        ImageDraw.Draw(mask).rectangle([old.cx - r, old.cy - r, old.cx + r, old.cy + r], fill=255)
+        words = {"n": new, "o": old.colour, "k": old.kind}
+        got = restate_edit(img.resize((1024, 1024)), mask.resize((1024, 1024)), prompt.format(**words))
+        assert got == f"{_article(expected.format(**words))} on a {scene.background} background"
+
+
+@pytest.mark.parametrize("prompt", ["make the background blue", "remove the red circle", "make it nicer",
+                                    "make it blue", "a yellow star on a blue backdrop", ""])
+def test_prompts_that_are_not_a_change_only_drawing_are_left_as_they_are(prompt):
+    img = render2(_scene(7, 2))
+    mask = Image.new("L", img.size, 0)
+    ImageDraw.Draw(mask).rectangle([40, 40, 80, 80], fill=255)
+    assert restate_edit(img, mask, prompt) == prompt
+
+
+def test_no_flat_backdrop_outside_the_mask_leaves_the_prompt():
+    photo = Image.fromarray(np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8))
+    img = render2(_scene(8, 1))
+    assert restate_edit(photo, Image.new("L", (128, 128), 0), "add a star") == "add a star"
+    assert restate_edit(img, Image.new("L", (128, 128), 255), "add a star") == "add a star"

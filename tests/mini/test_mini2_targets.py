@@ -51,3 +51,13 @@ def test_instruct_cases_are_done_by_a_perfect_edit_of_the_inferred_region():
         assert region is not None, prompt
         out = composite(orig, render2(after), region)  # the model draws exactly the scene after
         assert all(instruct_checks(out, before, after).values()), (form, prompt)
+
+
+def test_served_change_only_prompts_name_the_new_thing_on_the_scenes_backdrop():
+    from imagegate.mini.regions import restate_edit
+
+    for scene, new, prompt, mask in change_only_cases(16, 0):
+        served = restate_edit(render2(scene), mask, prompt)
+        head = served.removesuffix(f" on a {scene.background} background")
+        assert head != served and head.startswith(("a ", "an ")), (prompt, served)
+        assert head.split(" ", 1)[1] in prompt.lower(), (prompt, served)  # the new thing, as asked

@@ -84,3 +84,24 @@ def test_the_builtin_model_draws_the_rewritten_prompt():
     assert np.array_equal(images[0], images[1])
     other = DiffusersBackend(config.__class__(name="other", source=str(WEIGHTS_DIR)))
     assert other.rewrite_prompt("a cobalt ring") == "a cobalt ring"
+
+
+def test_the_builtin_model_inpaints_a_change_only_prompt_as_the_restated_scene():
+    """Served with a mask, "add a cobalt star" on a green picture is exactly "a blue star on a green
+    background" (same seed, same pixels): restated (mini.regions.restate_edit), then the lexicon."""
+    from PIL import Image, ImageDraw
+
+    config = builtin_mini_config()
+    backend = DiffusersBackend(config)
+    backend.load()
+    picture = Image.new("RGB", (1024, 1024), COLOURS["green"])
+    ImageDraw.Draw(picture).ellipse([600, 600, 800, 800], fill=COLOURS["red"])
+    mask = Image.new("L", (1024, 1024), 0)
+    ImageDraw.Draw(mask).rectangle([150, 150, 450, 450], fill=255)
+    images = []
+    for prompt in ("add a cobalt star", "a blue star on a green background"):
+        spec = build_spec(task="edit", model=config, requested_model=None, prompt=prompt, n=1, size="1024x1024",
+                          quality="low", background=None, output_format=None, output_compression=None,
+                          response_format=None, stream=False, partial_images=None, seed=5)
+        images.append(np.asarray(backend.run(plan(config, False, spec, "inpaint", [picture], mask))[0]))
+    assert np.array_equal(images[0], images[1])

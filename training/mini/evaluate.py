@@ -242,6 +242,8 @@ def main(argv=None):
                     help="--targets without the lines that go through create_app (non-square, transparent)")
     ap.add_argument("--language-only", action="store_true",
                     help="--targets: only the held-out line, as the model reads it and as served (lexicon)")
+    ap.add_argument("--edits-only", action="store_true",
+                    help="--targets: only the edit lines (change-only inpainting, mask-less instructions)")
     args = ap.parse_args(argv)
     from imagegate.mini import WEIGHTS_DIR
 
@@ -249,7 +251,7 @@ def main(argv=None):
         from .targets import evaluate_targets
 
         evaluate_targets(args.model or WEIGHTS_DIR, args.n_per_line, args.seed, args.quality, args.threads,
-                         args.server, language_only=args.language_only)
+                         args.server, language_only=args.language_only, edits_only=args.edits_only)
         return
 
     save_dir = Path(args.save_dir) if args.save_dir else None

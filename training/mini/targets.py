@@ -15,13 +15,16 @@ Lines (docs/imagegate-mini.md, "Model 2"):
 * ``two``, ``three``: things of any kind; fully right = each found by colour with its kind and cell.
 * ``inpaint``: a two-thing scene, the box around thing 0 masked, a change-only prompt ("a yellow
   star", "add a yellow star", "replace the red circle with a yellow star", "put a yellow star there");
-  drawn = the asked kind and colour found inside the box.
+  drawn = the asked kind and colour found inside the box. ``inpaint_served``: the same cases as the
+  server serves them to the built-in model (the prompt restated as the new thing on the backdrop read
+  outside the mask, ``imagegate.mini.regions.restate_edit``, then the lexicon).
 * ``nonsquare``: one-thing prompts through the real server path (create_app, the openai SDK) at
   aspect ratios 16:9, 9:16 and 21:9; duplicated = more than one thing detected.
 * ``instruct``: mask-less instructions on rendered scenes, served as the server serves them (the region
-  read from prompt and picture by imagegate.mini.regions, inpainted, composited): "make the background
-  green", "remove the red circle", "make the red circle green"; done = the checker reads the picture
-  after the edit. The background form is also run as plain img2img (strength 0.75) for comparison.
+  read from prompt and picture by imagegate.mini.regions, inpainted with the restated prompt,
+  composited): "make the background green", "remove the red circle", "make the red circle green";
+  done = the checker reads the picture after the edit. The background form is also run as plain
+  img2img (strength 0.75) for comparison.
 * ``variety``: prompts that leave position, size and colour open, four seeds each.
 * ``transparent``: edge colour error of the server's transparent-PNG path against rendered ground
   truth (no model: the renderer's picture goes through postprocess.finish), and on the model's own
@@ -97,10 +100,8 @@ class Generator:
     the lexicon, as the server sends it (``imagegate.mini.lexicon``)."""
 
     def __init__(self, pipe: Any, steps: int, cfg: float) -> None:
-        from imagegate.mini.lexicon import Lexicon, known_words
-
         self.pipe, self.steps, self.cfg, self.times = pipe, steps, cfg, []  # type: ignore[var-annotated]
-        self.served = Lexicon.default().rewriter(known_words(pipe.tokenizer.get_vocab()))
+        self.served = served_prompt(pipe)
 
     def __call__(self, prompt: str, seed: int, served: bool = False) -> Image.Image:
         import torch
@@ -201,6 +202,17 @@ def change_only_cases(n: int, seed: int) -> list[tuple[Scene2, Thing, str, Image
     return cases
 
 
+def served_prompt(pipe: Any) -> Any:
+    """What the server does to a prompt for the built-in model: (prompt, image, edit mask or None) ->
+    the prompt the pipeline gets (an edit restated as the scene, then the lexicon)."""
+    from imagegate.mini.lexicon import Lexicon, known_words
+    from imagegate.mini.regions import restate_edit
+
+    rewrite = Lexicon.default().rewriter(known_words(pipe.tokenizer.get_vocab()))
+    return lambda prompt, image=None, mask=None: rewrite(
+        prompt if mask is None else restate_edit(image, mask, prompt))
+
+
 def run_inpaint(pipe: Any, n: int, seed: int, steps: int, cfg: float) -> dict[str, float]:
     import torch
     from diffusers import StableDiffusionInpaintPipeline
@@ -209,18 +221,21 @@ def run_inpaint(pipe: Any, n: int, seed: int, steps: int, cfg: float) -> dict[st
 
     ip = StableDiffusionInpaintPipeline(**pipe.components)
     ip.set_progress_bar_config(disable=True)
+    served = served_prompt(pipe)
     hits: dict[str, list[bool]] = defaultdict(list)
     for k, (scene, new, prompt, mask) in enumerate(change_only_cases(n, seed)):
         orig = render2(scene)
-        gen = ip(prompt, image=orig, mask_image=mask, num_inference_steps=steps, guidance_scale=cfg, strength=1.0,
-                 generator=torch.Generator().manual_seed(seed * 100003 + k), height=128, width=128).images[0]
-        out = composite(orig, gen, mask)
-        box = np.asarray(mask) > 127
-        ok = any(f.colour == new.colour and f.kind == new.kind and box[int(f.cy), int(f.cx)] for f in read2(out).things)
-        hits["inpaint/drawn"].append(ok)
-        hits["inpaint/drawn_" + ("shape" if new.kind in SHAPES else "icon")].append(ok)
-        coloured = any(f.colour == new.colour and box[int(f.cy), int(f.cx)] for f in read2(out).things)
-        hits["inpaint/asked_colour_in_box"].append(coloured)
+        for line, text in (("inpaint", prompt), ("inpaint_served", served(prompt, orig, mask))):
+            gen = ip(text, image=orig, mask_image=mask, num_inference_steps=steps, guidance_scale=cfg, strength=1.0,
+                     generator=torch.Generator().manual_seed(seed * 100003 + k), height=128, width=128).images[0]
+            out = composite(orig, gen, mask)
+            box = np.asarray(mask) > 127
+            found = read2(out).things
+            ok = any(f.colour == new.colour and f.kind == new.kind and box[int(f.cy), int(f.cx)] for f in found)
+            hits[f"{line}/drawn"].append(ok)
+            hits[f"{line}/drawn_" + ("shape" if new.kind in SHAPES else "icon")].append(ok)
+            hits[f"{line}/asked_colour_in_box"].append(any(f.colour == new.colour and box[int(f.cy), int(f.cx)]
+                                                           for f in found))
     return {k: float(np.mean(v)) for k, v in hits.items()} | {"n/inpaint": n}
 
 
@@ -282,6 +297,7 @@ def run_instruct(pipe: Any, n: int, seed: int, steps: int, cfg: float, strength:
     for p in (i2i, ip):
         p.set_progress_bar_config(disable=True)
     hits: dict[str, list[bool]] = defaultdict(list)
+    served = served_prompt(pipe)
 
     for k, (form, before, after, prompt) in enumerate(instruct_cases(n, seed)):
         orig = render2(before)
@@ -289,11 +305,11 @@ def run_instruct(pipe: Any, n: int, seed: int, steps: int, cfg: float, strength:
         region = infer_region(orig, prompt)
         hits[f"instruct/{form}/region_found"].append(region is not None)
         if region is None:
-            out = i2i(prompt, image=orig, strength=strength, num_inference_steps=steps, guidance_scale=cfg,
+            out = i2i(served(prompt), image=orig, strength=strength, num_inference_steps=steps, guidance_scale=cfg,
                       generator=g).images[0]
         else:
-            gen = ip(prompt, image=orig, mask_image=region, num_inference_steps=steps, guidance_scale=cfg,
-                     strength=1.0, generator=g, height=128, width=128).images[0]
+            gen = ip(served(prompt, orig, region), image=orig, mask_image=region, num_inference_steps=steps,
+                     guidance_scale=cfg, strength=1.0, generator=g, height=128, width=128).images[0]
             out = composite(orig, gen, region)
         c = instruct_checks(out, before, after)
         hits[f"instruct/{form}/done"].append(all(c.values()))
@@ -301,7 +317,7 @@ def run_instruct(pipe: Any, n: int, seed: int, steps: int, cfg: float, strength:
         if form == "background":
             hits["instruct/background/background_changed"].append(c["background"])
             hits["instruct/background/thing_kept"].append(c["things"])
-            out = i2i(prompt, image=orig, strength=strength, num_inference_steps=steps, guidance_scale=cfg,
+            out = i2i(served(prompt), image=orig, strength=strength, num_inference_steps=steps, guidance_scale=cfg,
                       generator=torch.Generator().manual_seed(seed * 100003 + k)).images[0]
             c = instruct_checks(out, before, after)
             hits["instruct/background_img2img/background_changed"].append(c["background"])
@@ -454,7 +470,8 @@ async def _server_lines(n_per_aspect: int, seed: int, n_alpha: int, extend: bool
 
 
 def evaluate_targets(model_dir: Any, n: int = 40, seed: int = 0, quality: str = "medium", threads: int = 1,
-                     server: bool = True, log: Any = print, language_only: bool = False) -> dict[str, float]:
+                     server: bool = True, log: Any = print, language_only: bool = False,
+                     edits_only: bool = False) -> dict[str, float]:
     import torch
 
     from imagegate.mini import QUALITY_PRESETS
@@ -469,15 +486,19 @@ def evaluate_targets(model_dir: Any, n: int = 40, seed: int = 0, quality: str = 
     res: dict[str, float] = {}
     if language_only:
         res |= run_language(gen, n, seed)
+    elif edits_only:
+        res |= run_inpaint(pipe, max(8, n // 2), seed, steps, cfg)
+        res |= run_instruct(pipe, max(4, n // 4), seed, steps, cfg)
     else:
         res |= run_lines(gen, n, seed)
         res |= run_inpaint(pipe, max(8, n // 2), seed, steps, cfg)
         res |= run_instruct(pipe, max(4, n // 4), seed, steps, cfg)
         res |= run_variety(gen, max(4, n // 5), 4, seed)
         res |= transparent_on_rendered(max(8, n // 4), seed)
-    if server and not language_only:
+    if server and not (language_only or edits_only):
         res |= asyncio.run(_server_lines(max(4, n // 6), seed, max(4, n // 8)))
-    res["speed/p50_s"] = float(np.median(gen.times))
+    if gen.times:
+        res["speed/p50_s"] = float(np.median(gen.times))
     res["speed/threads"] = threads
     log(f"targets: model {model_dir} quality={quality} steps={steps} cfg={cfg} seed={seed} "
         f"n per line {n} (see n/*) threads={threads}")

@@ -14,6 +14,11 @@ instruction names can be found by colour, without a segmentation model:
 - ``add a star`` / ``put a star in the top left``: the named cell of the 3×3 grid the model
   was trained on, else the emptiest cell (the centre first).
 
+An edit prompt that names only the change ("a yellow star", "add a yellow star", "replace the
+red circle with a yellow star", "make the red circle blue") is restated as the scene the model was
+trained to draw in the masked region, with the backdrop read from the picture outside the mask
+("a yellow star on a green background"): ``restate_edit``.
+
 Colour names beyond the table below ("maroon", "teal", "navy blue") are read through the model's
 lexicon (``mini.lexicon``). A thing named without a colour is found only when the picture holds one colour besides the
 backdrop. Anything else (no verb recognised, a colour not in the picture) gives None, and
@@ -112,6 +117,53 @@ def infer_region(image: Image.Image, prompt: str) -> Image.Image | None:
     return mask.resize(image.size, Image.Resampling.NEAREST)
 
 
+_THERE = re.compile(r" (there|here|in it|to it|(in|to|into) (the|this) (picture|image|scene|photo))$")
+_SPLIT = re.compile(r"\b(?:with|for|to|into|by)\b")
+_ARTICLE = re.compile(r"^(an?|the|one|some|another|[0-9]+|two|three)\b")
+
+
+def restate_edit(image: Image.Image, mask: Image.Image, prompt: str) -> str:
+    """The prompt to inpaint ``mask`` of ``image`` with. A change-only prompt ("add a yellow star",
+    "replace the red circle with a yellow star", "change the red circle to blue", "a yellow star")
+    becomes the new thing on the backdrop read outside the mask ("a yellow star on a green
+    background"): the model learnt to draw whole scenes, not changes. A prompt that names a
+    background, a removal, or a picture that is not flat colours is returned as it is."""
+    text = " ".join(re.sub(r"[^a-z0-9\- ]+", " ", prompt.lower()).split())
+    text = Lexicon.default().rewrite(text, _KNOWN_COLOURS)
+    if not text or _BACKGROUND.search(text) or _REMOVE.match(text):
+        return prompt
+    size = (NATIVE_SIZE, NATIVE_SIZE)
+    labels = _label(np.asarray(image.convert("RGB").resize(size, Image.Resampling.BOX), np.float32))
+    masked = np.asarray(mask.convert("L").resize(size, Image.Resampling.NEAREST)) > 127
+    border = np.concatenate([a[[0, -1]].ravel() for a in (labels, labels.T)])
+    border = border[~np.concatenate([a[[0, -1]].ravel() for a in (masked, masked.T)])]
+    bg = int(np.bincount(border[border >= 0], minlength=len(_NAMES)).argmax()) if (border >= 0).any() else -1
+    if bg < 0 or (border == bg).mean() < 0.5:  # no flat backdrop where the mask leaves the border
+        return prompt
+    if verb := _REPLACE.match(text):
+        rest = text[verb.end():].strip()
+        parts = _SPLIT.split(rest, maxsplit=1)
+        old, new = (parts[0].strip(), parts[1].strip()) if len(parts) == 2 else (rest, "")
+        if not new and verb.group(3) is not None:  # "make the red circle blue": the last word is the colour
+            old, _, new = old.rpartition(" ")
+            if new not in _COLOUR_OF:  # "make it nicer"
+                return prompt
+        if all(w in _COLOUR_OF for w in new.split()):  # only a colour (or nothing): the old thing in it
+            thing = [w for w in old.split() if w not in _COLOUR_OF and not _ARTICLE.match(w)]
+            if not new or not thing:
+                return prompt
+            new = " ".join([new, *thing])
+    elif verb := _ADD.match(text):
+        new = _THERE.sub("", text[verb.end():]).strip()
+    else:
+        new = text
+    if not new:
+        return prompt
+    if not _ARTICLE.match(new):
+        new = ("an " if new[0] in "aeiou" else "a ") + new
+    return f"{new} on a {_NAMES[bg]} background"
+
+
 # words read as colours as they are; other colour names go through the lexicon (mini.lexicon)
 _KNOWN_COLOURS = frozenset(_COLOUR_OF)
 
@@ -173,4 +225,4 @@ def _cell(labels: np.ndarray, bg: int, text: str) -> np.ndarray:
     return min((box(c, r) for c, r in order), key=lambda b: int((things & b).sum()))
 
 
-__all__ = ["PALETTE", "infer_region"]
+__all__ = ["PALETTE", "infer_region", "restate_edit"]

@@ -349,8 +349,14 @@ class DiffusersBackend:
         for job, runtime in zip(jobs, runtimes, strict=True):
             seed = job.spec.seed if job.spec.seed is not None else secrets.randbelow(2**31)
             runtime.seed_used = seed
+            prompt = job.spec.prompt
+            if self.config.builtin and job.init_image is not None and job.edit_mask is not None:
+                from ...mini.regions import restate_edit  # "add a star": the scene it was trained to draw
+
+                prompt = restate_edit(job.init_image, job.edit_mask, prompt)
+            prompt = self.rewrite_prompt(prompt)
             for i in range(job.spec.n):
-                prompts.append(self.rewrite_prompt(job.spec.prompt))
+                prompts.append(prompt)
                 negatives.append(job.spec.negative_prompt or "")
                 generators.append(torch.Generator(device="cpu").manual_seed(seed + i))
                 if job.init_image is not None:
