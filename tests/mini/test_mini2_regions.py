@@ -131,21 +131,28 @@ def _article(phrase: str) -> str:
     return ("an " if phrase[0] in "aeiou" else "a ") + phrase
 
 
+_PLACE = {"top left": "in the top left corner", "top": "at the top", "top right": "in the top right corner",
+          "left": "on the left", "centre": "in the centre", "right": "on the right",
+          "bottom left": "in the bottom left corner", "bottom": "at the bottom",
+          "bottom right": "in the bottom right corner"}
+
+
 @pytest.mark.parametrize(("prompt", "expected"), [
-    ("a {n} star", "{n} star"),
-    ("Add a {n} star.", "{n} star"),
-    ("put a {n} star there", "{n} star"),
-    ("put a {n} star in the top left", "{n} star in the top left"),
-    ("replace the {o} {k} with a {n} star", "{n} star"),
-    ("swap the {o} {k} for a {n} star", "{n} star"),
-    ("change the {o} {k} to {n}", "{n} {k}"),
-    ("make the {o} {k} {n}", "{n} {k}"),
-    ("star", "star"),
+    ("a {n} star", "{s} {n} star {p}"),
+    ("Add a {n} star.", "{s} {n} star {p}"),
+    ("put a {n} star there", "{s} {n} star {p}"),
+    ("put a small {n} star in the top left", "small {n} star in the top left"),
+    ("replace the {o} {k} with a {n} star", "{s} {n} star {p}"),
+    ("swap the {o} {k} for a big {n} star", "big {n} star {p}"),
+    ("change the {o} {k} to {n}", "{s} {n} {k} {p}"),
+    ("make the {o} {k} {n}", "{s} {n} {k} {p}"),
+    ("star", "{s} star {p}"),
 ])
 def test_change_only_edit_prompts_are_restated_on_the_backdrop_outside_the_mask(prompt, expected):
-    """The model learnt to draw scenes, so "add a yellow star" is inpainted as "a yellow star on a
-    green background", the backdrop read from the picture where the mask leaves it (at any size)."""
-    for seed in range(4):
+    """The model learnt to draw scenes, so "add a yellow star" is inpainted as "a small yellow star in
+    the top left corner on a green background": the backdrop read from the picture where the mask
+    leaves it, size and place from the mask's box (at any picture size) unless the prompt says them."""
+    for seed in range(6):
         scene = _scene(300 + seed, 2)
         img = render2(scene)
         old = scene.things[0]
@@ -153,7 +160,7 @@ def test_change_only_edit_prompts_are_restated_on_the_backdrop_outside_the_mask(
         r = old.r + 6
         mask = Image.new("L", img.size, 0)
         ImageDraw.Draw(mask).rectangle([old.cx - r, old.cy - r, old.cx + r, old.cy + r], fill=255)
-        words = {"n": new, "o": old.colour, "k": old.kind}
+        words = {"n": new, "o": old.colour, "k": old.kind, "s": old.size, "p": _PLACE[old.pos]}
         got = restate_edit(img.resize((1024, 1024)), mask.resize((1024, 1024)), prompt.format(**words))
         assert got == f"{_article(expected.format(**words))} on a {scene.background} background"
 
@@ -172,3 +179,4 @@ def test_no_flat_backdrop_outside_the_mask_leaves_the_prompt():
     img = render2(_scene(8, 1))
     assert restate_edit(photo, Image.new("L", (128, 128), 0), "add a star") == "add a star"
     assert restate_edit(img, Image.new("L", (128, 128), 255), "add a star") == "add a star"
+    assert restate_edit(img, Image.new("L", (128, 128), 0), "add a star") == "add a star"  # nothing to paint

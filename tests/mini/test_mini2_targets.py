@@ -60,4 +60,7 @@ def test_served_change_only_prompts_name_the_new_thing_on_the_scenes_backdrop():
         served = restate_edit(render2(scene), mask, prompt)
         head = served.removesuffix(f" on a {scene.background} background")
         assert head != served and head.startswith(("a ", "an ")), (prompt, served)
-        assert head.split(" ", 1)[1] in prompt.lower(), (prompt, served)  # the new thing, as asked
+        # the new thing as asked, with its size and place from the mask
+        said = set(prompt.lower().rstrip(".!").split()) | {"a", "an", new.size}
+        assert set(head.split()) - said <= {"in", "the", "at", "on", "top", "bottom", "left", "right", "centre",
+                                            "corner"}, (prompt, served)

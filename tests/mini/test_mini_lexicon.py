@@ -87,8 +87,9 @@ def test_the_builtin_model_draws_the_rewritten_prompt():
 
 
 def test_the_builtin_model_inpaints_a_change_only_prompt_as_the_restated_scene():
-    """Served with a mask, "add a cobalt star" on a green picture is exactly "a blue star on a green
-    background" (same seed, same pixels): restated (mini.regions.restate_edit), then the lexicon."""
+    """Served with a mask, "add a cobalt star" on a green picture is exactly "a small blue star in the
+    top left corner on a green background" (same seed, same pixels): restated from the picture and the
+    mask (mini.regions.restate_edit), then the lexicon."""
     from PIL import Image, ImageDraw
 
     config = builtin_mini_config()
@@ -99,7 +100,7 @@ def test_the_builtin_model_inpaints_a_change_only_prompt_as_the_restated_scene()
     mask = Image.new("L", (1024, 1024), 0)
     ImageDraw.Draw(mask).rectangle([150, 150, 450, 450], fill=255)
     images = []
-    for prompt in ("add a cobalt star", "a blue star on a green background"):
+    for prompt in ("add a cobalt star", "a small blue star in the top left corner on a green background"):
         spec = build_spec(task="edit", model=config, requested_model=None, prompt=prompt, n=1, size="1024x1024",
                           quality="low", background=None, output_format=None, output_compression=None,
                           response_format=None, stream=False, partial_images=None, seed=5)

@@ -17,7 +17,8 @@ instruction names can be found by colour, without a segmentation model:
 An edit prompt that names only the change ("a yellow star", "add a yellow star", "replace the
 red circle with a yellow star", "make the red circle blue") is restated as the scene the model was
 trained to draw in the masked region, with the backdrop read from the picture outside the mask
-("a yellow star on a green background"): ``restate_edit``.
+with the thing's size and place from the mask's box unless the prompt says them ("a small
+yellow star in the top left corner on a green background"): ``restate_edit``.
 
 Colour names beyond the table below ("maroon", "teal", "navy blue") are read through the model's
 lexicon (``mini.lexicon``). A thing named without a colour is found only when the picture holds one colour besides the
@@ -119,6 +120,12 @@ def infer_region(image: Image.Image, prompt: str) -> Image.Image | None:
 
 _THERE = re.compile(r" (there|here|in it|to it|(in|to|into) (the|this) (picture|image|scene|photo))$")
 _SPLIT = re.compile(r"\b(?:with|for|to|into|by)\b")
+_SIZE_WORDS = frozenset({"small", "large", "big", "tiny", "little", "huge"})
+_SMALL_BOX = 26  # half the box around a thing: the model's things are 14 (small) or 25 px (large) across half
+_CELL_EDGES = ((_CELLS[0] + _CELLS[1]) / 2, (_CELLS[1] + _CELLS[2]) / 2)
+_PLACE = {(0, 0): "in the top left corner", (1, 0): "at the top", (2, 0): "in the top right corner",
+          (0, 1): "on the left", (1, 1): "in the centre", (2, 1): "on the right",
+          (0, 2): "in the bottom left corner", (1, 2): "at the bottom", (2, 2): "in the bottom right corner"}
 _ARTICLE = re.compile(r"^(an?|the|one|some|another|[0-9]+|two|three)\b")
 
 
@@ -138,7 +145,7 @@ def restate_edit(image: Image.Image, mask: Image.Image, prompt: str) -> str:
     border = np.concatenate([a[[0, -1]].ravel() for a in (labels, labels.T)])
     border = border[~np.concatenate([a[[0, -1]].ravel() for a in (masked, masked.T)])]
     bg = int(np.bincount(border[border >= 0], minlength=len(_NAMES)).argmax()) if (border >= 0).any() else -1
-    if bg < 0 or (border == bg).mean() < 0.5:  # no flat backdrop where the mask leaves the border
+    if bg < 0 or (border == bg).mean() < 0.5 or not masked.any():  # no flat backdrop where the mask leaves the border
         return prompt
     if verb := _REPLACE.match(text):
         rest = text[verb.end():].strip()
@@ -159,6 +166,15 @@ def restate_edit(image: Image.Image, mask: Image.Image, prompt: str) -> str:
         new = text
     if not new:
         return prompt
+    # where and how big: the mask's box in the 3x3 grid the model draws in, unless the prompt says
+    ys, xs = np.nonzero(masked)
+    if not any(w in _SIZE_WORDS for w in new.split()):
+        big = "small" if max(np.ptp(xs), np.ptp(ys)) < 2 * _SMALL_BOX else "large"
+        article = _ARTICLE.match(new)
+        new = f"{article.group()} {big} {new[article.end():].strip()}" if article else f"{big} {new}"
+    if not any(re.search(rf"\b{w}\b", new) for words, _ in _POSITIONS for w in words):
+        col, row = (int(np.searchsorted(_CELL_EDGES, (v.min() + v.max()) / 2)) for v in (xs, ys))
+        new = f"{new} {_PLACE[(col, row)]}"
     if not _ARTICLE.match(new):
         new = ("an " if new[0] in "aeiou" else "a ") + new
     return f"{new} on a {_NAMES[bg]} background"
