@@ -91,3 +91,23 @@ def test_world2_parse_targets_key_things_by_colour():
     _, claims = edit_instruction(scene, random.Random(0), "add")
     t = text_targets(scene, claims)
     assert group(t, "present")["green"] == IGNORE  # an edit says nothing of what else is there
+
+
+def test_pilot5_shapes_factor8_latents_and_reads_rendered_pictures_as_right():
+    """Pilot 5 (training/mini/pilot_latents.py): its VAE gives 16x16 latents for the UNets it times, and
+    its fidelity table reads the rendered pictures (no VAE) as all right, so a miss is the VAE's."""
+    from training.mini.pilot_latents import fidelity, make_vae_f8, unet_f8
+    from training.mini.world2 import sample_scene2
+
+    vae = make_vae_f8(8)
+    with torch.no_grad():
+        z = vae.encode(torch.zeros(1, 3, 128, 128)).latent_dist.mean
+    assert z.shape == (1, 8, 16, 16)
+    unet = unet_f8((32, 64, 128), 8, (True, True, False))
+    with torch.no_grad():
+        assert unet(z, torch.tensor([10]), encoder_hidden_states=torch.zeros(1, 4, 128)).sample.shape == z.shape
+    rng = random.Random(3)
+    singles = [sample_scene2(rng, 1, "plain", False) for _ in range(6)]
+    multis = [sample_scene2(rng, 2, "plain", False) for _ in range(4)]
+    f = fidelity(None, singles, multis)
+    assert min(v for k, v in f.items() if k != "two_all_right") == 1.0 and f["two_all_right"] >= 0.75

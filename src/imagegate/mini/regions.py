@@ -175,9 +175,14 @@ def restate_edit(image: Image.Image, mask: Image.Image, prompt: str) -> str:
     if not any(re.search(rf"\b{w}\b", new) for words, _ in _POSITIONS for w in words):
         col, row = (int(np.searchsorted(_CELL_EDGES, (v.min() + v.max()) / 2)) for v in (xs, ys))
         new = f"{new} {_PLACE[(col, row)]}"
-    if not _ARTICLE.match(new):
-        new = ("an " if new[0] in "aeiou" else "a ") + new
-    return f"{new} on a {_NAMES[bg]} background"
+    return f"{_a(new)} on {_a(_NAMES[bg])} background"
+
+
+def _a(phrase: str) -> str:
+    """The phrase with an article: "an orange background", as training wrote it."""
+    if _ARTICLE.match(phrase):
+        return re.sub(r"^an? (?=\S)", lambda m: "an " if phrase[m.end()] in "aeiou" else "a ", phrase)
+    return ("an " if phrase[0] in "aeiou" else "a ") + phrase
 
 
 # words read as colours as they are; other colour names go through the lexicon (mini.lexicon)
