@@ -264,6 +264,19 @@ def identity_init(vae) -> None:
     _eye(vae.decoder.conv_in, 4)
 
 
+def vae_step(vae, opt, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """One stage-1 step: the weighted L1 + L2 of the round trip (a deterministic auto-encoder: the posterior
+    std is fixed after training), gradients clipped to 1. Returns the loss."""
+    z = vae.encode(x).latent_dist.mean
+    err = vae.decode(z).sample - x
+    loss = (w * (err.abs() + err.pow(2))).mean() / w.mean() + 1e-6 * z.pow(2).mean()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+    opt.step()
+    return loss
+
+
 def train_vae(args, work: Path):
     torch.manual_seed(args.seed)
     rng = random.Random(f"vae-{args.seed}")
@@ -287,14 +300,7 @@ def train_vae(args, work: Path):
         for g in opt.param_groups:
             g["lr"] = lr
         x, w = (v.to(dev) for v in render_batch([args.w.sample_scene(rng) for _ in range(args.vae_batch)], args.w))
-        z = vae.encode(x).latent_dist.mean  # deterministic auto-encoder (posterior std fixed below)
-        rec = vae.decode(z).sample
-        err = (rec - x)
-        loss = (w * (err.abs() + err.pow(2))).mean() / w.mean() + 1e-6 * z.pow(2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
+        loss = vae_step(vae, opt, x, w)
         if step % 25 == 0:
             log(f"vae step {step} loss {loss.item():.4f} lr {lr:.2e} {time.time() - t0:.0f}s")
         if time.time() - t0 > args.vae_minutes * 60:

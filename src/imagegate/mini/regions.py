@@ -16,9 +16,9 @@ instruction names can be found by colour, without a segmentation model:
 
 An edit prompt that names only the change ("a yellow star", "add a yellow star", "replace the
 red circle with a yellow star", "make the red circle blue") is restated as the scene the model was
-trained to draw in the masked region, with the backdrop read from the picture outside the mask
-with the thing's size and place from the mask's box unless the prompt says them ("a small
-yellow star in the top left corner on a green background"): ``restate_edit``.
+trained to draw in the masked region: the backdrop read from the picture outside the mask, the
+thing's size and place from the mask's box unless the prompt says them ("a small yellow star in
+the top left corner on a green background"): ``restate_edit``.
 
 Colour names beyond the table below ("maroon", "teal", "navy blue") are read through the model's
 lexicon (``mini.lexicon``). A thing named without a colour is found only when the picture holds one colour besides the
@@ -132,9 +132,10 @@ _ARTICLE = re.compile(r"^(an?|the|one|some|another|[0-9]+|two|three)\b")
 def restate_edit(image: Image.Image, mask: Image.Image, prompt: str) -> str:
     """The prompt to inpaint ``mask`` of ``image`` with. A change-only prompt ("add a yellow star",
     "replace the red circle with a yellow star", "change the red circle to blue", "a yellow star")
-    becomes the new thing on the backdrop read outside the mask ("a yellow star on a green
-    background"): the model learnt to draw whole scenes, not changes. A prompt that names a
-    background, a removal, or a picture that is not flat colours is returned as it is."""
+    becomes the new thing, sized and placed by the mask's box, on the backdrop read outside the mask
+    ("a small yellow star in the top left corner on a green background"): the model learnt to draw
+    whole scenes, not changes. A prompt that names a background or a removal, one it cannot read
+    ("make it nicer"), an empty mask, or a picture without a flat backdrop is returned as it is."""
     text = " ".join(re.sub(r"[^a-z0-9\- ]+", " ", prompt.lower()).split())
     text = Lexicon.default().rewrite(text, _KNOWN_COLOURS)
     if not text or _BACKGROUND.search(text) or _REMOVE.match(text):
