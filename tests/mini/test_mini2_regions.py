@@ -165,7 +165,14 @@ def test_change_only_edit_prompts_are_restated_on_the_backdrop_outside_the_mask(
         assert got == f"{_article(expected.format(**words))} on {_article(scene.background)} background"
 
 
-@pytest.mark.parametrize("prompt", ["make the background blue", "remove the red circle", "make it nicer",
+@pytest.mark.parametrize("prompt", ["make the background blue", "Change the backdrop to navy.",
+                                    "blue background instead", "change the background from red to blue"])
+def test_background_instructions_are_restated_as_the_new_backdrop(prompt):
+    img = render2(_scene(9, 1))
+    assert restate_edit(img, Image.new("L", img.size, 255), prompt) == "a blue background"
+
+
+@pytest.mark.parametrize("prompt", ["make the background nicer", "remove the red circle", "make it nicer",
                                     "make it blue", "a yellow star on a blue backdrop", ""])
 def test_prompts_that_are_not_a_change_only_drawing_are_left_as_they_are(prompt):
     img = render2(_scene(7, 2))

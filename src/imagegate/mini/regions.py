@@ -93,7 +93,7 @@ def infer_region(image: Image.Image, prompt: str) -> Image.Image | None:
         return None
     colours = _colour_words(text)
     region: np.ndarray | None
-    if _BACKGROUND.search(text) and (_REPLACE.match(text) or _BARE_BACKGROUND.match(text) or "instead" in text):
+    if _is_background_edit(text):
         region = _grow(labels == bg, 2)
     elif _REMOVE.match(text):
         region = _thing(labels, bg, colours[:1])
@@ -134,10 +134,13 @@ def restate_edit(image: Image.Image, mask: Image.Image, prompt: str) -> str:
     "replace the red circle with a yellow star", "change the red circle to blue", "a yellow star")
     becomes the new thing, sized and placed by the mask's box, on the backdrop read outside the mask
     ("a small yellow star in the top left corner on a green background"): the model learnt to draw
-    whole scenes, not changes. A prompt that names a background or a removal, one it cannot read
-    ("make it nicer"), an empty mask, or a picture without a flat backdrop is returned as it is."""
+    whole scenes, not changes. "make the background green" becomes "a green background". A removal,
+    a prompt that names a background otherwise, one it cannot read ("make it nicer"), an empty mask,
+    or a picture without a flat backdrop is returned as it is."""
     text = " ".join(re.sub(r"[^a-z0-9\- ]+", " ", prompt.lower()).split())
     text = Lexicon.default().rewrite(text, _KNOWN_COLOURS)
+    if _is_background_edit(text) and (colours := _colour_words(text)):
+        return f"{_a(colours[-1])} background"  # "make the background green": the new backdrop, as trained
     if not text or _BACKGROUND.search(text) or _REMOVE.match(text):
         return prompt
     size = (NATIVE_SIZE, NATIVE_SIZE)
@@ -177,6 +180,11 @@ def restate_edit(image: Image.Image, mask: Image.Image, prompt: str) -> str:
         col, row = (int(np.searchsorted(_CELL_EDGES, (v.min() + v.max()) / 2)) for v in (xs, ys))
         new = f"{new} {_PLACE[(col, row)]}"
     return f"{_a(new)} on {_a(_NAMES[bg])} background"
+
+
+def _is_background_edit(text: str) -> bool:
+    return bool(_BACKGROUND.search(text)) and bool(_REPLACE.match(text) or _BARE_BACKGROUND.match(text)
+                                                    or "instead" in text)
 
 
 def _a(phrase: str) -> str:
