@@ -65,3 +65,14 @@ def test_served_change_only_prompts_name_the_new_thing_on_the_scenes_backdrop():
         said = set(prompt.lower().rstrip(".!").split()) | {"a", "an", new.size}
         assert set(head.split()) - said <= {"in", "the", "at", "on", "top", "bottom", "left", "right", "centre",
                                             "corner"}, (prompt, served)
+
+
+def test_line_selectors_are_refused_where_they_would_be_ignored():
+    import pytest
+
+    from training.mini.evaluate import main
+
+    for argv in (["--edits-only"], ["--language-only"], ["--targets", "--language-only", "--edits-only"]):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2

@@ -245,6 +245,10 @@ def main(argv=None):
     ap.add_argument("--edits-only", action="store_true",
                     help="--targets: only the edit lines (change-only inpainting, mask-less instructions)")
     args = ap.parse_args(argv)
+    if (args.language_only or args.edits_only) and not args.targets:
+        ap.error("--language-only and --edits-only select --targets lines; add --targets")
+    if args.language_only and args.edits_only:
+        ap.error("--language-only and --edits-only exclude each other")
     from imagegate.mini import WEIGHTS_DIR
 
     if args.targets:

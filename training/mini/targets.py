@@ -206,11 +206,10 @@ def served_prompt(pipe: Any) -> Any:
     """What the server does to a prompt for the built-in model: (prompt, image, edit mask or None) ->
     the prompt the pipeline gets (an edit restated as the scene, then the lexicon)."""
     from imagegate.mini.lexicon import Lexicon, known_words
-    from imagegate.mini.regions import restate_edit
+    from imagegate.mini.regions import served_prompt as served
 
     rewrite = Lexicon.default().rewriter(known_words(pipe.tokenizer.get_vocab()))
-    return lambda prompt, image=None, mask=None: rewrite(
-        prompt if mask is None else restate_edit(image, mask, prompt))
+    return lambda prompt, image=None, mask=None: served(prompt, rewrite, image, mask)
 
 
 def run_inpaint(pipe: Any, n: int, seed: int, steps: int, cfg: float) -> dict[str, float]:

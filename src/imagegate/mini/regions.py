@@ -29,6 +29,7 @@ the request is served as image-to-image. Pure numpy/Pillow; no torch.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -84,10 +85,8 @@ _ADD = re.compile(r"^(please )?(add|put|place|insert)\b")
 
 def infer_region(image: Image.Image, prompt: str) -> Image.Image | None:
     """The 'L' edit mask (255 = repaint) at the image's size for the instruction `prompt`, or None."""
-    text = " ".join(re.sub(r"[^a-z\- ]+", " ", prompt.lower()).split())
-    text = Lexicon.default().rewrite(text, _KNOWN_COLOURS)  # "the maroon circle" is the red one
-    small = np.asarray(image.convert("RGB").resize((NATIVE_SIZE, NATIVE_SIZE), Image.Resampling.BOX), np.float32)
-    labels = _label(small)
+    text = _words(prompt, r"[^a-z\- ]+")
+    labels = _native_labels(image)
     bg = _backdrop(labels)
     if bg < 0:
         return None
@@ -137,19 +136,16 @@ def restate_edit(image: Image.Image, mask: Image.Image, prompt: str) -> str:
     whole scenes, not changes. "make the background green" becomes "a green background". A removal,
     a prompt that names a background otherwise, one it cannot read ("make it nicer"), an empty mask,
     or a picture without a flat backdrop is returned as it is."""
-    text = " ".join(re.sub(r"[^a-z0-9\- ]+", " ", prompt.lower()).split())
-    text = Lexicon.default().rewrite(text, _KNOWN_COLOURS)
+    text = _words(prompt, r"[^a-z0-9\- ]+")  # digits kept: "add 2 stars"
     if _is_background_edit(text) and (colours := _colour_words(text)):
         return f"{_a(colours[-1])} background"  # "make the background green": the new backdrop, as trained
     if not text or _BACKGROUND.search(text) or _REMOVE.match(text):
         return prompt
-    size = (NATIVE_SIZE, NATIVE_SIZE)
-    labels = _label(np.asarray(image.convert("RGB").resize(size, Image.Resampling.BOX), np.float32))
-    masked = np.asarray(mask.convert("L").resize(size, Image.Resampling.NEAREST)) > 127
-    border = np.concatenate([a[[0, -1]].ravel() for a in (labels, labels.T)])
-    border = border[~np.concatenate([a[[0, -1]].ravel() for a in (masked, masked.T)])]
-    bg = int(np.bincount(border[border >= 0], minlength=len(_NAMES)).argmax()) if (border >= 0).any() else -1
-    if bg < 0 or (border == bg).mean() < 0.5 or not masked.any():  # no flat backdrop where the mask leaves the border
+    labels = _native_labels(image)
+    masked = np.asarray(mask.convert("L").resize(labels.shape[::-1], Image.Resampling.NEAREST)) > 127
+    border = _border(labels)[~_border(masked)]  # the border where the mask leaves it
+    bg = _backdrop(labels, masked)
+    if bg < 0 or (border == bg).mean() < 0.5 or not masked.any():  # no flat backdrop there
         return prompt
     if verb := _REPLACE.match(text):
         rest = text[verb.end():].strip()
@@ -182,6 +178,15 @@ def restate_edit(image: Image.Image, mask: Image.Image, prompt: str) -> str:
     return f"{_a(new)} on {_a(_NAMES[bg])} background"
 
 
+def served_prompt(prompt: str, rewrite: Callable[[str], str], image: Image.Image | None = None,
+                  mask: Image.Image | None = None) -> str:
+    """What the built-in model reads: an edit with a mask restated from its picture (``restate_edit``),
+    then ``rewrite`` (the model's lexicon)."""
+    if image is not None and mask is not None:
+        prompt = restate_edit(image, mask, prompt)
+    return rewrite(prompt)
+
+
 def _is_background_edit(text: str) -> bool:
     return bool(_BACKGROUND.search(text)) and bool(_REPLACE.match(text) or _BARE_BACKGROUND.match(text)
                                                     or "instead" in text)
@@ -209,8 +214,24 @@ def _label(rgb: np.ndarray) -> np.ndarray:
     return np.where(dist.min(-1) <= _MATCH, idx, -1)
 
 
-def _backdrop(labels: np.ndarray) -> int:
-    border = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
+def _words(prompt: str, drop: str) -> str:
+    """The prompt in lower case, characters matching ``drop`` read as spaces, colour names read as
+    palette colours ("the maroon circle" is the red one)."""
+    return Lexicon.default().rewrite(" ".join(re.sub(drop, " ", prompt.lower()).split()), _KNOWN_COLOURS)
+
+
+def _native_labels(image: Image.Image) -> np.ndarray:
+    small = image.convert("RGB").resize((NATIVE_SIZE, NATIVE_SIZE), Image.Resampling.BOX)
+    return _label(np.asarray(small, np.float32))
+
+
+def _border(a: np.ndarray) -> np.ndarray:
+    return np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])
+
+
+def _backdrop(labels: np.ndarray, masked: np.ndarray | None = None) -> int:
+    """The palette colour owning most of the border (where ``masked`` leaves it), or -1."""
+    border = _border(labels) if masked is None else _border(labels)[~_border(masked)]
     border = border[border >= 0]
     return int(np.bincount(border).argmax()) if border.size else -1
 
@@ -255,4 +276,4 @@ def _cell(labels: np.ndarray, bg: int, text: str) -> np.ndarray:
     return min((box(c, r) for c, r in order), key=lambda b: int((things & b).sum()))
 
 
-__all__ = ["PALETTE", "infer_region", "restate_edit"]
+__all__ = ["PALETTE", "infer_region", "restate_edit", "served_prompt"]

@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 
 from ...engine.base import Capabilities, Job, JobRuntime, RunCancelled
+from ...mini.regions import served_prompt
 from ...normalize import ImageSpec
 from ...registry import ModelConfig
 from . import planning
@@ -350,11 +351,8 @@ class DiffusersBackend:
             seed = job.spec.seed if job.spec.seed is not None else secrets.randbelow(2**31)
             runtime.seed_used = seed
             prompt = job.spec.prompt
-            if self.config.builtin and job.init_image is not None and job.edit_mask is not None:
-                from ...mini.regions import restate_edit  # "add a star": the scene it was trained to draw
-
-                prompt = restate_edit(job.init_image, job.edit_mask, prompt)
-            prompt = self.rewrite_prompt(prompt)
+            if self.config.builtin:  # "add a star" restated as the scene it learnt to draw, then its lexicon
+                prompt = served_prompt(prompt, self.rewrite_prompt, job.init_image, job.edit_mask)
             for i in range(job.spec.n):
                 prompts.append(prompt)
                 negatives.append(job.spec.negative_prompt or "")
