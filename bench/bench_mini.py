@@ -1,14 +1,15 @@
 """Benchmark the shipped imagegate-mini model at each quality preset.
 
     .venv/bin/python bench/bench_mini.py [--n 20] [--threads 1] [--model DIR] [--no-append]
-                                         [--channels-last] [--compile]
+                                         [--channels-last] [--compile MODE]
 
 End-to-end StableDiffusionPipeline calls (text encoding, CFG denoising,
 VAE decode, PIL conversion) at 128x128, one image per call.  Prints a
 markdown table and appends it to bench/RESULTS.md (bench/common.append_results).
-The model is loaded by the server's DiffusersBackend; ``--channels-last`` and
-``--compile`` set the models file's ``channels_last = true`` and
-``compile = "full"`` (the compile time is reported apart).
+The model is loaded by the server's DiffusersBackend with the server's settings for it
+(``compile = "trace"``); ``--channels-last`` and ``--compile MODE`` override the models
+file's ``channels_last`` and ``compile`` (off, trace, full, ...). The warm-up (timed and
+reported apart) runs enough steps for a traced UNet to be traced, or a compiled one compiled.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))  # training.mini (the held-out prompts) is not installed
 
 from common import append_results, device_description, markdown_table  # noqa: E402
+from imagegate.backends.diffusers.options import COMPILE_MODES  # noqa: E402
 
 
 def pct(xs, q):
@@ -38,7 +40,8 @@ def main(argv=None):
     ap.add_argument("--model", default=None)
     ap.add_argument("--no-append", action="store_true")
     ap.add_argument("--channels-last", action="store_true", help="UNet in channels_last memory format")
-    ap.add_argument("--compile", action="store_true", help="torch.compile the UNet (inductor)")
+    ap.add_argument("--compile", default=None, choices=COMPILE_MODES,
+                    help="the models file's compile setting (default: the built-in model's, trace)")
     args = ap.parse_args(argv)
 
     import dataclasses
@@ -46,6 +49,7 @@ def main(argv=None):
     import torch
 
     from imagegate.backends.diffusers import DiffusersBackend
+    from imagegate.backends.diffusers.tracing import HOT_AFTER
     from imagegate.mini import QUALITY_PRESETS, WEIGHTS_DIR
     from imagegate.registry import builtin_mini_config
     from training.mini.prompts import heldout_examples
@@ -55,13 +59,13 @@ def main(argv=None):
     # the server's loader, so the two flags are the models file's settings, not a copy of them
     base = builtin_mini_config()
     config = dataclasses.replace(base, source=str(model), options={
-        **base.options, "channels_last": args.channels_last, "compile": "full" if args.compile else "off"})
+        **base.options, "channels_last": args.channels_last, "compile": args.compile or base.options["compile"]})
     backend = DiffusersBackend(config)
     backend.load()
     pipe = backend.pipes["txt2img"]
     prompts = [p for _, p, _ in heldout_examples(0, args.n)]
     t0 = time.perf_counter()
-    pipe("warm up", num_inference_steps=2, guidance_scale=2.0)
+    pipe("warm up", num_inference_steps=HOT_AFTER + 2, guidance_scale=2.0)
     warm = time.perf_counter() - t0
     rows = []
     for name, (steps, cfg) in QUALITY_PRESETS.items():
@@ -75,7 +79,7 @@ def main(argv=None):
     notes = (f"model: `{model.relative_to(ROOT) if model.is_relative_to(ROOT) else model}`, 128x128, "
              f"StableDiffusionPipeline end to end, CFG on, {args.n} images per preset"
              + (", UNet channels_last" if args.channels_last else "")
-             + (f", UNet torch.compile (first call {warm:.0f} s)" if args.compile else ""))
+             + f", compile = {config.options['compile']!r} (warm-up of {HOT_AFTER + 2} steps {warm:.1f} s)")
     table = markdown_table(["quality", "steps", "guidance", "p50 s/image", "p95 s/image", "mean s/image"],
                            [[name, steps, cfg, f"{p50:.3f}", f"{p95:.3f}", f"{mean:.3f}"]
                             for name, steps, cfg, p50, p95, mean in rows])

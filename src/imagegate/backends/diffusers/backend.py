@@ -32,6 +32,7 @@ from .families import FAMILIES, Family, family_for_class
 from .loading import _image_only_processors, detect_family, pick_device, pick_dtype
 from .options import DiffusersOptions
 from .previews import decode_preview, partial_steps
+from .tracing import trace_unet
 
 log = logging.getLogger("imagegate.diffusers")
 
@@ -231,9 +232,14 @@ class DiffusersBackend:
 
     def _optimize(self) -> None:
         """The speed settings of the models file (performance.md documents each):
-        channels_last for UNets, VAE tiling/slicing, step caching, fp8, torch.compile.
+        channels_last for UNets, VAE tiling/slicing, step caching, fp8, torch.compile, tracing.
         Each applies once at load, to components shared by every mode's pipeline."""
         cfg = self.options
+        # A traced graph fixes the Python branches it went through: per-batch LoRA switching,
+        # step-cache hooks and quantised tensors would be frozen in their first state.
+        clash = [k for k, on in (("loras", self.config.loras), ("cache", cfg.cache != "off"), ("fp8", cfg.fp8)) if on]
+        if cfg.compile == "trace" and clash:
+            raise ValueError(f"model {self.name!r}: compile = \"trace\" cannot be combined with {', '.join(clash)}")
         main = self.main or next(iter(self.pipes.values()))
         denoiser = getattr(main, "unet", None) or getattr(main, "transformer", None)
         channels_last = cfg.channels_last if cfg.channels_last is not None else self.device == "cuda"
@@ -257,7 +263,11 @@ class DiffusersBackend:
             from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, quantize_
 
             quantize_(denoiser, Float8DynamicActivationFloat8WeightConfig())
-        if cfg.compile == "regional" and denoiser is not None and getattr(type(denoiser), "_repeated_blocks", None):
+        if cfg.compile == "trace":
+            if not trace_unet(getattr(main, "unet", None)):
+                log.warning("model %r: compile = \"trace\" applies to UNets; %s runs eagerly", self.name,
+                            type(denoiser).__name__)
+        elif cfg.compile == "regional" and denoiser is not None and getattr(type(denoiser), "_repeated_blocks", None):
             # Compile each repeated block once and reuse it: seconds of cold start instead of minutes.
             denoiser.compile_repeated_blocks(fullgraph=True)
         elif cfg.compile in ("regional", "full", "graphs"):

@@ -9,7 +9,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-COMPILE_MODES = ("off", "regional", "full", "graphs")
+COMPILE_MODES = ("off", "regional", "full", "graphs", "trace")
 CACHE_MODES = ("off", "first-block")
 # Keys holding a path: a relative one is resolved against the models file's folder.
 PATH_KEYS = ("inpaint_source", "single_file_config", "preview_vae", "segmenter")
@@ -26,7 +26,7 @@ class DiffusersOptions:
     # Speed settings (docs/performance.md): None/off defaults are the safe ones; GPU
     # users opt in after measuring on their card with bench/bench_engine.py.
     channels_last: bool | None = None  # None: on for UNets on CUDA
-    compile: str = "off"  # off | regional (repeated blocks) | full | graphs (full + CUDA graphs)
+    compile: str = "off"  # off | regional (repeated blocks) | full | graphs (full + CUDA graphs) | trace (tracing.py)
     vae_tiling: bool = False
     vae_slicing: bool = False
     cache: str = "off"  # off | first-block (diffusers' first-block cache hook; a quality/speed trade)
@@ -54,7 +54,7 @@ class DiffusersOptions:
         if "warmup_sizes" in kw:
             kw["warmup_sizes"] = tuple(str(s) for s in kw["warmup_sizes"])
         if kw.get("compile", "off") not in COMPILE_MODES:
-            raise ValueError(f"model {model!r}: compile must be off, regional, full or graphs")
+            raise ValueError(f"model {model!r}: compile must be off, regional, full, graphs or trace")
         if kw.get("cache", "off") not in CACHE_MODES:
             raise ValueError(f"model {model!r}: cache must be off or first-block")
         return cls(**kw)
