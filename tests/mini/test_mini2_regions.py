@@ -187,3 +187,15 @@ def test_no_flat_backdrop_outside_the_mask_leaves_the_prompt():
     assert restate_edit(photo, Image.new("L", (128, 128), 0), "add a star") == "add a star"
     assert restate_edit(img, Image.new("L", (128, 128), 255), "add a star") == "add a star"
     assert restate_edit(img, Image.new("L", (128, 128), 0), "add a star") == "add a star"  # nothing to paint
+
+
+def test_colour_words_are_the_trained_ones_and_the_rest_come_from_the_lexicon():
+    """regions reads the colour words both models were trained on as trained; a held-out name
+    ("cobalt", "tangerine") is read through the lexicon, not a hand table written beside the split."""
+    from imagegate.mini.regions import _COLOUR_OF, _colour_words, _words
+    from training.mini.language import COLOUR_WORDS as WORDS2
+    from training.mini.prompts import COLOUR_WORDS as WORDS1
+
+    trained = {w: colour for table in (WORDS1, WORDS2) for colour, words in table.items() for w in words}
+    assert trained == _COLOUR_OF
+    assert _colour_words(_words("remove the cobalt circle and the tangerine star", r"[^a-z ]+")) == ["blue", "orange"]
