@@ -4,7 +4,9 @@
                                          [--channels-last] [--compile MODE]
 
 End-to-end StableDiffusionPipeline calls (text encoding, CFG denoising,
-VAE decode, PIL conversion) at 128x128, one image per call.  Prints a
+VAE decode, PIL conversion) at 128x128, one image per call; then held-out prompts
+with two and three things through the server's backend, which draws one picture
+per thing and composes them (imagegate.mini.compose).  Prints a
 markdown table and appends it to bench/RESULTS.md (bench/common.append_results).
 The model is loaded by the server's DiffusersBackend with the server's settings for it
 (``compile = "trace"``); ``--channels-last`` and ``--compile MODE`` override the models
@@ -75,6 +77,23 @@ def main(argv=None):
             pipe(p, num_inference_steps=steps, guidance_scale=cfg, generator=torch.Generator().manual_seed(k))
             ts.append(time.perf_counter() - t0)
         rows.append((name, steps, cfg, statistics.median(ts), pct(ts, 0.95), statistics.mean(ts)))
+    # Prompts with two / three things as the server serves them: one picture per thing, composed
+    # (imagegate.mini.compose), so through the backend rather than the bare pipeline.
+    from imagegate.backends.diffusers.planning import plan
+    from imagegate.normalize import build_spec
+
+    steps, cfg = QUALITY_PRESETS["medium"]
+    for things, mix in ((2, (0.0, 1.0, 0.0)), (3, (0.0, 0.0, 1.0))):
+        ts = []
+        for k, (_, p, _) in enumerate(heldout_examples(0, args.n, mix=mix)):
+            spec = build_spec(task="generate", model=config, requested_model=None, prompt=p, n=1, size="1024x1024",
+                              quality="medium", background=None, output_format=None, output_compression=None,
+                              response_format=None, stream=False, partial_images=None, seed=k)
+            t0 = time.perf_counter()
+            backend.run(plan(config, False, spec, "txt2img", [], None))
+            ts.append(time.perf_counter() - t0)
+        rows.append((f"medium, {things} things laid out", steps, cfg, statistics.median(ts), pct(ts, 0.95),
+                     statistics.mean(ts)))
     cmd = ("python bench/bench_mini.py " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
     notes = (f"model: `{model.relative_to(ROOT) if model.is_relative_to(ROOT) else model}`, 128x128, "
              f"StableDiffusionPipeline end to end, CFG on, {args.n} images per preset"

@@ -244,18 +244,22 @@ def main(argv=None):
                     help="--targets: only the held-out line, as the model reads it and as served (lexicon)")
     ap.add_argument("--edits-only", action="store_true",
                     help="--targets: only the edit lines (change-only inpainting, mask-less instructions)")
+    ap.add_argument("--objects-only", action="store_true",
+                    help="--targets: only the two- and three-thing lines, by the model alone and as served (layout)")
     args = ap.parse_args(argv)
-    if (args.language_only or args.edits_only) and not args.targets:
-        ap.error("--language-only and --edits-only select --targets lines; add --targets")
-    if args.language_only and args.edits_only:
-        ap.error("--language-only and --edits-only exclude each other")
+    only = [flag for flag in ("language_only", "edits_only", "objects_only") if getattr(args, flag)]
+    if only and not args.targets:
+        ap.error("--language-only, --edits-only and --objects-only select --targets lines; add --targets")
+    if len(only) > 1:
+        ap.error("--language-only, --edits-only and --objects-only exclude each other")
     from imagegate.mini import WEIGHTS_DIR
 
     if args.targets:
         from .targets import evaluate_targets
 
         evaluate_targets(args.model or WEIGHTS_DIR, args.n_per_line, args.seed, args.quality, args.threads,
-                         args.server, language_only=args.language_only, edits_only=args.edits_only)
+                         args.server, language_only=args.language_only, edits_only=args.edits_only,
+                         objects_only=args.objects_only)
         return
 
     save_dir = Path(args.save_dir) if args.save_dir else None

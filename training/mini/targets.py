@@ -13,6 +13,8 @@ Lines (docs/imagegate-mini.md, "Model 2"):
   phrases) with the colours', sizes' and kinds' own names, which training uses; mean of checks.
 * ``everyday``: one of the 24 icons, in-grammar; recognised = right kind and colour (``checker2``).
 * ``two``, ``three``: things of any kind; fully right = each found by colour with its kind and cell.
+  ``two_served``, ``three_served``: the same prompts and seeds as the server serves them to the
+  built-in model: through the lexicon, then one picture per thing, composed (``imagegate.mini.compose``).
 * ``inpaint``: a two-thing scene, the box around thing 0 masked, a change-only prompt ("a yellow
   star", "add a yellow star", "replace the red circle with a yellow star", "put a yellow star there");
   drawn = the asked kind and colour found inside the box. ``inpaint_served``: the same cases as the
@@ -106,11 +108,18 @@ class Generator:
     def __call__(self, prompt: str, seed: int, served: bool = False) -> Image.Image:
         import torch
 
+        from imagegate.mini import compose
+
+        def draw(text: str) -> Image.Image:
+            return self.pipe(text, num_inference_steps=self.steps, guidance_scale=self.cfg,
+                             generator=torch.Generator().manual_seed(seed)).images[0]
+
         if served:
             prompt = self.served(prompt)
+            if (layout := compose.plan(prompt, seed)) is not None:  # several pictures: not a speed sample
+                return layout.compose([draw(part) for part in layout.prompts()])
         t0 = time.perf_counter()
-        img = self.pipe(prompt, num_inference_steps=self.steps, guidance_scale=self.cfg,
-                        generator=torch.Generator().manual_seed(seed)).images[0]
+        img = draw(prompt)
         self.times.append(time.perf_counter() - t0)
         return img
 
@@ -146,35 +155,47 @@ def run_language(gen: Generator, n: int, seed: int) -> dict[str, float]:
                                                                   for key, v in res.items()}
 
 
-def run_lines(gen: Generator, n: int, seed: int) -> dict[str, float]:
+def run_lines(gen: Generator, n: int, seed: int, objects_only: bool = False) -> dict[str, float]:
+    """Every line drawn by the model alone, then the served ones. ``objects_only``: only the two- and
+    three-thing lines and their served twins, on the same prompts and seeds as in the full run."""
     res: dict[str, list[float]] = defaultdict(list)
     rng, cases = single_cases(n, seed)
     k = 0
     for scene, full, held in cases:  # in-grammar and held-out phrasings of the same single-shape scenes
-        _record_single(res, "ingrammar", single_checks(gen(full, seed * 7919 + k), scene))
-        _record_single(res, "heldout", single_checks(gen(held, seed * 7919 + k + 1), scene))
+        if not objects_only:
+            _record_single(res, "ingrammar", single_checks(gen(full, seed * 7919 + k), scene))
+            _record_single(res, "heldout", single_checks(gen(held, seed * 7919 + k + 1), scene))
         k += 2
     for i in range(n):  # every icon in turn
         scene = sample_scene2(rng, 1, "plain", False, [ICON_NAMES[i % len(ICON_NAMES)]], home=0.0)
-        c = single_checks(gen(_full_prompt(scene, rng), seed * 7919 + k), scene)
+        prompt = _full_prompt(scene, rng)
+        if not objects_only:
+            c = single_checks(gen(prompt, seed * 7919 + k), scene)
+            res["everyday/recognised"].append(c["kind"] and c["colour"])
+            res["everyday/kind"].append(c["kind"])
         k += 1
-        res["everyday/recognised"].append(c["kind"] and c["colour"])
-        res["everyday/kind"].append(c["kind"])
+    multi = []
     for n_things, line in ((2, "two"), (3, "three")):
         for _ in range(n):
             scene = sample_scene2(rng, n_things, "plain", False)
-            c = multi_checks(gen(_full_prompt(scene, rng), seed * 7919 + k), scene)
-            k += 1
-            for a, v in c.items():
+            multi.append((line, scene, _full_prompt(scene, rng), seed * 7919 + k))
+            for a, v in multi_checks(gen(*multi[-1][2:]), scene).items():
                 res[f"{line}/{a}"].append(v)
+            k += 1
     # last, with its own random stream, so the lines above draw what they drew before it was added
     frames = random.Random(f"targets-frames-{seed}")
     for scene, _, _ in cases:
-        _record_single(res, "heldout_frames",
-                       single_checks(gen(heldout.describe(scene, frames, words=False), seed * 7919 + k), scene))
+        if not objects_only:
+            _record_single(res, "heldout_frames",
+                           single_checks(gen(heldout.describe(scene, frames, words=False), seed * 7919 + k), scene))
         k += 1
     for i, (scene, _, held) in enumerate(cases):  # the held-out prompts again, through the server's lexicon
-        _record_single(res, "heldout_served", single_checks(gen(held, seed * 7919 + 2 * i + 1, served=True), scene))
+        if not objects_only:
+            _record_single(res, "heldout_served",
+                           single_checks(gen(held, seed * 7919 + 2 * i + 1, served=True), scene))
+    for line, scene, prompt, s in multi:  # the same again as served: the lexicon, then one picture per thing
+        for a, v in multi_checks(gen(prompt, s, served=True), scene).items():
+            res[f"{line}_served/{a}"].append(v)
     return {key: float(np.mean(v)) for key, v in res.items()} | {f"n/{key.split('/')[0]}": len(v)
                                                                   for key, v in res.items()}
 
@@ -470,7 +491,7 @@ async def _server_lines(n_per_aspect: int, seed: int, n_alpha: int, extend: bool
 
 def evaluate_targets(model_dir: Any, n: int = 40, seed: int = 0, quality: str = "medium", threads: int = 1,
                      server: bool = True, log: Any = print, language_only: bool = False,
-                     edits_only: bool = False) -> dict[str, float]:
+                     edits_only: bool = False, objects_only: bool = False) -> dict[str, float]:
     import torch
 
     from imagegate.mini import QUALITY_PRESETS
@@ -485,6 +506,8 @@ def evaluate_targets(model_dir: Any, n: int = 40, seed: int = 0, quality: str = 
     res: dict[str, float] = {}
     if language_only:
         res |= run_language(gen, n, seed)
+    elif objects_only:
+        res |= run_lines(gen, n, seed, objects_only=True)
     elif edits_only:
         res |= run_inpaint(pipe, max(8, n // 2), seed, steps, cfg)
         res |= run_instruct(pipe, max(4, n // 4), seed, steps, cfg)
@@ -494,7 +517,7 @@ def evaluate_targets(model_dir: Any, n: int = 40, seed: int = 0, quality: str = 
         res |= run_instruct(pipe, max(4, n // 4), seed, steps, cfg)
         res |= run_variety(gen, max(4, n // 5), 4, seed)
         res |= transparent_on_rendered(max(8, n // 4), seed)
-    if server and not (language_only or edits_only):
+    if server and not (language_only or edits_only or objects_only):
         res |= asyncio.run(_server_lines(max(4, n // 6), seed, max(4, n // 8)))
     if gen.times:
         res["speed/p50_s"] = float(np.median(gen.times))

@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 
 from ...engine.base import Capabilities, Job, JobRuntime, RunCancelled
+from ...mini import compose
 from ...mini.regions import served_prompt
 from ...normalize import ImageSpec
 from ...registry import ModelConfig
@@ -357,14 +358,17 @@ class DiffusersBackend:
         generators: list[torch.Generator] = []
         images: list[Image.Image] = []
         masks: list[Image.Image] = []
+        layouts: list[list[compose.Layout | None]] = []  # per job, per image: several things, one picture each
         for job, runtime in zip(jobs, runtimes, strict=True):
             seed = job.spec.seed if job.spec.seed is not None else secrets.randbelow(2**31)
             runtime.seed_used = seed
             prompt = job.spec.prompt
             if self.config.builtin:  # "add a star" restated as the scene it learnt to draw, then its lexicon
                 prompt = served_prompt(prompt, self.rewrite_prompt, job.init_image, job.edit_mask)
-            for i in range(job.spec.n):
-                prompts.append(prompt)
+            layouts.append([compose.plan(prompt, seed + i) if self.config.builtin and job.mode == "txt2img" else None
+                            for i in range(job.spec.n)])
+            for i, part in [(i, p) for i, layout in enumerate(layouts[-1]) for p in compose.parts(layout, prompt)]:
+                prompts.append(part)
                 negatives.append(job.spec.negative_prompt or "")
                 generators.append(torch.Generator(device="cpu").manual_seed(seed + i))
                 if job.init_image is not None:
@@ -412,15 +416,16 @@ class DiffusersBackend:
             kwargs["use_resolution_binning"] = False  # our own buckets already fit the model
         if "_auto_resize" in params:
             kwargs["_auto_resize"] = False  # keep the bucket we chose (Kontext)
-        self._attach_callback(kwargs, params, jobs, runtimes)
+        self._attach_callback(kwargs, params, jobs, runtimes, layouts)
         self._select_lora(spec.lora, spec.lora_scale)
         with torch.inference_mode():
             out = pipe(**kwargs)
         flat = [im.convert("RGB") for im in out.images]
         result, at = [], 0
-        for job in jobs:
-            result.append([self._extend(job, im) for im in flat[at:at + job.spec.n]])
-            at += job.spec.n
+        for job, mine in zip(jobs, layouts, strict=True):
+            took = compose.pictures(mine)
+            result.append([self._extend(job, im) for im in compose.gather(mine, flat[at:at + took])])
+            at += took
         return result
 
     def _extend(self, job: Job, img: Image.Image) -> Image.Image:
@@ -454,20 +459,21 @@ class DiffusersBackend:
             self.main.set_adapters([name], adapter_weights=[scale])
 
     # -- progress, cancellation, previews -------------------------------------------
-    def _attach_callback(self, kwargs: dict[str, Any], params: Any, jobs: list[Job],
-                         runtimes: list[JobRuntime]) -> None:
-        step_end = self._on_step(jobs, runtimes)
+    def _attach_callback(self, kwargs: dict[str, Any], params: Any, jobs: list[Job], runtimes: list[JobRuntime],
+                         layouts: list[list[compose.Layout | None]]) -> None:
+        step_end = self._on_step(jobs, runtimes, layouts)
         if "callback_on_step_end" in params:
             kwargs["callback_on_step_end"] = lambda pipe, step, t, kw: step_end(pipe, step, kw["latents"]) or kw
         elif "callback" in params:  # older pipelines (PixArt-Σ): callback(step, timestep, latents)
             pipe = self.pipes[jobs[0].mode]
             kwargs.update(callback=lambda step, t, latents: step_end(pipe, step, latents), callback_steps=1)
 
-    def _on_step(self, jobs: list[Job], runtimes: list[JobRuntime]) -> Any:
-        offsets, at = [], 0
-        for job in jobs:
+    def _on_step(self, jobs: list[Job], runtimes: list[JobRuntime], layouts: list[list[compose.Layout | None]]) -> Any:
+        offsets, counts, at = [], [], 0  # where each job's pictures are in the batch (a layout takes several)
+        for mine in layouts:
             offsets.append(at)
-            at += job.spec.n
+            counts.append(compose.pictures(mine))
+            at += counts[-1]
         plans: dict[int, list[int]] = {}
 
         def step_end(pipe: Any, step: int, latents: torch.Tensor) -> None:
@@ -484,14 +490,14 @@ class DiffusersBackend:
                 if j not in plans:
                     plans[j] = partial_steps(total, job.spec.partial_images)
                 if step in plans[j]:
-                    mine = latents[offsets[j]:offsets[j] + job.spec.n]
-                    for i, im in enumerate(self.preview(pipe, mine, job)):
-                        runtime.on_preview(i, plans[j].index(step), im)
+                    mine = latents[offsets[j]:offsets[j] + counts[j]]
+                    for i, im in enumerate(compose.gather(layouts[j], self.preview(pipe, mine, job, extend=False))):
+                        runtime.on_preview(i, plans[j].index(step), self._extend(job, im))
 
         return step_end
 
-    def preview(self, pipe: Any, latents: torch.Tensor, job: Job) -> list[Image.Image]:
+    def preview(self, pipe: Any, latents: torch.Tensor, job: Job, extend: bool = True) -> list[Image.Image]:
         """The current latents of `job` as pictures (previews.decode_preview)."""
         assert self.family is not None
-        return [self._extend(job, im) for im in decode_preview(pipe, latents, job.spec, self.family.latents,
-                                                                 self.preview_vae)]
+        images = decode_preview(pipe, latents, job.spec, self.family.latents, self.preview_vae)
+        return [self._extend(job, im) for im in images] if extend else images

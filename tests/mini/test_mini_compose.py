@@ -1,0 +1,153 @@
+"""imagegate.mini.compose: prompts with several things read as a layout, drawn one picture per thing
+and composed; the built-in backend serves them that way (previews included)."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from imagegate.backends.diffusers.backend import DiffusersBackend
+from imagegate.backends.diffusers.planning import plan as plan_job
+from imagegate.engine.base import JobRuntime
+from imagegate.mini import compose
+from imagegate.mini.compose import KIND_WORDS, plan
+from imagegate.mini.lexicon import Lexicon
+from imagegate.normalize import build_spec
+from imagegate.registry import builtin_mini_config
+from training.mini.language import KIND_WORDS as TRAINED_KIND_WORDS
+from training.mini.prompts import SHAPE_WORDS, heldout_examples, relations_holding
+from training.mini.scenes import POSITIONS, Obj, Scene, render
+
+
+def test_the_kind_words_are_the_trained_ones():
+    """Both models' training words (model 2's with plurals; "crescent moon" is two words and "moon" is
+    already one), and nothing else."""
+    trained = {kind: {pair for pair in forms if pair[0] != "crescent moon"}
+               for kind, forms in TRAINED_KIND_WORDS.items()}
+    assert {kind: set(forms) for kind, forms in KIND_WORDS.items()} == trained
+    assert all(w in {s for s, _ in KIND_WORDS[shape]} for shape, words in SHAPE_WORDS.items() for w in words)
+
+
+def test_model_1s_held_out_scenes_are_read_as_they_were_drawn():
+    """Every held-out prompt of model 1 with two or three things (300) is laid out with the scene's
+    backdrop, and each thing with its colour, kind, size and cell; relation prompts get cells where
+    the relation holds."""
+    rewrite = Lexicon.default().rewrite
+    for k, (scene, prompt, claims) in enumerate(heldout_examples(3, 300, mix=(0.0, 0.5, 0.5))):
+        layout = plan(rewrite(prompt, set()), k)
+        assert layout is not None, prompt
+        assert layout.background == scene.background and len(layout.things) == len(scene.objects), prompt
+        cells = [t.cell for t in layout.things]
+        if claims.relation:
+            _, rel, _ = claims.relation  # "A left of B": A is named first, and laid out first
+            laid = Scene(scene.background, [Obj("circle", "red", "small", _name(c), 0, 0) for c in cells])
+            assert rel in relations_holding(laid, 0, 1), prompt
+            continue
+        want = sorted((o.colour, o.shape, o.size, POSITIONS[o.pos]) for o in scene.objects)
+        got = sorted((t.words.split()[1], _kind(t.words.split()[2]), t.size, t.cell) for t in layout.things)
+        assert got == want, prompt
+
+
+def _name(cell: tuple[int, int]) -> str:
+    return next(name for name, c in POSITIONS.items() if c == cell)
+
+
+def _kind(word: str) -> str:
+    return next(kind for kind, forms in KIND_WORDS.items() if word in {s for s, _ in forms})
+
+
+@pytest.mark.parametrize("prompt", [
+    "a red circle on a blue background",  # one thing, not small: the model draws it as it is
+    "a large red circle in the top left corner on a blue background",
+    "a red circle and a blue square",  # no backdrop
+    "two red stars and a blue square on a green background",  # a count
+    "a red circle and three stars on white",
+    "a red circle in the top left corner and a blue square in the top left corner on white",  # one cell
+    "a red circle, a blue square, a yellow star and a pink heart on a white background",  # four things
+    "a red blue circle and a square on a green background",  # two colours for one thing
+    "a red circle left of a blue square above a star on white",  # two relations
+])
+def test_what_it_cannot_read_is_left_to_the_model(prompt):
+    assert plan(prompt, 0) is None
+
+
+def test_one_small_thing_is_laid_out_in_its_cell_or_the_centre():
+    layout = plan("a tiny crimson star on a green background", 4)
+    assert layout is not None and layout.prompts() == ["a large red star in the centre on a green background"]
+    assert layout.things[0].size == "small"
+    layout = plan("a small blue heart at the bottom on white", 4)
+    assert layout is not None and layout.things[0].cell == (1, 2)
+
+
+def test_the_prompts_are_the_model_grammar_and_open_places_vary_with_the_seed():
+    layout = plan("in the top left corner, a crimson disc, and a box that is blue, large; on a plain green bg", 0)
+    assert layout is not None
+    assert layout.prompts()[0] == "a red disc in the top left corner on a green background"
+    assert layout.prompts()[1].startswith("a large blue box ")
+    laid = {plan("a red circle and a blue square on a green background", seed).things  # type: ignore[union-attr]
+            for seed in range(30)}
+    assert len(laid) > 5
+    for things in laid:  # spaced as training spaced them: unsaid sizes may be large
+        (a, b) = (t.cell for t in things)
+        assert np.hypot(34 * (a[0] - b[0]), 34 * (a[1] - b[1])) >= 25 + 25 + 5
+    rel = plan("a red circle to the left of a blue square on white", 0)
+    assert rel is not None and [t.cell for t in rel.things] == [(0, 1), (2, 1)]
+    rel = plan("a red circle under a blue square on white", 0)
+    assert rel is not None and [t.cell for t in rel.things] == [(1, 2), (1, 0)]
+
+
+def test_composing_rendered_things_gives_the_rendered_scene():
+    """The renderer's pictures of each thing alone, composed, are the renderer's scene of all of them
+    (up to the antialiased rims where a neighbour's backdrop pixels differ by rounding)."""
+    rng = random.Random(0)
+    for _ in range(20):
+        cells = rng.sample(list(POSITIONS.values()), 3)
+        if any(np.hypot(34 * (a[0] - b[0]), 34 * (a[1] - b[1])) < 55 for a in cells for b in cells if a != b):
+            continue
+        objs = [Obj(rng.choice(["circle", "star", "heart"]), colour, "large", _name(c), 30 + 34 * c[0], 30 + 34 * c[1])
+                for c, colour in zip(cells, ["red", "blue", "yellow"], strict=True)]
+        layout = compose.Layout("green", tuple(compose.Thing(f"{o.colour} {o.shape}", c, "large")
+                                               for o, c in zip(objs, cells, strict=True)))
+        alone = [render(Scene("green", [o])) for o in objs]
+        got = np.asarray(layout.compose(alone), np.int16)
+        want = np.asarray(render(Scene("green", objs)), np.int16)
+        assert np.abs(got - want).max() <= 2
+
+
+@pytest.fixture(scope="module")
+def backend() -> DiffusersBackend:
+    b = DiffusersBackend(builtin_mini_config())
+    b.load()
+    return b
+
+
+def test_the_backend_serves_a_layout_with_n_images_and_n_previews(backend):
+    config = backend.config
+    prompt = "a red circle in the top left corner, a blue square at the bottom and a yellow star on the right on white"
+    spec = build_spec(task="generate", model=config, requested_model=None, prompt=prompt, n=2, size="1536x1024",
+                      quality="low", background=None, output_format=None, output_compression=None,
+                      response_format=None, stream=True, partial_images=2, seed=7)
+    previews: list[tuple[int, int, tuple[int, int]]] = []
+    runtime = JobRuntime(on_preview=lambda i, k, im: previews.append((i, k, im.size)))
+    images = backend.run(plan_job(config, False, spec, "txt2img", [], None), runtime)
+    assert len(images) == 2 and all(im.width == 1.5 * im.height for im in images)  # extended to 3:2
+    assert sorted((i, k) for i, k, _ in previews) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    alone = backend.run(plan_job(config, False, spec, "txt2img", [], None))
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(images, alone, strict=True))
+
+
+@pytest.mark.parametrize("shape", ["star", "heart", "triangle", "ring", "square", "circle"])
+def test_a_small_thing_is_asked_for_large_and_shrunk_in_its_cell(shape):
+    """Model 1 draws small silhouettes badly (a small star comes out round), so a small thing is
+    drawn large and shrunk about its cell centre: the checker reads the result as the small thing."""
+    from training.mini.checker import read
+
+    layout = compose.Layout("green", (compose.Thing(f"small red {shape}", (2, 0), "small"),
+                                      compose.Thing("blue circle", (0, 2), None)))
+    assert layout.prompts()[0] == f"a large red {shape} in the top right corner on a green background"
+    drawn = [render(Scene("green", [Obj(shape, "red", "large", "top right", 98, 30)])),
+             render(Scene("green", [Obj("circle", "blue", "large", "bottom left", 30, 98)]))]
+    found = sorted((o.colour, o.shape, o.size, o.pos) for o in read(layout.compose(drawn)).objects)
+    assert found == [("blue", "circle", "large", "bottom left"), ("red", shape, "small", "top right")]
