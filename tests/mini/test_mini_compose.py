@@ -151,3 +151,13 @@ def test_a_small_thing_is_asked_for_large_and_shrunk_in_its_cell(shape):
              render(Scene("green", [Obj("circle", "blue", "large", "bottom left", 30, 98)]))]
     found = sorted((o.colour, o.shape, o.size, o.pos) for o in read(layout.compose(drawn)).objects)
     assert found == [("blue", "circle", "large", "bottom left"), ("red", shape, "small", "top right")]
+
+
+@pytest.mark.parametrize("shape", ["star", "heart", "circle"])
+def test_one_small_thing_alone_is_shrunk_and_nothing_of_its_large_drawing_is_left(shape):
+    from training.mini.checker import read
+
+    layout = compose.Layout("blue", (compose.Thing(f"small yellow {shape}", (0, 0), "small"),))
+    drawn = render(Scene("blue", [Obj(shape, "yellow", "large", "top left", 30, 30)]))
+    found = [(o.colour, o.shape, o.size, o.pos) for o in read(layout.compose([drawn])).objects]
+    assert found == [("yellow", shape, "small", "top left")]

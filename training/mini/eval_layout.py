@@ -1,13 +1,14 @@
 """Several things in one prompt: the model alone against the server's layout (imagegate.mini.compose).
 
-    python -m training.mini.eval_layout [--model DIR] [--n 300] [--seed 0] [--quality medium]
+    python -m training.mini.eval_layout [--model DIR] [--n 300] [--seed 0] [--quality medium] [--one]
 
 Model 1's held-out prompts with two and three things (``prompts.heldout_examples`` with no
-one-thing prompts), each generated twice with the same seed: by the pipeline alone, as
-``evaluate`` does, and through the server's ``DiffusersBackend`` (lexicon, then the layout when
-``compose.plan`` reads one). Both are judged by model 1's checker. Prints, per group, the share
-of prompts whose things are all right (``all_objects``: colour, shape, position or relation) and
-whose every check is right, and how many prompts the layout took.
+one-thing prompts; ``--one``: one-thing prompts only, where a small thing is laid out), each
+generated twice with the same seed: by the pipeline alone, as ``evaluate`` does, and through the
+server's ``DiffusersBackend`` (lexicon, then the layout when ``compose.plan`` reads one). Both are
+judged by model 1's checker. Prints, per group, the share of prompts whose things are all right
+(``all_objects``: colour, shape, and position or relation) and whose every check is right, and
+how many prompts the layout took.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from .evaluate import checks_of
 from .prompts import heldout_examples
 
 
-def evaluate_layout(model_dir: Path, n: int, seed: int, quality: str, log=print) -> dict[str, float]:
+def evaluate_layout(model_dir: Path, n: int, seed: int, quality: str, one: bool = False,
+                    log=print) -> dict[str, float]:
     import torch
 
     from imagegate.backends.diffusers.backend import DiffusersBackend
@@ -44,8 +46,10 @@ def evaluate_layout(model_dir: Path, n: int, seed: int, quality: str, log=print)
     steps, cfg = QUALITY_PRESETS[quality]
     per: dict[str, list[bool]] = collections.defaultdict(list)
     t0 = time.time()
-    for k, (scene, prompt, claims) in enumerate(heldout_examples(seed, n, mix=(0.0, 0.5, 0.5))):
-        group = {2: "two-" + ("relation" if claims.relation else "absolute"), 3: "three"}[len(scene.objects)]
+    for k, (scene, prompt, claims) in enumerate(heldout_examples(seed, n, mix=(1.0, 0.0, 0.0) if one
+                                                                  else (0.0, 0.5, 0.5))):
+        group = {1: f"one-{scene.objects[0].size}", 2: "two-" + ("relation" if claims.relation else "absolute"),
+                 3: "three"}[len(scene.objects)]
         s = seed * 100003 + k
         alone = pipe(prompt, num_inference_steps=steps, guidance_scale=cfg,
                      generator=torch.Generator().manual_seed(s)).images[0]
@@ -58,12 +62,15 @@ def evaluate_layout(model_dir: Path, n: int, seed: int, quality: str, log=print)
             res = check(img, scene, claims)
             for g in (group, "two" if len(scene.objects) == 2 else None):
                 if g:
-                    per[f"{g}/{name}/all_objects"].append(res["all_objects"])
+                    # one thing: its colour, shape, size and position (check() names them apart)
+                    per[f"{g}/{name}/all_objects"].append(res["all_objects"] if "all_objects" in res else all(
+                        res[a] for a in ("colour", "shape", "size", "position")))
                     per[f"{g}/{name}/strict"].append(all(checks_of(res).values()))
         for g in (group, "two" if len(scene.objects) == 2 else None):
             if g:
                 per[f"{g}/laid_out"].append(laid)
-    log(f"model: {model_dir}  quality={quality}  n={n} held-out prompts with 2 and 3 things, seed={seed}, "
+    log(f"model: {model_dir}  quality={quality}  n={n} held-out prompts with {'1' if one else '2 and 3'} things, "
+        f"seed={seed}, "
         f"{time.time() - t0:.0f} s")
     for key in sorted(per):
         log(f"  {key:34s} {np.mean(per[key]):.3f}  (n={len(per[key])})")
@@ -76,10 +83,11 @@ def main(argv=None) -> None:
     ap.add_argument("--n", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quality", default="medium", choices=list(QUALITY_PRESETS))
+    ap.add_argument("--one", action="store_true", help="one-thing prompts instead (a small thing is laid out)")
     args = ap.parse_args(argv)
     from imagegate.mini import WEIGHTS_DIR
 
-    evaluate_layout(Path(args.model) if args.model else WEIGHTS_DIR, args.n, args.seed, args.quality)
+    evaluate_layout(Path(args.model) if args.model else WEIGHTS_DIR, args.n, args.seed, args.quality, args.one)
 
 
 if __name__ == "__main__":

@@ -117,10 +117,14 @@ class Layout:
         stack = np.stack(arrays)
         for i, (t, a) in enumerate(zip(self.things, arrays, strict=True)):
             own = (dist[i] <= _RADIUS[_drawn_size(t)] + _REACH) & _foreground(a)
-            # cleared first, to the backdrop of the nearest other picture (its thing is elsewhere):
-            # a shrunk thing leaves the rest of its drawn footprint empty
-            other = np.where(np.arange(len(arrays))[:, None, None] == i, np.inf, dist).argmin(0)
-            out[own] = np.take_along_axis(stack, other[None, :, :, None].repeat(3, -1), 0)[0][own]
+            # cleared first, to the backdrop of the nearest other picture (its thing is elsewhere), or
+            # with one picture to the colour just around the thing: a shrunk thing leaves the rest of its
+            # drawn footprint empty
+            if len(arrays) > 1:
+                other = np.where(np.arange(len(arrays))[:, None, None] == i, np.inf, dist).argmin(0)
+                out[own] = np.take_along_axis(stack, other[None, :, :, None].repeat(3, -1), 0)[0][own]
+            elif own.any():
+                out[own] = np.median(a[_grow(own, 3) & ~own], 0).astype(a.dtype)
             owns.append(own)
         for t, a, own, (cx, cy) in zip(self.things, arrays, owns, centres, strict=True):
             if _drawn_size(t) == t.size or t.size is None:
