@@ -68,9 +68,28 @@ def _kind(word: str) -> str:
     "a red circle, a blue square, a yellow star and a pink heart on a white background",  # four things
     "a red blue circle and a square on a green background",  # two colours for one thing
     "a red circle left of a blue square above a star on white",  # two relations
+    "a small red circle, a blue square and a dragon on a white background",  # a thing it does not know
+    "a red circle and a striped blue square on a green background",  # a word it does not know
+    "a red circle and a yellow star at night on a blue background",
 ])
 def test_what_it_cannot_read_is_left_to_the_model(prompt):
     assert plan(prompt, 0) is None
+
+
+@pytest.mark.parametrize("prompt", [
+    "i want 1 big red square at the bottom centre. 1 large blue triangle at the top left background white",
+    "on white; a large red square at the bottom center / a blue triangle, large at the top left.",
+    "a large red square at the bottom centre and a large blue triangle in the top left corner against white",
+    "A Large Red Square At The Bottom Centre, A Large Blue Triangle Top Left, On A Plain White Colour",
+    "background: white. bottom centre: 1 large red square. top left: a large blue triangle",
+])
+def test_model_2s_training_phrasings_are_read(prompt):
+    """Model 2's training grammar: "1", sentences, slashes, colons, a backdrop named last without a
+    preposition or as "a plain … colour"."""
+    layout = plan(prompt, 0)
+    assert layout is not None and layout.background == "white"
+    assert sorted((t.words, t.cell) for t in layout.things) == [("large blue triangle", (0, 0)),
+                                                                ("large red square", (1, 2))]
 
 
 def test_one_small_thing_is_laid_out_in_its_cell_or_the_centre():

@@ -14,9 +14,9 @@ the model's; the layout and the sizing are the server's, the way layout-first sy
 before drawing into them.
 
 Composed only when the reading is certain: one small thing, or two or three things, each with one
-kind word, distinct places, a backdrop colour, no counts ("two stars") and nothing it cannot
-place. Anything else returns None and the model reads the prompt as it is. Pure
-Python/numpy/Pillow; no torch.
+kind word, distinct places, a backdrop colour, no counts ("two stars"), no word outside the
+training grammar's ("a dragon", "at night") and nothing it cannot place. Anything else returns
+None and the model reads the prompt as it is. Pure Python/numpy/Pillow; no torch.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .regions import _CELLS, _PLACE, _POSITIONS, _a, _colour_words, _grow, _words
+from .regions import _CELLS, _KNOWN_COLOURS, _PLACE, _POSITIONS, _a, _colour_words, _grow, _words
 
 # The kinds the built-in models were trained to draw and the words their training used for them
 # (training/mini/prompts.py SHAPE_WORDS, training/mini/language.py KIND_WORDS; a test keeps them equal),
@@ -76,13 +76,24 @@ _RADIUS = {"small": 14.0, "large": 25.0, None: 25.0}
 _MARGIN = 5.0  # training scenes keep things' bounding circles this far apart
 _REACH = 10.0  # a thing's own pixels are taken this far beyond its radius (jitter, antialiasing)
 
-_BACKDROP = re.compile(r"\b(?:(?:on|over|against|with|in front of)\s+)?(?:(?:an?|the)\s+)?"
-                       r"(?:plain\s+|solid\s+|flat\s+)?(?P<c>[a-z]+)(?:\s+colou?red)?\s+(?:background|backdrop|bg)\b"
-                       r"|\b(?:background|backdrop|bg)\s*(?:colou?r\s*)?(?:is\s+|of\s+|:\s*)?(?P<c2>[a-z]+)\b"
-                       r"|\bon\s+(?P<c3>[a-z]+)\s*(?:,|$)")  # "on green, a red circle", "... on green"
+_BACKDROPS = tuple(re.compile(r) for r in (  # each with the colour as group "c"
+    r"\b(?:(?:on|over|against|with|in front of)\s+)?(?:(?:an?|the)\s+)?(?:plain\s+|solid\s+|flat\s+)?"
+    r"(?P<c>[a-z]+)(?:\s+colou?red)?\s+(?:background|backdrop|bg)\b",  # "on a plain green background"
+    r"\b(?:background|backdrop|bg)\s*(?:colou?r\s*)?(?:is\s+|of\s+|:\s*)?(?P<c>[a-z]+)\b",  # "background: green"
+    r"\b(?:on|over|against)\s+(?P<c>[a-z]+)\s*(?:[,;:.]|$)",  # "on green, a red circle", "... on green"
+    r"\b(?:on|over|against)\s+(?:an?\s+)?(?:plain\s+)?(?P<c>[a-z]+)\s+colou?r\b",  # "on a plain pink colour"
+))
 _RELATION = re.compile(r"\b(?:(?:to|on) the )?(?P<r>left|right) of\b|\b(?P<v>above|over|on top of|below|under|beneath|"
                        r"underneath)\b")
-_SPLIT = re.compile(r"\s*(?:[,;/&+]|\band\b|\bwith\b|\bplus\b|\balso\b)\s*")
+# Words a thing's phrase may hold besides its kind, colour and size: the training grammars' articles,
+# prepositions, place words, prefixes and "1" (training/mini/prompts.py, language.py). A phrase with any
+# other word ("a dragon", "at night", "striped", "a shape") is not laid out: the model reads the prompt whole.
+_FILLER = frozenset({
+    "a", "an", "the", "one", "of", "in", "on", "at", "to", "near", "is", "that", "there", "it",
+    "side", "corner", "middle", "centre", "center", "top", "bottom", "left", "right", "upper", "lower",
+    "colour", "color", "coloured", "colored", "picture", "image", "drawing", "illustration", "icon", "simple", "flat",
+    "plain", "solid", "draw", "make", "create", "paint", "generate", "i", "want", "give", "me", "1", "beside"})
+_SPLIT = re.compile(r"\s*(?:[,;:./&+]|\band\b|\bwith\b|\bplus\b|\balso\b)\s*")
 
 
 @dataclass(frozen=True)
@@ -162,13 +173,16 @@ def _foreground(a: np.ndarray) -> np.ndarray:
 
 def plan(prompt: str, seed: int) -> Layout | None:
     """The layout of ``prompt`` (already through the model's lexicon), or None to leave it to the model."""
-    text = _words(prompt, r"[^a-z0-9,;/&+\- ]+").replace("-", " ")
-    backdrops = [(m, c) for m in _BACKDROP.finditer(text)
-                 if len(c := _colour_words(next(g for g in m.group("c", "c2", "c3") if g))) == 1]
-    if len(backdrops) != 1:
+    text = _words(prompt, r"[^a-z0-9,;:./&+\- ]+").replace("-", " ")
+    spans: dict[tuple[int, int], list[str]] = {}  # where a backdrop is named, and its colour
+    for pattern in _BACKDROPS:
+        for m in pattern.finditer(text):
+            if len(c := _colour_words(m.group("c"))) == 1 and not any(a < m.end() and m.start() < b for a, b in spans):
+                spans[m.span()] = c
+    if len(spans) != 1:
         return None
-    m, background = backdrops[0]
-    body = (text[:m.start()] + " , " + text[m.end():]).strip(" ,")
+    (start, end), background = next(iter(spans.items()))
+    body = (text[:start] + " , " + text[end:]).strip(" ,")
     if any(w in _PLURAL or w in _COUNT for w in body.split()):
         return None
     relation = None
@@ -204,6 +218,8 @@ def _things(body: str) -> list[tuple[str, tuple[int, int] | None, str | None]] |
     pending: dict[str, Any] = {}
     for chunk in chunks:
         words = chunk.split()
+        if any(w not in _FILLER and w not in _SINGULAR and w not in _SIZE and w not in _KNOWN_COLOURS for w in words):
+            return None
         kinds = [w for w in words if w in _SINGULAR]
         colours = _colour_words(chunk)
         if len(kinds) > 1 or len(colours) > 1:
