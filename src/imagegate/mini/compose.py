@@ -21,6 +21,7 @@ None and the model reads the prompt as it is. Pure Python/numpy/Pillow; no torch
 
 from __future__ import annotations
 
+import functools
 import itertools
 import random
 import re
@@ -173,6 +174,23 @@ def _foreground(a: np.ndarray) -> np.ndarray:
 
 def plan(prompt: str, seed: int) -> Layout | None:
     """The layout of ``prompt`` (already through the model's lexicon), or None to leave it to the model."""
+    read = _read(prompt)
+    if read is None:
+        return None
+    background, things = read
+    if len(things) == 1:  # one thing: only a small one gains (drawn large, shrunk); unplaced, it is central
+        words, cell, size = things[0]
+        return Layout(background, (Thing(words, cell or (1, 1), size),)) if size == "small" else None
+    cells = _place([(cell, size) for _, cell, size in things], random.Random(seed))
+    if cells is None:
+        return None
+    return Layout(background, tuple(Thing(words, cell, size) for (words, _, size), cell
+                                    in zip(things, cells, strict=True)))
+
+
+@functools.lru_cache(maxsize=256)  # n images of one request read the same prompt; only the seed differs
+def _read(prompt: str) -> tuple[str, tuple[tuple[str, tuple[int, int] | None, str | None], ...]] | None:
+    """The backdrop colour and (words, cell or None, size) per thing, with a relation's cells."""
     text = _words(prompt, r"[^a-z0-9,;:./&+\- ]+").replace("-", " ")
     spans: dict[tuple[int, int], list[str]] = {}  # where a backdrop is named, and its colour
     for pattern in _BACKDROPS:
@@ -196,18 +214,11 @@ def plan(prompt: str, seed: int) -> Layout | None:
     things = _things(body)
     if things is None or not 1 <= len(things) <= 3 or (relation and len(things) != 2):
         return None
-    if len(things) == 1:  # one thing: only a small one gains (drawn large, shrunk); unplaced, it is central
-        words, cell, size = things[0]
-        return Layout(background[0], (Thing(words, cell or (1, 1), size),)) if size == "small" else None
     if relation is not None and all(cell is None for _, cell, _ in things):
         first, second = {"left": ((0, 1), (2, 1)), "right": ((2, 1), (0, 1)),
                          "above": ((1, 0), (1, 2)), "below": ((1, 2), (1, 0))}[relation]
         things = [(things[0][0], first, things[0][2]), (things[1][0], second, things[1][2])]
-    cells = _place([(cell, size) for _, cell, size in things], random.Random(seed))
-    if cells is None:
-        return None
-    return Layout(background[0], tuple(Thing(words, cell, size) for (words, _, size), cell
-                                       in zip(things, cells, strict=True)))
+    return background[0], tuple(things)
 
 
 def _things(body: str) -> list[tuple[str, tuple[int, int] | None, str | None]] | None:

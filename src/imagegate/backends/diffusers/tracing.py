@@ -43,8 +43,11 @@ class TracedUNet:
     """Installed as `unet.forward`; holds the class's own forward for eager calls and tracing."""
 
     def __init__(self, unet: torch.nn.Module, hot_after: int = HOT_AFTER, max_graphs: int = MAX_GRAPHS) -> None:
+        from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
+
         self.unet = unet
         self.eager: Callable[..., Any] = type(unet).forward.__get__(unet)
+        self.output = UNet2DConditionOutput  # what the eager forward returns with return_dict
         self.hot_after = hot_after
         self.max_graphs = max_graphs
         self.graphs: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
@@ -62,11 +65,7 @@ class TracedUNet:
         if graph is None:
             return self.eager(sample, timestep, encoder_hidden_states, return_dict=return_dict)
         out = graph(sample, t, encoder_hidden_states)
-        if not return_dict:
-            return (out,)
-        from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
-
-        return UNet2DConditionOutput(sample=out)
+        return self.output(sample=out) if return_dict else (out,)
 
     def _signature(self, sample: Any, timestep: Any, ehs: Any, args: tuple[Any, ...],
                    kwargs: dict[str, Any]) -> tuple[Any, ...] | None:
