@@ -111,3 +111,23 @@ def test_pilot5_shapes_factor8_latents_and_reads_rendered_pictures_as_right():
     multis = [sample_scene2(rng, 2, "plain", False) for _ in range(4)]
     f = fidelity(None, singles, multis)
     assert min(v for k, v in f.items() if k != "two_all_right") == 1.0 and f["two_all_right"] >= 0.75
+
+
+def test_worker_batches_follow_the_step_so_a_resumed_run_ends_the_same(tmp_path):
+    """--workers N (the GPU run): each step's batch comes from that step's own seeds, built in spawned
+    processes, so a run stopped and resumed ends with the weights of a straight one."""
+    from training.mini.train import StepBatches, get_world
+
+    w = get_world(2)
+    scenes = [w.sample_training_scene(random.Random(i)) for i in range(6)]
+    from transformers import CLIPTokenizer
+
+    _train(tmp_path / "a", tmp_path / "wa", "--workers", "2")
+    tok = CLIPTokenizer.from_pretrained(tmp_path / "wa" / "tokenizer")
+    one, two = StepBatches(scenes, tok, w, 4, 7, (4, 32, 32)), StepBatches(scenes, tok, w, 4, 7, (4, 32, 32))
+    assert all(torch.equal(x, y) for x, y in zip(one[3], two[3], strict=True))
+    assert not torch.equal(one[3][3], one[4][3])
+    _train(tmp_path / "b", tmp_path / "wb", "--workers", "2", "--stop-after", "2")
+    _train(tmp_path / "b", tmp_path / "wb", "--workers", "2")
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -140,7 +140,15 @@ def n_params(m) -> int:
 def render_batch(scenes, world=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Images in [-1, 1] (B,3,H,W) and a per-pixel weight (B,1,H,W): 5 on objects, 1 on background
     (model 2: on the background and on a band of ground or sea)."""
-    world = world or get_world(1)
+    return _tensors(*_render_arrays(scenes, world or get_world(1)))
+
+
+def _tensors(imgs: np.ndarray, ws: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.from_numpy(imgs).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(ws)[:, None]
+
+
+def _render_arrays(scenes, world) -> tuple[np.ndarray, np.ndarray]:
+    """render_batch's pictures (B,H,W,3) and weights (B,H,W) as numpy arrays (what the render pool sends)."""
     imgs, ws = [], []
     for s in scenes:
         a = np.asarray(world.render(s), dtype=np.float32)
@@ -149,9 +157,7 @@ def render_batch(scenes, world=None) -> tuple[torch.Tensor, torch.Tensor]:
             thing &= np.abs(a - np.array(COLOURS[c], np.float32)).sum(-1) > 6
         ws.append(1.0 + 4.0 * thing)
         imgs.append(a / 127.5 - 1.0)
-    x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).contiguous()
-    w = torch.from_numpy(np.stack(ws).astype(np.float32))[:, None]
-    return x, w
+    return np.stack(imgs), np.stack(ws).astype(np.float32)
 
 
 def save_pipeline(out: Path, vae, unet, text_encoder, tokenizer_dir: Path) -> None:
@@ -437,8 +443,9 @@ def pretrain_text(args, te, head, tok) -> None:
 
 
 # ----------------------------------------------------------------- stage 2b
-def encode_dataset(vae, n: int, seed: int, work: Path, world=None):
-    """Render and encode the stage-2b scenes once; latents and weights are kept on the CPU."""
+def encode_dataset(vae, n: int, seed: int, work: Path, world=None, workers: int = 0):
+    """Render and encode the stage-2b scenes once (rendered in ``workers`` processes if > 0; the same
+    pictures either way); latents and weights are kept on the CPU."""
     world = world or get_world(1)
     cache = work / f"latents_{n}_{seed}.pt"
     rng = random.Random(f"data-{seed}")
@@ -455,9 +462,12 @@ def encode_dataset(vae, n: int, seed: int, work: Path, world=None):
         log("latent cache", cache, "was written by another VAE; encoding again")
     means, weights = [], []
     t0 = time.time()
-    with torch.no_grad():
-        for i in range(0, n, 128):
-            x, w = render_batch(scenes[i:i + 128], world)
+    chunks = [scenes[i:i + 128] for i in range(0, n, 128)]
+    with _pool(workers) as pool, torch.no_grad():
+        rendered = pool.imap(_render_chunk, [(c, world) for c in chunks]) if pool else (
+            _render_arrays(c, world) for c in chunks)
+        for i, (imgs, ws) in zip(range(0, n, 128), rendered, strict=True):
+            x, w = _tensors(imgs, ws)
             means.append(vae.encode(x.to(vae.device)).latent_dist.mean.half().cpu())
             weights.append(F.avg_pool2d(w, VAE_FACTOR).half())  # object weight per latent pixel
             if i % 5120 == 0:
@@ -465,6 +475,46 @@ def encode_dataset(vae, n: int, seed: int, work: Path, world=None):
     mean, weight = torch.cat(means), torch.cat(weights)
     torch.save({"mean": mean, "weight": weight, "vae": key}, cache)
     return scenes, mean, weight
+
+
+def _render_chunk(job):
+    scenes, world = job
+    return _render_arrays(scenes, world)
+
+
+@contextlib.contextmanager
+def _pool(workers: int):
+    """A pool of ``workers`` fresh (spawned) processes, or None for in-process work (the CPU recipe). Not
+    forked: a fork of a process running torch's thread pools or CUDA can hang (seen here with OpenMP)."""
+    if workers <= 0:
+        yield None
+        return
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        yield pool
+
+
+class StepBatches(torch.utils.data.Dataset):
+    """``--workers N``: stage 2b's batch for step s, built in a worker process from seeds of its own
+    (``--batch-seed``, s): which scenes, their fresh prompts and parse targets, the noise. The batches do not
+    depend on the number of workers or on where a run resumed; they differ from the in-process stream
+    (workers 0, the CPU recipes), which draws everything from one generator in order."""
+
+    def __init__(self, scenes, tok, world, batch: int, bseed: int, latent_shape):
+        self.scenes, self.tok, self.world = scenes, tok, world
+        self.batch, self.bseed, self.latent_shape = batch, bseed, latent_shape
+
+    def __len__(self) -> int:
+        return 1 << 40
+
+    def __getitem__(self, step: int):
+        gen = torch.Generator().manual_seed(self.bseed * 1_000_003 + step)
+        rng = random.Random(f"prompts-{self.bseed}-{step}")
+        idx = torch.randint(0, len(self.scenes), (self.batch,), generator=gen)
+        ids, targets = sample_batch(self.scenes, idx.tolist(), rng, self.tok, torch.device("cpu"), world=self.world)
+        noise = torch.randn((self.batch, *self.latent_shape), generator=gen)
+        return idx, ids, targets, noise, gen.get_state()
 
 
 def edge_band(pw: torch.Tensor) -> torch.Tensor:
@@ -513,7 +563,7 @@ def train_unet(args, vae, work: Path, tok_dir: Path):
 
     tok = CLIPTokenizer.from_pretrained(tok_dir)
     torch.manual_seed(args.seed)
-    scenes, lat_mean, lat_weight = encode_dataset(vae, args.n_scenes, args.seed, work, args.w)
+    scenes, lat_mean, lat_weight = encode_dataset(vae, args.n_scenes, args.seed, work, args.w, args.workers)
     # objects weigh 5x the flat background per latent pixel (they are a few % of the image), and the
     # band around their outlines (corners, star points) weighs --edge-weight more again; fixed per scene
     lat_weight = lat_weight.float()
@@ -521,7 +571,8 @@ def train_unet(args, vae, work: Path, tok_dir: Path):
         lat_weight += args.edge_weight * edge_band(lat_weight)
     sf = vae.config.scaling_factor
     dev = args.device
-    unet = args.w.make_unet().to(dev)
+    lat_mean, lat_weight = lat_mean.to(dev), lat_weight.to(dev)  # no-op on the CPU; on a GPU, one copy
+    unet = (args.w.make_unet(tuple(args.unet_channels)) if args.unet_channels else args.w.make_unet()).to(dev)
     te = make_text_encoder(tok, args.w.max_length).to(dev)
     if args.init_from:  # continue from a saved pipeline (its EMA weights); fresh optimizer
         from diffusers import UNet2DConditionModel
@@ -577,8 +628,18 @@ def train_unet(args, vae, work: Path, tok_dir: Path):
     last_ckpt = time.time()
     stopped_early = False
     interrupted = getattr(args, "interrupted", lambda: False)
+    pending: list[torch.Tensor] = []  # this step's losses, read back to the host every 25 steps (no sync a step)
+    batches = None
+    if args.workers > 0:
+        loader = torch.utils.data.DataLoader(
+            StepBatches(scenes, tok, args.w, args.batch, bseed, tuple(lat_mean.shape[1:])),
+            sampler=range(first, args.steps), batch_size=None, num_workers=args.workers, prefetch_factor=4,
+            pin_memory=dev.type == "cuda", multiprocessing_context="spawn")
+        batches = iter(loader)
 
     def save_state(step: int) -> None:
+        losses.extend(torch.stack(pending).tolist() if pending else [])
+        pending.clear()
         save_training_state(state_path, args, step, time.time() - t0, losses, rng, gen, opt,
                             unet=unet, te=te, head=head, ema_unet=ema_unet, ema_te=ema_te)
 
@@ -589,12 +650,20 @@ def train_unet(args, vae, work: Path, tok_dir: Path):
         lr = unet_lr(args, step, time.time() - t0)
         for g in opt.param_groups:
             g["lr"] = lr
-        idx = torch.randint(0, len(scenes), (args.batch,), generator=gen)
-        ids, targets = sample_batch(scenes, idx.tolist(), rng, tok, dev, world=args.w)
+        if batches is None:
+            idx = torch.randint(0, len(scenes), (args.batch,), generator=gen)
+            ids, targets = sample_batch(scenes, idx.tolist(), rng, tok, dev, world=args.w)
+            noise = torch.randn((args.batch, *lat_mean.shape[1:]), generator=gen)  # all draws on CPU generators
+            t = sample_timesteps(timestep_dist(args, step), args.batch, gen)
+        else:
+            idx, ids, targets, noise, gstate = next(batches)
+            step_gen = torch.Generator()
+            step_gen.set_state(gstate)
+            t = sample_timesteps(timestep_dist(args, step), args.batch, step_gen)
+            ids, targets = ids.to(dev, non_blocking=True), targets.to(dev, non_blocking=True)
+        idx = idx.to(dev)
         z0 = lat_mean[idx].float() * sf
-        noise = torch.randn(z0.shape, generator=gen)  # all random draws on the CPU generator
-        t = sample_timesteps(timestep_dist(args, step), args.batch, gen)
-        z0, noise, snr_t, t = z0.to(dev), noise.to(dev), snr[t].to(dev), t.to(dev)
+        noise, snr_t, t = noise.to(dev, non_blocking=True), snr[t].to(dev), t.to(dev)
         zt = sched.add_noise(z0, noise, t)
         target = sched.get_velocity(z0, noise, t)
         # bf16 autocast (weights, optimizer and loss stay fp32): 20% faster per step on this CPU
@@ -604,7 +673,7 @@ def train_unet(args, vae, work: Path, tok_dir: Path):
         # "minsnr" caps the weight at SNR 5; plain v-loss puts more weight on high-noise steps
         # (background colour, layout).
         w = torch.clamp(snr_t, max=5.0) / (snr_t + 1) if args.weighting == "minsnr" else torch.ones_like(snr_t)
-        pw = lat_weight[idx].to(dev)
+        pw = lat_weight[idx]
         per = (pw * (pred - target).pow(2)).mean(dim=(1, 2, 3)) / pw.mean(dim=(1, 2, 3))
         aux, acc = head.loss(te_out.pooler_output.float(), targets, with_acc=step % 25 == 0)
         loss = (w * per).mean() + args.aux_weight * aux
@@ -615,11 +684,13 @@ def train_unet(args, vae, work: Path, tok_dir: Path):
         decay = min(args.ema, (1 + step) / (10 + step))
         with torch.no_grad():
             torch._foreach_lerp_(ema_params, live_params, 1 - decay)
-        losses.append(loss.item())
+        pending.append(loss.detach())
         if step % 25 == 0:
+            losses.extend(torch.stack(pending).tolist())
+            pending.clear()
             el = time.time() - t0
-            log(f"step {step} loss {np.mean(losses[-25:]):.4f} parse {acc:.3f} lr {lr:.2e} {el:.0f}s "
-                f"({el / (step + 1):.2f}s/step)")
+            log(f"step {step} loss {np.mean(losses[-25:]):.4f} parse {acc:.3f} lr {lr:.2e} {el:.1f}s "
+                f"({el / (step + 1):.3f}s/step)")
         now = time.time()
         out_of_time = now - t0 > args.minutes * 60
         if now - last_ckpt > args.ckpt_minutes * 60 or out_of_time:
@@ -637,6 +708,7 @@ def train_unet(args, vae, work: Path, tok_dir: Path):
     if not stopped_early and first <= args.steps - 1:
         checkpoint(args, vae, ema_unet, ema_te, tok_dir, work, step)
     save_state(step)
+    del batches  # ends the loader's workers
     meta = {"steps": step + 1, "batch": args.batch, "seconds": round(time.time() - t0), "seed": args.seed,
             "n_scenes": args.n_scenes, "final_loss": float(np.mean(losses[-100:]))}
     (work / f"train_meta_{Path(args.out).name}.json").write_text(json.dumps(meta, indent=2))
@@ -650,8 +722,14 @@ RESUME_KEYS = ("world", "seed", "batch_seed", "steps", "batch", "lr", "warmup", 
                "timesteps", "uniform_from")
 
 
+# Added later; in the fingerprint only when set, so that states written before them still resume.
+RESUME_KEYS_IF_SET = ("workers", "unet_channels")
+
+
 def _fingerprint(args) -> dict:
-    return {k: getattr(args, k) for k in RESUME_KEYS}
+    fp = {k: getattr(args, k) for k in RESUME_KEYS}
+    fp.update({k: getattr(args, k) for k in RESUME_KEYS_IF_SET if getattr(args, k, None)})
+    return fp
 
 
 def save_training_state(path: Path, args, step: int, elapsed: float, losses, rng, gen, opt, **modules) -> None:
@@ -778,13 +856,27 @@ def main(argv=None):
                     help="save the state and stop after this many steps of stage 2b (as a kill would; for tests)")
     ap.add_argument("--world", type=int, choices=[1, 2], default=1,
                     help="1: model 1 (shapes; make train-mini); 2: model 2 (everyday things, richer language)")
+    ap.add_argument("--workers", type=int, default=0,
+                    help="processes that render the scenes and build stage 2b's batches (0: in-process, the CPU "
+                         "recipes; N > 0 feeds a GPU: each step's batch is seeded by its step, another stream)")
+    ap.add_argument("--unet-channels", type=int, nargs="+", default=None,
+                    help="model 2's UNet widths, four levels (default recipe2.UNET_CHANNELS)")
     args = ap.parse_args(argv)
     args.w = get_world(args.world)
+    if args.unet_channels and (args.world != 2 or len(args.unet_channels) != 4):
+        ap.error("--unet-channels takes four widths, with --world 2")
 
     torch.set_num_threads(args.threads)
-    torch.use_deterministic_algorithms(True, warn_only=True)
     args.device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if args.bf16 == "auto":
+    if args.device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:  # GPU kernels round differently from the CPU's anyway: take the fastest convolutions
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    if args.device.type == "cuda" and args.bf16 == "auto":
+        args.bf16 = torch.cuda.is_bf16_supported()
+    elif args.bf16 == "auto":
         # the server's dtype="auto" rule: bf16 only where the device computes it natively. On a CPU
         # with AVX-512 BF16 a UNet training step was 20% faster than fp32; on an AVX2-only CPU oneDNN
         # emulates bf16 and the same step was 13x slower (40.6 vs 3.1 s, batch 32, 1 thread, 2026-12-01)
