@@ -1,4 +1,4 @@
-.PHONY: serve test train-mini train-mini2 eval-mini eval-mini2 mini-lexicon bench bench-server
+.PHONY: serve test train-mini train-mini2 train-mini2-gpu eval-mini eval-mini2 mini-lexicon bench bench-server
 
 # The main job: set up .venv and serve the built-in model on 127.0.0.1:8000 (SQLite, ./data).
 serve:
@@ -28,6 +28,16 @@ train-mini2:
 	.venv/bin/python -m training.mini.train --world 2 --out $(MINI2_WORK)/weights --work $(MINI2_WORK) --seed 0 \
 	  --no-sheets --vae-init $(MINI2_WORK)/vae-init --vae-steps 300 --vae-minutes 8 --vae-lr 3e-4 \
 	  --n-scenes 20000 --text-steps 200 --steps 8500 --minutes 125 --ckpt-minutes 10 --timesteps mid
+
+# The same recipe on a CUDA GPU, as run 20 was (docs/imagegate-mini.md, "Run 20"): a smoke run measures a step,
+# then the run fills about 6 minutes of UNet training; the weights land in /tmp/mini2-gpu/weights, the logs in
+# .mini-runs/gpu. Not reproducible bit for bit (GPU kernels; the step count follows the measured speed).
+train-mini2-gpu:
+	bash scripts/bootstrap.sh
+	mkdir -p $(MINI2_WORK)/vae-init
+	for f in config.json diffusion_pytorch_model.safetensors; do \
+	  git show $(MINI1_VAE_REV):src/imagegate/mini/weights/vae/$$f > $(MINI2_WORK)/vae-init/$$f; done
+	PY=.venv/bin/python OUT=.mini-runs/gpu VAE_INIT=$(MINI2_WORK)/vae-init LIMIT_S=100000 bash training/mini/gpu_run.sh
 
 # The issue #27 target lines, 300 prompts a line, one thread (about 18 minutes); MINI_MODEL=DIR for another folder.
 MINI_MODEL ?= src/imagegate/mini/weights

@@ -702,6 +702,8 @@ def train_unet(args, vae, work: Path, tok_dir: Path):
             stopped_early = True
             break
         if interrupted() or (args.stop_after is not None and step + 1 >= args.stop_after):
+            if interrupted():  # a run stopped by a time limit keeps what it learnt since the last checkpoint
+                checkpoint(args, vae, ema_unet, ema_te, tok_dir, work, step)
             save_state(step)
             log(f"stopped after step {step}; the same command resumes from {state_path}")
             return
