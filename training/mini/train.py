@@ -20,7 +20,12 @@ that stage stops early and the last checkpoint is kept):
    which is what gets saved.
 
 ``--device`` (default: CUDA when there is one) runs every stage there; the
-random draws stay on the CPU, so a GPU run sees the same data and noise.
+random draws stay on the CPU. ``--workers N`` builds stage 2b's batches and
+renders the latent cache in N spawned processes (the GPU run).
+
+The file is over 900 lines: the stages share the components, the resumable state
+and the World table. A split into components / stages / resuming is due the next
+time the file grows.
 
 Checkpoints are complete diffusers folders (fp16 safetensors) written to
 ``--out`` atomically every ``--ckpt-minutes``; unless ``--no-sheets``, a contact
