@@ -1164,7 +1164,7 @@ def sdk_outcome(call: Callable[[], Any], outcome: str, param: Any, codes: tuple[
     assert result.data and result.data[0].b64_json
 
 
-@examples(45)
+@examples(30)  # ~1 s an example (a decode and an edit through the SDK): the suite's slowest test at 45
 @given(up=hostile_images())
 def test_hostile_image_through_the_sdk(sdk: Any, up: Upload) -> None:
     show(up=up)

@@ -134,3 +134,52 @@ def test_worker_batches_follow_the_step(tmp_path, monkeypatch):
     one, two = StepBatches(scenes, tok, w, 4, 7, (4, 32, 32)), StepBatches(scenes, tok, w, 4, 7, (4, 32, 32))
     assert all(torch.equal(x, y) for x, y in zip(one[3], two[3], strict=True))
     assert not torch.equal(one[3][3], one[4][3])
+
+
+def test_warm_start_reads_model_1_prompts_as_model_1_did(tmp_path):
+    """--warm-from: model 1's UNet whole and its text encoder by token string, so model 1's grammar reads the same
+    at step 0 while words only model 2 knows get fresh rows; a UNet of other widths is refused."""
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    from imagegate.mini import WEIGHTS_DIR
+    from training.mini import recipe2
+    from training.mini.language import corpus2
+    from training.mini.tokenizer import build_tokenizer
+    from training.mini.train import make_text_encoder
+    from training.mini.warm import warm_start
+
+    tok_dir = build_tokenizer(tmp_path / "tok", corpus2(3, 400), recipe2.MAX_LENGTH)
+    tok2, tok1 = CLIPTokenizer.from_pretrained(tok_dir), CLIPTokenizer.from_pretrained(WEIGHTS_DIR / "tokenizer")
+    unet, te = recipe2.make_unet((32, 64, 128, 128)), make_text_encoder(tok2, recipe2.MAX_LENGTH)
+    fresh_house = te.get_input_embeddings().weight[tok2.convert_tokens_to_ids("house</w>")].clone()
+    counts = warm_start(unet, te, WEIGHTS_DIR, tok_dir)
+    assert counts["positions_copied"] == 48 and counts["tokens_new"] > 0 and counts["tokens_shared"] > 200
+    old_unet = __import__("diffusers").UNet2DConditionModel.from_pretrained(WEIGHTS_DIR / "unet")
+    assert all(torch.equal(v, unet.state_dict()[k]) for k, v in old_unet.state_dict().items())
+
+    old_te = CLIPTextModel.from_pretrained(WEIGHTS_DIR / "text_encoder")
+    prompt = "a large red star in the top left corner on a green background"
+    a = tok1(prompt, padding="max_length", max_length=48, return_tensors="pt").input_ids
+    b = tok2(prompt, padding="max_length", max_length=64, return_tensors="pt").input_ids
+    assert tok1.convert_ids_to_tokens(a[0]) == tok2.convert_ids_to_tokens(b[0, :48])
+    with torch.no_grad():
+        ha, hb = old_te(a).last_hidden_state, te(b).last_hidden_state
+    assert torch.allclose(ha, hb[:, :48], atol=1e-5)
+    # a word model 1 never had keeps its fresh row; "red" is model 1's
+    assert torch.equal(te.get_input_embeddings().weight[tok2.convert_tokens_to_ids("house</w>")], fresh_house)
+    assert torch.equal(te.get_input_embeddings().weight[tok2.convert_tokens_to_ids("red</w>")],
+                       old_te.get_input_embeddings().weight[tok1.convert_tokens_to_ids("red</w>")])
+    with pytest.raises(SystemExit, match="--unet-channels 32 64 128 128"):
+        warm_start(recipe2.make_unet(), te, WEIGHTS_DIR, tok_dir)
+
+
+def test_warm_started_run_trains_and_skips_text_pretraining(tmp_path, capsys):
+    from imagegate.mini import WEIGHTS_DIR
+
+    widths = ["--unet-channels", "32", "64", "128", "128"]
+    _train(tmp_path / "w", tmp_path / "ww", "--warm-from", str(WEIGHTS_DIR), *widths)
+    out = capsys.readouterr().out
+    assert "warm start from" in out and "text step" not in out  # stage 2a is not run
+    assert (tmp_path / "w" / "unet" / "config.json").exists()
+    with pytest.raises(SystemExit):
+        _train(tmp_path / "x", tmp_path / "wx", "--warm-from", str(WEIGHTS_DIR), "--init-from", str(WEIGHTS_DIR))

@@ -21,7 +21,9 @@ that stage stops early and the last checkpoint is kept):
 
 ``--device`` (default: CUDA when there is one) runs every stage there; the
 random draws stay on the CPU. ``--workers N`` builds stage 2b's batches and
-renders the latent cache in N spawned processes (the GPU run).
+renders the latent cache in N spawned processes (the GPU run). ``--warm-from
+DIR`` begins stage 2 from another world's trained pipeline (model 2 from model
+1: ``warm.py``) instead of fresh weights and stage 2a.
 
 The file is over 900 lines: the stages share the components, the resumable state
 and the World table. A split into components / stages / resuming is due the next
@@ -587,6 +589,10 @@ def train_unet(args, vae, work: Path, tok_dir: Path):
         unet.load_state_dict(UNet2DConditionModel.from_pretrained(src / "unet", dtype=torch.float32).state_dict())
         te.load_state_dict(CLIPTextModel.from_pretrained(src / "text_encoder", dtype=torch.float32).state_dict())
         log("initialised UNet and text encoder from", src)
+    elif args.warm_from:  # model 1's UNet whole, its text encoder by token string (warm.py)
+        from .warm import warm_start
+
+        log("warm start from", args.warm_from, warm_start(unet, te, args.warm_from, tok_dir))
     log(f"UNet params {n_params(unet):,}  text encoder params {n_params(te):,}")
     if dev.type == "cpu":
         # PyTorch's CPU SDPA kernels are slow in the backward pass for these small heads; plain
@@ -599,7 +605,7 @@ def train_unet(args, vae, work: Path, tok_dir: Path):
     head = ParseHead(te.config.hidden_size, args.w.aux_groups).to(dev)
     state_path = work / f"state_{Path(args.out).name}.pt"
     state = load_state(state_path, args)
-    if state is None and not args.init_from and args.text_steps:
+    if state is None and not (args.init_from or args.warm_from) and args.text_steps:
         pretrain_text(args, te, head, tok)
     params = list(unet.parameters()) + list(te.parameters()) + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.99))
@@ -730,7 +736,7 @@ RESUME_KEYS = ("world", "seed", "batch_seed", "steps", "batch", "lr", "warmup", 
 
 
 # Added later; in the fingerprint only when set, so that states written before them still resume.
-RESUME_KEYS_IF_SET = ("workers", "unet_channels")
+RESUME_KEYS_IF_SET = ("workers", "unet_channels", "warm_from")
 
 
 def _fingerprint(args) -> dict:
@@ -857,6 +863,9 @@ def main(argv=None):
     ap.add_argument("--batch-seed", type=int, default=None,
                     help="seed for batch order/noise/prompts in stage 2 (default --seed); vary it when continuing")
     ap.add_argument("--init-from", default=None, help="continue stage 2 from a saved pipeline folder")
+    ap.add_argument("--warm-from", default=None,
+                    help="begin stage 2 from another world's pipeline folder (model 1's): its UNet whole, its text "
+                         "encoder's rows for the tokens both vocabularies hold (warm.py); skips stage 2a")
     ap.add_argument("--stage", choices=["all", "vae"], default="all", help="vae: stop after stage 1")
     ap.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     ap.add_argument("--stop-after", type=int, default=None,
@@ -870,6 +879,10 @@ def main(argv=None):
                     help="model 2's UNet widths, four levels (default recipe2.UNET_CHANNELS)")
     args = ap.parse_args(argv)
     args.w = get_world(args.world)
+    if args.workers < 0:
+        ap.error("--workers takes 0 (in-process) or a number of processes")
+    if args.warm_from and args.init_from:
+        ap.error("--warm-from and --init-from are two ways to begin stage 2: pass one")
     if args.unet_channels and (args.world != 2 or len(args.unet_channels) != 4):
         ap.error("--unet-channels takes four widths, with --world 2")
 
