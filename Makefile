@@ -1,4 +1,4 @@
-.PHONY: serve test train-mini train-mini2 train-mini2-gpu eval-mini eval-mini2 mini-lexicon bench bench-server
+.PHONY: serve test train-mini train-mini1 train-mini2 train-mini2-gpu eval-mini eval-mini2 mini-lexicon bench bench-server
 
 # The main job: set up .venv and serve the built-in model on 127.0.0.1:8000 (SQLite, ./data).
 serve:
@@ -8,23 +8,37 @@ serve:
 test:
 	bash scripts/test.sh
 
-# Retrain the built-in model from scratch (deterministic from the seed); the recipe is
-# training/mini/train.py's defaults (docs/imagegate-mini.md lists them); runs from the repo root.
+# The shipped built-in model (imagegate-mini 2, run 22; docs/imagegate-mini.md, "Run 22"): model 1's weights, taken
+# from the commit that shipped them (so the command gives the same run whatever weights are checked out), trained on
+# model 2's world and language for 80 minutes of stage 2b: one 2-core CPU run of about 95 minutes (stage 1 and the
+# latent cache included), resumable (stop it, run the same command again). Writes src/imagegate/mini/weights.
+MINI1_REV = 377b0ff38c1f79024c51088cffc7750a9ebdbc73
+MINI2_WORK = .mini-runs/work2-seed0
+MINI_WORK = .mini-runs/work-mini
+MINI1_WEIGHTS = $(MINI_WORK)/mini1
 train-mini:
 	bash scripts/bootstrap.sh
-	.venv/bin/python -m training.mini.train --out src/imagegate/mini/weights --seed 0 --no-sheets
+	rm -rf $(MINI1_WEIGHTS) && mkdir -p $(MINI1_WEIGHTS) $(MINI_WORK)/vae-init
+	git archive $(MINI1_REV) src/imagegate/mini/weights | tar -x -C $(MINI1_WEIGHTS) --strip-components 4
+	cp $(MINI1_WEIGHTS)/vae/config.json $(MINI1_WEIGHTS)/vae/diffusion_pytorch_model.safetensors $(MINI_WORK)/vae-init/
+	.venv/bin/python -m training.mini.train --world 2 --out src/imagegate/mini/weights --work $(MINI_WORK) --seed 0 \
+	  --no-sheets --vae-init $(MINI_WORK)/vae-init --vae-steps 300 --vae-minutes 8 --vae-lr 3e-4 \
+	  --n-scenes 20000 --text-steps 200 --steps 4000 --minutes 80 --ckpt-minutes 10 --timesteps uniform \
+	  --unet-channels 32 64 128 128 --warm-from $(MINI1_WEIGHTS) --lr 4e-4
 
-# imagegate-mini 2 (docs/imagegate-mini.md, "Model 2"): one 2-core CPU run of at most 150 minutes (114.5 on
-# 2026-12-03), resumable (stop it, run the same command again). Runs 13-16 are measured or stopped, not shipped;
-# run 16 (shape 44.7%) is the current recipe. Stage 1 fine-tunes model 1's VAE, taken from the commit that shipped it, so the command gives the
-# same run whatever weights are checked out.
-MINI1_VAE_REV = 377b0ff38c1f79024c51088cffc7750a9ebdbc73
-MINI2_WORK = .mini-runs/work2-seed0
+# Model 1 (run 11, shipped 2026-12-02 to 2026-12-04) from scratch, deterministic from the seed: the recipe is
+# training/mini/train.py's defaults (docs/imagegate-mini.md lists them); runs from the repo root.
+train-mini1:
+	bash scripts/bootstrap.sh
+	.venv/bin/python -m training.mini.train --out .mini-runs/mini1/weights --seed 0 --no-sheets
+
+# Model 2 from scratch (docs/imagegate-mini.md, "Model 2"; run 16's recipe, shape 44.7%: not shipped), the same
+# 2-core CPU budget, resumable.
 train-mini2:
 	bash scripts/bootstrap.sh
 	mkdir -p $(MINI2_WORK)/vae-init
 	for f in config.json diffusion_pytorch_model.safetensors; do \
-	  git show $(MINI1_VAE_REV):src/imagegate/mini/weights/vae/$$f > $(MINI2_WORK)/vae-init/$$f; done
+	  git show $(MINI1_REV):src/imagegate/mini/weights/vae/$$f > $(MINI2_WORK)/vae-init/$$f; done
 	.venv/bin/python -m training.mini.train --world 2 --out $(MINI2_WORK)/weights --work $(MINI2_WORK) --seed 0 \
 	  --no-sheets --vae-init $(MINI2_WORK)/vae-init --vae-steps 300 --vae-minutes 8 --vae-lr 3e-4 \
 	  --n-scenes 20000 --text-steps 200 --steps 8500 --minutes 125 --ckpt-minutes 10 --timesteps mid
@@ -36,7 +50,7 @@ train-mini2-gpu:
 	bash scripts/bootstrap.sh
 	mkdir -p $(MINI2_WORK)/vae-init
 	for f in config.json diffusion_pytorch_model.safetensors; do \
-	  git show $(MINI1_VAE_REV):src/imagegate/mini/weights/vae/$$f > $(MINI2_WORK)/vae-init/$$f; done
+	  git show $(MINI1_REV):src/imagegate/mini/weights/vae/$$f > $(MINI2_WORK)/vae-init/$$f; done
 	PY=.venv/bin/python OUT=.mini-runs/gpu VAE_INIT=$(MINI2_WORK)/vae-init LIMIT_S=100000 bash training/mini/gpu_run.sh
 
 # The issue #27 target lines, 300 prompts a line, one thread (about 18 minutes); MINI_MODEL=DIR for another folder.
