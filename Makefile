@@ -1,4 +1,4 @@
-.PHONY: serve test train-mini train-mini1 train-mini2 train-mini2-gpu eval-mini eval-mini2 mini-lexicon bench bench-server
+.PHONY: serve test mini1-weights train-mini train-mini1 train-mini2 train-mini2-gpu eval-mini eval-mini2 mini-lexicon bench bench-server
 
 # The main job: set up .venv and serve the built-in model on 127.0.0.1:8000 (SQLite, ./data).
 serve:
@@ -15,16 +15,19 @@ test:
 MINI1_REV = 377b0ff38c1f79024c51088cffc7750a9ebdbc73
 MINI2_WORK = .mini-runs/work2-seed0
 MINI_WORK = .mini-runs/work-mini
-MINI1_WEIGHTS = $(MINI_WORK)/mini1
-train-mini:
+MINI1_WEIGHTS = .mini-runs/mini1-shipped
+train-mini: mini1-weights
 	bash scripts/bootstrap.sh
-	rm -rf $(MINI1_WEIGHTS) && mkdir -p $(MINI1_WEIGHTS) $(MINI_WORK)/vae-init
-	git archive $(MINI1_REV) src/imagegate/mini/weights | tar -x -C $(MINI1_WEIGHTS) --strip-components 4
-	cp $(MINI1_WEIGHTS)/vae/config.json $(MINI1_WEIGHTS)/vae/diffusion_pytorch_model.safetensors $(MINI_WORK)/vae-init/
 	.venv/bin/python -m training.mini.train --world 2 --out src/imagegate/mini/weights --work $(MINI_WORK) --seed 0 \
-	  --no-sheets --vae-init $(MINI_WORK)/vae-init --vae-steps 300 --vae-minutes 8 --vae-lr 3e-4 \
+	  --no-sheets --vae-init $(MINI1_WEIGHTS)/vae --vae-steps 300 --vae-minutes 8 --vae-lr 3e-4 \
 	  --n-scenes 20000 --text-steps 200 --steps 4000 --minutes 80 --ckpt-minutes 10 --timesteps uniform \
 	  --unet-channels 32 64 128 128 --warm-from $(MINI1_WEIGHTS) --lr 4e-4
+
+# Model 1's shipped folder (its UNet, text encoder and VAE), taken from the commit that shipped it: the model-2
+# targets start from it whatever weights are checked out.
+mini1-weights:
+	rm -rf $(MINI1_WEIGHTS) && mkdir -p $(MINI1_WEIGHTS)
+	git archive $(MINI1_REV) src/imagegate/mini/weights | tar -x -C $(MINI1_WEIGHTS) --strip-components 4
 
 # Model 1 (run 11, shipped 2026-12-02 to 2026-12-04) from scratch, deterministic from the seed: the recipe is
 # training/mini/train.py's defaults (docs/imagegate-mini.md lists them); runs from the repo root.
@@ -34,24 +37,18 @@ train-mini1:
 
 # Model 2 from scratch (docs/imagegate-mini.md, "Model 2"; run 16's recipe, shape 44.7%: not shipped), the same
 # 2-core CPU budget, resumable.
-train-mini2:
+train-mini2: mini1-weights
 	bash scripts/bootstrap.sh
-	mkdir -p $(MINI2_WORK)/vae-init
-	for f in config.json diffusion_pytorch_model.safetensors; do \
-	  git show $(MINI1_REV):src/imagegate/mini/weights/vae/$$f > $(MINI2_WORK)/vae-init/$$f; done
 	.venv/bin/python -m training.mini.train --world 2 --out $(MINI2_WORK)/weights --work $(MINI2_WORK) --seed 0 \
-	  --no-sheets --vae-init $(MINI2_WORK)/vae-init --vae-steps 300 --vae-minutes 8 --vae-lr 3e-4 \
+	  --no-sheets --vae-init $(MINI1_WEIGHTS)/vae --vae-steps 300 --vae-minutes 8 --vae-lr 3e-4 \
 	  --n-scenes 20000 --text-steps 200 --steps 8500 --minutes 125 --ckpt-minutes 10 --timesteps mid
 
 # The same recipe on a CUDA GPU, as run 20 was (docs/imagegate-mini.md, "Run 20"): a smoke run measures a step,
 # then the run fills about 6 minutes of UNet training; the weights land in /tmp/mini2-gpu/weights, the logs in
 # .mini-runs/gpu. Not reproducible bit for bit (GPU kernels; the step count follows the measured speed).
-train-mini2-gpu:
+train-mini2-gpu: mini1-weights
 	bash scripts/bootstrap.sh
-	mkdir -p $(MINI2_WORK)/vae-init
-	for f in config.json diffusion_pytorch_model.safetensors; do \
-	  git show $(MINI1_REV):src/imagegate/mini/weights/vae/$$f > $(MINI2_WORK)/vae-init/$$f; done
-	PY=.venv/bin/python OUT=.mini-runs/gpu VAE_INIT=$(MINI2_WORK)/vae-init LIMIT_S=100000 bash training/mini/gpu_run.sh
+	PY=.venv/bin/python OUT=.mini-runs/gpu VAE_INIT=$(MINI1_WEIGHTS)/vae LIMIT_S=100000 bash training/mini/gpu_run.sh
 
 # The issue #27 target lines, 300 prompts a line, one thread (about 18 minutes); MINI_MODEL=DIR for another folder.
 MINI_MODEL ?= src/imagegate/mini/weights

@@ -141,6 +141,7 @@ def test_warm_start_reads_model_1_prompts_as_model_1_did(tmp_path):
     vocabularies hold reads the same at step 0 while words only the new vocabulary has get fresh rows; a UNet of
     other widths is refused. The source is the shipped folder (model 1 when this was written, now run 22, which
     was warm-started from it): the same code path, whatever its vocabulary and number of positions."""
+    from diffusers import UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
     from imagegate.mini import WEIGHTS_DIR
@@ -160,7 +161,7 @@ def test_warm_start_reads_model_1_prompts_as_model_1_did(tmp_path):
     counts = warm_start(unet, te, WEIGHTS_DIR, tok_dir)
     assert counts["positions_copied"] == min(n_old, recipe2.MAX_LENGTH) and counts["tokens_new"] > 0
     assert counts["tokens_shared"] > 200
-    old_unet = __import__("diffusers").UNet2DConditionModel.from_pretrained(WEIGHTS_DIR / "unet")
+    old_unet = UNet2DConditionModel.from_pretrained(WEIGHTS_DIR / "unet")
     assert all(torch.equal(v, unet.state_dict()[k]) for k, v in old_unet.state_dict().items())
 
     prompt = "a large red star in the top left corner on a green background"
@@ -176,6 +177,8 @@ def test_warm_start_reads_model_1_prompts_as_model_1_did(tmp_path):
                        old_te.get_input_embeddings().weight[tok1.convert_tokens_to_ids("red</w>")])
     with pytest.raises(SystemExit, match="--unet-channels 32 64 128 128"):
         warm_start(recipe2.make_unet(), te, WEIGHTS_DIR, tok_dir)
+    with pytest.raises(SystemExit, match="not a pipeline folder"):
+        warm_start(unet, te, tmp_path, tok_dir)
 
 
 def test_warm_started_run_trains_and_skips_text_pretraining(tmp_path, capsys):

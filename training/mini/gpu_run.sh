@@ -14,7 +14,7 @@ OUT=${OUT:-/tmp/out} PY=${PY:-python3}
 mkdir -p "$OUT"
 # stage 1 fine-tunes model 1's VAE. The Makefile takes it from the commit that shipped model 1; the default here
 # is the shipped folder, which was model 1 until run 22 replaced it (2026-12-04): on a machine without the git
-# history, put model 1's vae folder in the tree (git-ignored: carry it) and pass VAE_INIT
+# history, carry .mini-runs/mini1-shipped (make mini1-weights) and pass VAE_INIT=.mini-runs/mini1-shipped/vae
 VAE_INIT=${VAE_INIT:-src/imagegate/mini/weights/vae}
 BUDGET_S=${BUDGET_S:-345}
 # knobs for a dry run on a CPU (DEVICE=cpu BATCH=8 SCENES=400 SMOKE_SCENES=300 BUDGET_S=20)

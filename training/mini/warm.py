@@ -33,6 +33,9 @@ def warm_start(unet: torch.nn.Module, te: torch.nn.Module, src: str | Path, tok_
     from transformers import CLIPTextModel
 
     src = Path(src)
+    missing = [p for p in ("unet", "text_encoder", "tokenizer/vocab.json") if not (src / p).exists()]
+    if missing:
+        raise SystemExit(f"--warm-from {src}: not a pipeline folder (no {', '.join(missing)})")
     old_unet = UNet2DConditionModel.from_pretrained(src / "unet", dtype=torch.float32)
     theirs, ours = tuple(old_unet.config.block_out_channels), tuple(unet.config.block_out_channels)
     if theirs != ours:
