@@ -17,6 +17,7 @@ from imagegate.mini.lexicon import Lexicon
 from imagegate.normalize import build_spec
 from imagegate.registry import builtin_mini_config
 from training.mini.language import KIND_WORDS as TRAINED_KIND_WORDS
+from training.mini.language import SETTING_WORDS
 from training.mini.prompts import SHAPE_WORDS, heldout_examples, relations_holding
 from training.mini.scenes import POSITIONS, Obj, Scene, render
 
@@ -59,8 +60,6 @@ def _kind(word: str) -> str:
 
 
 @pytest.mark.parametrize("prompt", [
-    "a red circle on a blue background",  # one thing, not small: the model draws it as it is
-    "a large red circle in the top left corner on a blue background",
     "a red circle and a blue square",  # no backdrop
     "two red stars and a blue square on a green background",  # a count
     "a red circle and three stars on white",
@@ -69,8 +68,8 @@ def _kind(word: str) -> str:
     "a red blue circle and a square on a green background",  # two colours for one thing
     "a red circle left of a blue square above a star on white",  # two relations
     "a small red circle, a blue square and a dragon on a white background",  # a thing it does not know
-    "a red circle and a striped blue square on a green background",  # a word it does not know
-    "a red circle and a yellow star at night on a blue background",
+    "a red circle and a yellow star at night on a blue background",  # a setting: the model's to read whole
+    "a red circle and a blue square on the sea, green sky",
 ])
 def test_what_it_cannot_read_is_left_to_the_model(prompt):
     assert plan(prompt, 0) is None
@@ -90,6 +89,54 @@ def test_model_2s_training_phrasings_are_read(prompt):
     assert layout is not None and layout.background == "white"
     assert sorted((t.words, t.cell) for t in layout.things) == [("large blue triangle", (0, 0)),
                                                                 ("large red square", (1, 2))]
+
+
+@pytest.mark.parametrize(("prompt", "restated"), [
+    ("show me a red star towards the upper right, set against navy",
+     "a red star in the top right corner on a blue background"),
+    ("Could you draw a big crimson heart? Put it dead centre, and make everything else lime.",
+     "a large red heart in the centre on a green background"),
+    ("a blue square, green background", "a blue square on a green background"),  # the issue's example
+    ("a red circle, blue all around it", "a red circle on a blue background"),  # the colour no thing takes
+    ("purple behind everything; a boat, painted red, on the left", "a red boat on the left on a purple background"),
+    ("a pink heart over on the left hand side against white", "a pink heart on the left on a white background"),
+    ("a snow-white star on a cherry red background", "a white star on a red background"),  # shades, by the lexicon
+    ("on blue paper: a yellow orb, up in the north-west corner",  # a noun it does not know, kept
+     "a yellow orb in the top left corner on a blue background"),
+    ("a red circle with stripes on a green background", "a red circle on a green background"),  # passed over
+])
+def test_one_thing_is_restated_in_the_models_own_grammar(prompt, restated):
+    """Whatever the sentence around it, one thing on a backdrop reaches the model as the sentence it was
+    trained on; what the prompt leaves open (place, size) stays open."""
+    layout = plan(Lexicon.default().rewrite(prompt, set()), 0)
+    assert layout is not None and layout.prompts() == [restated]
+
+
+@pytest.mark.parametrize(("place", "cell"), [
+    ("upper left", (0, 0)), ("north west", (0, 0)), ("towards the lower right", (2, 2)), ("up top", (1, 0)),
+    ("down low", (1, 2)), ("on the far left, halfway down", (0, 1)), ("right in the middle", (1, 1)),
+    ("centred at the bottom", (1, 2)), ("high up on the right", (2, 0)), ("in the middle of the left side", (0, 1)),
+    ("on the left", (0, 1)), ("top", (1, 0)), ("bottom right", (2, 2)), ("southeast", (2, 2)),
+])
+def test_places_are_read_word_by_word(place, cell):
+    layout = plan(f"a large red star {place}, on a blue background", 0)
+    assert layout is not None and layout.things[0].cell == cell
+
+
+def test_a_colour_after_a_thing_that_borrowed_one_is_its_own():
+    """A colour before the first thing is lent to it, but a colour said after it is its own, and the one
+    it borrowed is then the backdrop ("green: a red circle" is read the same way)."""
+    layout = plan("purple, a boat, painted red", 0)
+    assert layout is not None and layout.prompts() == ["a red boat on a purple background"]
+    layout = plan("green: a red circle", 0)
+    assert layout is not None and layout.prompts() == ["a red circle on a green background"]
+
+
+@pytest.mark.parametrize("phrase", sorted({p for ps in SETTING_WORDS.values() for p in ps}))
+def test_a_setting_is_left_to_the_model(phrase):
+    """Model 2 learnt ground, sea and night skies; a layout draws flat backdrops, so it does not take them."""
+    text = phrase.format(s="blue", b="green")
+    assert plan(f"a red circle {text}, green background", 0) is None
 
 
 def test_one_small_thing_is_laid_out_in_its_cell_or_the_centre():

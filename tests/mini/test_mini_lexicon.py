@@ -38,6 +38,10 @@ def test_the_table_maps_only_to_what_the_model_draws():
     ("Three Geese and a beagle", "Three birds and a dog"),  # irregular and regular plurals; case kept
     ("a salmon heart", "a red heart"),  # a colour right before a thing
     ("a salmon", "a fish"),  # the same word alone is the thing
+    ("set against salmon", "set against red"),  # with no article, a size or a colour before it: the colour
+    ("a tangerine tile", "an orange tile"),  # right before a word it describes: the colour
+    ("a cherry red star, snow-white stripes", "a red star, white stripes"),  # a shade and its colour: one colour
+    ("a teeny-weeny star", "a small star"),  # a size of several words
     ("an enormous navy-blue teacup on the off-white background", "a large blue cup on the white background"),
     ("a red circle on a green background", "a red circle on a green background"),  # known words untouched
     ("İİ a Cobalt circle, ünïcode", "İİ a blue circle, ünïcode"),  # lower() would shift the offsets

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Callable, Iterable
 
 from .world2 import KIND_NAMES, Scene2, Thing
 
@@ -84,13 +85,27 @@ PHRASES: tuple[str, ...] = tuple(sorted({
     "show me", "i'd like", "could you sketch", "here we have", "render", "please", "--", "plus", "alongside",
     *(w for ws in COUNTS.values() for w in ws),
 }))
-_PHRASE_RE = re.compile("|".join(rf"(?<![a-z]){re.escape(p)}(?![a-z])" for p in sorted(PHRASES, key=len, reverse=True)))
+
+
+def phrase_finder(phrases: Iterable[str]) -> Callable[[str], list[str]]:
+    """A function giving the ``phrases`` a text contains, matched on word boundaries of the normalised
+    (lower-case, single-spaced) text, longest first (each held-out split's ``uses_…``)."""
+    longest_first = sorted(phrases, key=len, reverse=True)
+    pattern = re.compile("|".join(rf"(?<![a-z]){re.escape(p)}(?![a-z])" for p in longest_first))
+    return lambda text: sorted(set(pattern.findall(" ".join(text.lower().split()))))
+
+
+def reverse(table: dict[str, list[str]]) -> dict[str, str]:
+    """A split's table the other way: each held-out word to the colour / kind / size / place it stands for."""
+    return {w: k for k, ws in table.items() for w in ws}
+
+
+_find = phrase_finder(PHRASES)
 
 
 def uses_heldout(text: str) -> list[str]:
     """The held-out phrases that ``text`` contains (empty for every training prompt)."""
-    t = " ".join(text.lower().split())
-    return sorted(set(_PHRASE_RE.findall(t)))
+    return _find(text)
 
 
 def _colour(rng: random.Random, c: str, words: bool = True) -> str:
@@ -122,4 +137,4 @@ def describe(scene: Scene2, rng: random.Random, words: bool = True) -> str:
     return re.sub(r"\ba (?=[aeiou])", "an ", text)
 
 
-__all__ = ["COLOURS", "KINDS", "KIND_NAMES", "PHRASES", "describe", "uses_heldout"]
+__all__ = ["COLOURS", "KINDS", "KIND_NAMES", "PHRASES", "describe", "phrase_finder", "reverse", "uses_heldout"]

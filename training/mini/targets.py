@@ -11,6 +11,11 @@ Lines (docs/imagegate-mini.md, "Model 2"):
   to the built-in model's prompts (``imagegate.mini.lexicon``): what a user typing them gets.
 * ``heldout_frames``: the same scenes in held-out frames (templates, background frames, position
   phrases) with the colours', sizes' and kinds' own names, which training uses; mean of checks.
+* ``heldout2``, ``heldout3`` (alone and ``_served``; ``heldout2_two_served`` ...): the same scenes, and
+  the ``two`` / ``three`` scenes served, in held-out splits 2 and 3 (``heldout2.py``, ``heldout3.py``:
+  phrasings, synonyms and frames in neither training nor split 1, written 2026-12-04 by sessions that
+  had not read the server's prompt reader). Split 2 was then the reader's development set; split 3 is
+  its blind test: its author never saw its phrases.
 * ``everyday``: one of the 24 icons, in-grammar; recognised = right kind and colour (``checker2``).
 * ``two``, ``three``: things of any kind; fully right = each found by colour with its kind and cell.
   ``two_served``, ``three_served``: the same prompts and seeds as the server serves them to the
@@ -39,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import importlib
 import io
 import random
 import tempfile
@@ -59,6 +65,7 @@ from .scenes import COLOUR_NAMES, COLOURS, SHAPES
 from .world2 import ICON_NAMES, KIND_NAMES, Scene2, Thing, render2, sample_scene2
 
 ASPECTS = ("16:9", "9:16", "21:9")
+SPLITS = ("heldout2", "heldout3")  # held-out splits written after training, for the server's prompt reader
 
 
 def _full_prompt(scene: Scene2, rng: random.Random) -> str:
@@ -114,14 +121,17 @@ class Generator:
             return self.pipe(text, num_inference_steps=self.steps, guidance_scale=self.cfg,
                              generator=torch.Generator().manual_seed(seed)).images[0]
 
+        parts = [prompt]
+        layout = None
         if served:
             prompt = self.served(prompt)
-            if (layout := compose.plan(prompt, seed)) is not None:  # several pictures: not a speed sample
-                return layout.compose([draw(part) for part in layout.prompts()])
+            layout = compose.plan(prompt, seed)
+            parts = compose.parts(layout, prompt)
         t0 = time.perf_counter()
-        img = draw(prompt)
-        self.times.append(time.perf_counter() - t0)
-        return img
+        images = [draw(part) for part in parts]
+        if len(parts) == 1:  # several pictures per image are not a speed sample
+            self.times.append(time.perf_counter() - t0)
+        return layout.compose(images) if layout is not None else images[0]
 
 
 def _record_single(res: dict[str, list[float]], line: str, c: dict[str, bool]) -> None:
@@ -144,6 +154,25 @@ def single_cases(n: int, seed: int) -> tuple[random.Random, list[tuple[Scene2, s
     return rng, cases
 
 
+def _split_lines(gen: Generator, cases: list[tuple[Scene2, str, str]], multi: list[tuple[str, Scene2, str, int]],
+                 seed: int, name: str) -> dict[str, list[float]]:
+    """A later held-out split (``heldout2``: the prompt reader's development set; ``heldout3``: its blind
+    test set, whose phrases the reader's author never saw): the one-shape scenes of ``heldout`` alone and
+    served, and the two- and three-thing scenes of ``two`` / ``three`` served, each in the split's
+    phrasings, with the seeds of the lines they mirror."""
+    split = importlib.import_module(f"training.mini.{name}")
+    res: dict[str, list[float]] = defaultdict(list)
+    words = random.Random(f"targets-{name}-{seed}")
+    for i, (scene, _, _) in enumerate(cases):
+        text = split.describe(scene, words)
+        _record_single(res, name, single_checks(gen(text, seed * 7919 + 2 * i + 1), scene))
+        _record_single(res, f"{name}_served", single_checks(gen(text, seed * 7919 + 2 * i + 1, served=True), scene))
+    for line, scene, _, s in multi:
+        for a, v in multi_checks(gen(split.describe(scene, words), s, served=True), scene).items():
+            res[f"{name}_{line}_served/{a}"].append(v)
+    return res
+
+
 def run_language(gen: Generator, n: int, seed: int) -> dict[str, float]:
     """The held-out line as the model reads it and as served (through the lexicon), on exactly the
     prompts and seeds of ``run_lines`` (``evaluate --targets --language-only``)."""
@@ -151,6 +180,8 @@ def run_language(gen: Generator, n: int, seed: int) -> dict[str, float]:
     for i, (scene, _, held) in enumerate(single_cases(n, seed)[1]):
         _record_single(res, "heldout", single_checks(gen(held, seed * 7919 + 2 * i + 1), scene))
         _record_single(res, "heldout_served", single_checks(gen(held, seed * 7919 + 2 * i + 1, served=True), scene))
+    for name in SPLITS:
+        res |= _split_lines(gen, single_cases(n, seed)[1], [], seed, name)
     return {key: float(np.mean(v)) for key, v in res.items()} | {f"n/{key.split('/')[0]}": len(v)
                                                                   for key, v in res.items()}
 
@@ -196,6 +227,9 @@ def run_lines(gen: Generator, n: int, seed: int, objects_only: bool = False) -> 
     for line, scene, prompt, s in multi:  # the same again as served: the lexicon, then one picture per thing
         for a, v in multi_checks(gen(prompt, s, served=True), scene).items():
             res[f"{line}_served/{a}"].append(v)
+    if not objects_only:
+        for name in SPLITS:
+            res |= _split_lines(gen, cases, multi, seed, name)
     return {key: float(np.mean(v)) for key, v in res.items()} | {f"n/{key.split('/')[0]}": len(v)
                                                                   for key, v in res.items()}
 

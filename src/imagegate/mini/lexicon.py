@@ -10,7 +10,9 @@ dog) and WordNet's size adjectives to small / large.
 A word is rewritten only when the model's tokenizer has no whole-word token for it and has one
 for its replacement, so whatever the model was trained on reaches it unchanged; models other than
 the built-in one are never rewritten. A word that is both a colour and a thing ("salmon", "rose")
-is a colour right before a thing or a background word, and a thing otherwise. Plurals follow
+names the thing after an article, a size or a colour ("a plum", "a big plum") unless a thing, a
+background word or its own colour follows ("a salmon heart", "cherry red"); anywhere else it is the colour
+("set against ebony"). Plurals follow
 WordNet's irregular forms and the English rules ("geese" → birds, "puppies" → dogs).
 """
 
@@ -28,6 +30,16 @@ _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?", re.IGNORECASE | re.ASCII)
 _JOIN = re.compile(r"^[ \-]+$")  # what may sit between the words of a several-word name
 BACKDROP_WORDS = frozenset({"background", "backdrop", "backgrounds", "backdrops"})
 MAX_NAME_WORDS = 3
+# words that may follow a thing's name without being described by it ("a plum on ...", "a plum and ...")
+_LINKS = frozenset({"on", "in", "at", "over", "under", "above", "below", "beside", "near", "next", "by", "with", "and",
+                    "or", "against", "upon", "atop", "to", "of", "for", "from", "is", "are", "plus", "alongside",
+                    "behind", "inside", "into", "onto", "up", "down", "left", "right", "top", "bottom", "that",
+                    "which", "that's", "thats", "please", "sitting", "standing", "floating", "towards", "toward",
+                    "along", "there", "here", "too", "as", "it", "now", "again", "instead", "then", "so", "but", "if",
+                    "when", "while", "like", "the", "a", "an", "each", "both", "all", "only", "just", "across",
+                    "around", "through", "between", "painted", "coloured", "colored", "facing", "flying"})
+_DETERMINERS = frozenset({"a", "an", "the", "one", "this", "that", "my", "your", "our", "their", "another", "some",
+                          "any", "each", "every"})
 
 
 def singular(word: str, irregular: dict[str, str]) -> list[str]:
@@ -53,6 +65,8 @@ class Lexicon:
         self.sizes: dict[str, str] = table["sizes"]
         self.plurals: dict[str, str] = table["plurals"]
         self.irregular: dict[str, str] = table["irregular"]
+        self.palette = frozenset(self.colours.values())
+        self.size_names = frozenset(self.sizes.values())
 
     @classmethod
     @lru_cache(maxsize=1)
@@ -99,7 +113,11 @@ class Lexicon:
         n, colour = self._colour_at(text, spans, i)
         nxt = spans[i + n][2] if i + n < len(spans) else ""
         thing = self._thing(word)
-        if colour is not None and (thing is None or self._thing(nxt) is not None or nxt in BACKDROP_WORDS):
+        if colour is not None and (thing is None or not self._names_a_thing(text, spans, i, n)):
+            n2, then = self._colour_at(text, spans, i + n)
+            n2, then = (1, nxt) if nxt == colour else (n2, then)
+            if then == colour and _JOIN.match(text[spans[i + n - 1][1]:spans[i + n][0]]):
+                n += n2  # a shade and its colour's own name: "cherry red", "snow white" is one colour
             words = [s[2] for s in spans[i:i + n]]
             return (colour if colour in known and any(w not in known for w in words) else None), n
         if word in known:
@@ -108,8 +126,35 @@ class Lexicon:
             kind, plural = thing
             form = self.plurals.get(kind, kind) if plural else kind
             return (form if form in known else None), 1
-        size = self.sizes.get(word)
-        return (size if size in known else None), 1
+        n, size = self._size_at(text, spans, i)
+        return (size if size in known else None), n
+
+    def _names_a_thing(self, text: str, spans: list[tuple[int, int, str]], i: int, n: int) -> bool:
+        """Whether a word that is both a colour and a thing ("salmon", "plum", "apple") names the thing
+        here: after an article, a count, a size or a colour ("a plum", "a big red plum"), and not before
+        a thing, a backdrop word or the same colour ("a salmon heart", "a plum background", "cherry red"),
+        nor right before another word it describes ("a tangerine tile"). Elsewhere it is the colour
+        ("set against plum", "with plum all around")."""
+        nxt = spans[i + n][2] if i + n < len(spans) else ""
+        colour = self._colour_at(text, spans, i)[1]
+        if self._thing(nxt) is not None or nxt in BACKDROP_WORDS:
+            return False
+        if colour in (nxt, self._colour_at(text, spans, i + n)[1]):
+            return False
+        adjacent = bool(nxt) and not text[spans[i + n - 1][1]:spans[i + n][0]].strip()
+        if adjacent and nxt not in _LINKS and nxt not in self.palette and nxt not in self.colours:
+            return False
+        prev = spans[i - 1][2] if i else ""
+        return any(prev in words for words in (_DETERMINERS, self.sizes, self.size_names, self.colours, self.palette))
+
+    def _size_at(self, text: str, spans: list[tuple[int, int, str]], i: int) -> tuple[int, str | None]:
+        """The longest size word starting at word i, hyphenated or not ("pint-sized", "teeny weeny")."""
+        for n in range(min(MAX_NAME_WORDS, len(spans) - i), 0, -1):
+            if all(_JOIN.match(text[spans[j][1]:spans[j + 1][0]]) for j in range(i, i + n - 1)):
+                words = [s[2] for s in spans[i:i + n]]
+                if (size := self.sizes.get("-".join(words)) or self.sizes.get(" ".join(words))) is not None:
+                    return n, size
+        return 1, None
 
     def _colour_at(self, text: str, spans: list[tuple[int, int, str]], i: int) -> tuple[int, str | None]:
         """The longest colour name starting at word i: (its length in words, its palette colour)."""
