@@ -6,9 +6,11 @@ Lines (docs/imagegate-mini.md, "Model 2"):
 
 * ``ingrammar``: one shape on a plain background, described by model 2's generator (all stated);
   colour / background / shape / position / size. (Model 1's own grammar: ``evaluate`` without --targets.)
+  ``ingrammar_served``: the same prompts and seeds as the server serves them (read by
+  ``imagegate.mini.reading`` and restated in the model's own sentence where it can be).
 * ``heldout``: the same scenes described only in held-out phrasings (``heldout.py``); mean of checks.
-* ``heldout_served``: the ``heldout`` prompts and seeds again, through the lexicon the server applies
-  to the built-in model's prompts (``imagegate.mini.lexicon``): what a user typing them gets.
+* ``heldout_served``: the ``heldout`` prompts and seeds again, as the server serves them to the
+  built-in model (its lexicon, ``imagegate.mini.lexicon``, then its reader): what a user typing them gets.
 * ``heldout_frames``: the same scenes in held-out frames (templates, background frames, position
   phrases) with the colours', sizes' and kinds' own names, which training uses; mean of checks.
 * ``heldout2``, ``heldout3`` (alone and ``_served``; ``heldout2_two_served`` ...): the same scenes, and
@@ -44,7 +46,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import importlib
 import io
 import random
 import tempfile
@@ -57,7 +58,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from . import heldout
+from . import heldout, heldout2, heldout3
 from .checker2 import Found, match, read2
 from .language import colour_word, describe2, edit_instruction, fix, kind_word
 from .prompts import is_heldout
@@ -65,7 +66,7 @@ from .scenes import COLOUR_NAMES, COLOURS, SHAPES
 from .world2 import ICON_NAMES, KIND_NAMES, Scene2, Thing, render2, sample_scene2
 
 ASPECTS = ("16:9", "9:16", "21:9")
-SPLITS = ("heldout2", "heldout3")  # held-out splits written after training, for the server's prompt reader
+SPLITS = {"heldout2": heldout2, "heldout3": heldout3}  # held-out splits written after training, for the prompt reader
 
 
 def _full_prompt(scene: Scene2, rng: random.Random) -> str:
@@ -160,7 +161,7 @@ def _split_lines(gen: Generator, cases: list[tuple[Scene2, str, str]], multi: li
     test set, whose phrases the reader's author never saw): the one-shape scenes of ``heldout`` alone and
     served, and the two- and three-thing scenes of ``two`` / ``three`` served, each in the split's
     phrasings, with the seeds of the lines they mirror."""
-    split = importlib.import_module(f"training.mini.{name}")
+    split = SPLITS[name]
     res: dict[str, list[float]] = defaultdict(list)
     words = random.Random(f"targets-{name}-{seed}")
     for i, (scene, _, _) in enumerate(cases):
@@ -174,10 +175,12 @@ def _split_lines(gen: Generator, cases: list[tuple[Scene2, str, str]], multi: li
 
 
 def run_language(gen: Generator, n: int, seed: int) -> dict[str, float]:
-    """The held-out line as the model reads it and as served (through the lexicon), on exactly the
-    prompts and seeds of ``run_lines`` (``evaluate --targets --language-only``)."""
+    """The one-thing language lines, in-grammar and held-out, as the model reads them and as served, on
+    exactly the prompts and seeds of ``run_lines`` (``evaluate --targets --language-only``)."""
     res: dict[str, list[float]] = defaultdict(list)
-    for i, (scene, _, held) in enumerate(single_cases(n, seed)[1]):
+    for i, (scene, full, held) in enumerate(single_cases(n, seed)[1]):
+        _record_single(res, "ingrammar", single_checks(gen(full, seed * 7919 + 2 * i), scene))
+        _record_single(res, "ingrammar_served", single_checks(gen(full, seed * 7919 + 2 * i, served=True), scene))
         _record_single(res, "heldout", single_checks(gen(held, seed * 7919 + 2 * i + 1), scene))
         _record_single(res, "heldout_served", single_checks(gen(held, seed * 7919 + 2 * i + 1, served=True), scene))
     for name in SPLITS:
@@ -220,10 +223,11 @@ def run_lines(gen: Generator, n: int, seed: int, objects_only: bool = False) -> 
             _record_single(res, "heldout_frames",
                            single_checks(gen(heldout.describe(scene, frames, words=False), seed * 7919 + k), scene))
         k += 1
-    for i, (scene, _, held) in enumerate(cases):  # the held-out prompts again, through the server's lexicon
+    for i, (scene, full, held) in enumerate(cases):  # the same prompts again, as the server serves them
         if not objects_only:
             _record_single(res, "heldout_served",
                            single_checks(gen(held, seed * 7919 + 2 * i + 1, served=True), scene))
+            _record_single(res, "ingrammar_served", single_checks(gen(full, seed * 7919 + 2 * i, served=True), scene))
     for line, scene, prompt, s in multi:  # the same again as served: the lexicon, then one picture per thing
         for a, v in multi_checks(gen(prompt, s, served=True), scene).items():
             res[f"{line}_served/{a}"].append(v)
