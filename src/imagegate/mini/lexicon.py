@@ -11,9 +11,10 @@ A word is rewritten only when the model's tokenizer has no whole-word token for 
 for its replacement, so whatever the model was trained on reaches it unchanged; models other than
 the built-in one are never rewritten. A word that is both a colour and a thing ("salmon", "rose")
 names the thing after an article, a size or a colour ("a plum", "a big plum") unless a thing, a
-background word or its own colour follows ("a salmon heart", "cherry red"); anywhere else it is the colour
-("set against ebony"). Plurals follow
-WordNet's irregular forms and the English rules ("geese" → birds, "puppies" → dogs).
+background word, its own colour or a word it describes follows ("a salmon heart", "cherry red", "a
+tangerine tile"); anywhere else it is the colour ("set against plum"). A shade and its colour's name are
+one colour ("cherry red"); a size may be several words ("teeny-weeny"). Plurals follow WordNet's
+irregular forms and the English rules ("geese" → birds, "puppies" → dogs).
 """
 
 from __future__ import annotations
@@ -148,7 +149,7 @@ class Lexicon:
         return any(prev in words for words in (_DETERMINERS, self.sizes, self.size_names, self.colours, self.palette))
 
     def _size_at(self, text: str, spans: list[tuple[int, int, str]], i: int) -> tuple[int, str | None]:
-        """The longest size word starting at word i, hyphenated or not ("pint-sized", "teeny weeny")."""
+        """The longest size word starting at word i, hyphenated or not ("king-size", "teeny weeny")."""
         for n in range(min(MAX_NAME_WORDS, len(spans) - i), 0, -1):
             if all(_JOIN.match(text[spans[j][1]:spans[j + 1][0]]) for j in range(i, i + n - 1)):
                 words = [s[2] for s in spans[i:i + n]]

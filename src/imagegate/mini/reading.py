@@ -158,10 +158,10 @@ def read(prompt: str) -> Read | None:
         body = body[:r.start()] + " | " + body[r.end():]
     elif rel:
         return None
-    read = _things(body)
-    if read is None:
+    found = _things(body)
+    if found is None:
         return None
-    things, loose = read
+    things, loose = found
     if background is None and len(loose) == 1:  # "a red circle, blue all around it": the colour left over
         background, loose = loose[0], []
     if background is None or loose or not 1 <= len(things) <= 3 or (relation and len(things) != 2):
