@@ -104,6 +104,11 @@ def test_model_2s_training_phrasings_are_read(prompt):
     ("on blue paper: a yellow orb, up in the north-west corner",  # a noun it does not know, kept
      "a yellow orb in the top left corner on a blue background"),
     ("a red circle with stripes on a green background", "a red circle on a green background"),  # passed over
+    ("a large hollow circle that's pink, in the upper right corner, on purple",  # a circle's outline
+     "a large pink ring in the top right corner on a purple background"),
+    ("a triangle, painted chalk white, surrounded by yellow please",  # a word it does not know shades a colour
+     "a white triangle on a yellow background"),
+    ("the backdrop is carrot orange, and on it a boat on the far right", "a boat on the right on an orange background"),
 ])
 def test_one_thing_is_restated_in_the_models_own_grammar(prompt, restated):
     """Whatever the sentence around it, one thing on a backdrop reaches the model as the sentence it was

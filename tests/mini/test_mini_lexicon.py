@@ -39,10 +39,18 @@ def test_the_table_maps_only_to_what_the_model_draws():
     ("a salmon heart", "a red heart"),  # a colour right before a thing
     ("a salmon", "a fish"),  # the same word alone is the thing
     ("set against salmon", "set against red"),  # with no article, a size or a colour before it: the colour
-    ("a tangerine tile", "an orange tile"),  # right before a word it describes: the colour
+    ("a tangerine kite", "an orange kite"),  # right before a word it describes: the colour
+    ("a tangerine tile", "an orange square"),  # a tile is a slab, drawn as the square (a shape sense)
     ("a cherry red star, snow-white stripes", "a red star, white stripes"),  # a shade and its colour: one colour
     ("a teeny-weeny star", "a small star"),  # a size of several words
     ("an enormous navy-blue teacup on the off-white background", "a large blue cup on the white background"),
+    ("a tree, painted ash grey", "a tree, painted grey"),  # a thing's name before a colour: a shade
+    ("an ash-grey cup on a red background", "a grey cup on a red background"),
+    ("make the ash grey", "make the tree grey"),  # after "the", the thing is said
+    ("an oak tree", "a tree"),  # a thing's name of two words
+    ("a coffee cup, a silver bell", "a cup, a grey bell"),  # a colour starts it: the thing, unless another kind
+    ("a red ball, a yacht and an oval", "a red circle, a boat and a circle"),  # shapes, any watercraft
+    ("a silver star on an ivory background", "a grey star on a white background"),
     ("a red circle on a green background", "a red circle on a green background"),  # known words untouched
     ("İİ a Cobalt circle, ünïcode", "İİ a blue circle, ünïcode"),  # lower() would shift the offsets
 ])
@@ -67,8 +75,12 @@ def test_training_prompts_reach_the_model_unchanged():
 def test_colour_names_go_to_the_colour_people_would_say():
     assert palette_colour((1, 21, 62)) == "blue"  # navy, dark as it is
     assert palette_colour((128, 0, 0)) == "red"  # maroon
-    assert palette_colour((200, 200, 200)) == "white"
-    assert palette_colour((40, 40, 40)) == "black"
+    assert palette_colour((200, 200, 200)) == "grey"  # silver, light grey: the survey calls them grey
+    assert palette_colour((54, 55, 55)) == "grey"  # the survey's "dark grey"
+    assert palette_colour((250, 250, 250)) == "white"
+    assert palette_colour((255, 255, 203)) == "white"  # ivory: a near-white tint
+    assert palette_colour((255, 254, 122)) == "yellow"  # light yellow keeps its hue
+    assert palette_colour((20, 20, 20)) == "black"
 
 
 def test_the_builtin_model_draws_the_rewritten_prompt():

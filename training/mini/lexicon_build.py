@@ -5,7 +5,8 @@ to the drawn colours, kinds and sizes it knows. Run by ``make mini-lexicon``
 * Colours: the XKCD colour survey (949 names people gave to colours; CC0) and the CSS Color 4
   named colours (148), both as matplotlib ships them in ``matplotlib/_color_data.py``, read from
   its wheel without installing it. A name whose last word is a palette colour ("navy blue", "off
-  white") is that colour; any other goes by its sRGB value (``palette_colour``).
+  white") is that colour; any other goes by its sRGB value (``palette_colour``). Names neither
+  gives come from WordNet's colour nouns, filed under a drawn colour ("vermilion": a red).
 * Kinds and sizes: WordNet 3.0 (Princeton's licence permits redistribution; Debian's
   ``wordnet-base``). Each kind is one or more noun senses (``SENSES``, chosen by reading the
   glosses, before looking at any prompt); a word belongs to a kind when its *most frequent* noun
@@ -47,7 +48,7 @@ SENSES: dict[str, list[tuple[str, int]]] = {
     "moon": [("moon", 1), ("moon", 2), ("moon", 6)],
     "cloud": [("cloud", 2)],
     "car": [("car", 1)],
-    "boat": [("boat", 1)],
+    "boat": [("boat", 1), ("vessel", 2)],  # any watercraft: a ship or a yacht is drawn as the boat
     "fish": [("fish", 1)],
     "flower": [("flower", 1), ("flower", 2)],
     "mountain": [("mountain", 1)],
@@ -58,15 +59,30 @@ SENSES: dict[str, list[tuple[str, int]]] = {
     "key": [("key", 1)],
     "umbrella": [("umbrella", 1)],
     "balloon": [("balloon", 1), ("balloon", 2)],
-    "rocket": [("rocket", 1)],
+    "rocket": [("rocket", 1), ("spacecraft", 1)],
     "apple": [("apple", 1)],
     "bell": [("bell", 1)],
-    "mushroom": [("mushroom", 1), ("mushroom", 2), ("mushroom", 3), ("mushroom", 5)],
+    # and any gilled fungus ("agaric"): a toadstool is drawn as the mushroom
+    "mushroom": [("mushroom", 1), ("mushroom", 2), ("mushroom", 3), ("mushroom", 5), ("agaric", 2)],
     "crown": [("crown", 3), ("crown", 4)],
     "leaf": [("leaf", 1)],
     "arrow": [("arrow", 1), ("arrow", 2)],
 }
+# Shapes a thing may have, as WordNet files them under "shape" (an abstraction): a word whose own first
+# sense is a thing the model does not draw, but which has one of these senses, is drawn as that shape
+# ("ball": game equipment, and "an object with a spherical shape"; "cube", "oval", "pyramid", "loop").
+SHAPE_SENSES: dict[str, list[tuple[str, int]]] = {
+    "circle": [("ellipse", 1), ("sphere", 2), ("sphere", 5)],
+    "square": [("rectangle", 1), ("cube", 1), ("cube", 2), ("slab", 1)],
+    "triangle": [("pyramid", 1)],
+    "ring": [("toroid", 1), ("loop", 2)],
+    "moon": [("crescent", 1)],
+}
+THING_RANK = 2  # a thing's sense must be among a word's two most frequent: not "smack" (third), "permit", "heap"
+SHAPE_RANK = 3  # among a word's three most frequent senses: "ball" (third), not "head" (a ball is its 24th)
 SIZE_SENSES = {"large": ("large", 1), "small": ("small", 1)}
+# and these synsets' own words (not their neighbours': "stocky" is not small): "well below average height"
+SIZE_SYNSETS = {"small": [("pint-size", 1)]}
 
 
 class WordNet:
@@ -115,25 +131,38 @@ def kind_words(nouns: WordNet) -> dict[str, str]:
     neither physical objects nor shapes under a kind (the wood of an oak, a teacupful, a kitty of
     money); the first that is one decides: the word names a kind when that sense is a kind's sense
     or below it (the nearest kind when two claim it). So "sparrow" and "oak" are a bird and a tree,
-    while "kite" (first: the toy) and "box" (first: the container) are not birds or trees."""
+    while "kite" (first: the toy) and "box" (first: the container) are not birds or trees. Senses past
+    the second do not decide ("smack in the middle" is no fishing smack, "a permit" no fish). A word
+    whose deciding sense is no kind's but which has a sense under ``SHAPE_SENSES`` is drawn as that
+    shape ("ball", "cube", "oval")."""
     objects = nouns.below([nouns.sense(*PHYSICAL_OBJECT)], ("~", "~i"))
+    under = _nearest(nouns, SENSES)
+    shaped = _nearest(nouns, SHAPE_SENSES)
+    out: dict[str, str] = {}
+    for word, senses in nouns.senses.items():
+        first = next((s for s in senses[:THING_RANK] if s in objects or s in under), None)
+        kind = under[first][1] if first in under else next((shaped[s][1] for s in senses[:SHAPE_RANK] if s in shaped),
+                                                            None)
+        if kind is not None and kind != word:
+            out[word] = kind
+    return dict(sorted(out.items()))
+
+
+def _nearest(nouns: WordNet, roots: dict[str, list[tuple[str, int]]]) -> dict[str, tuple[int, str]]:
+    """synset -> (distance, kind) for every synset at or below a kind's roots, the nearest kind's."""
     under: dict[str, tuple[int, str]] = {}
-    for kind, senses in SENSES.items():
+    for kind, senses in roots.items():
         for synset, depth in nouns.below([nouns.sense(*s) for s in senses], ("~", "~i")).items():
             if synset not in under or depth < under[synset][0]:
                 under[synset] = (depth, kind)
-    out: dict[str, str] = {}
-    for word, senses in nouns.senses.items():
-        first = next((s for s in senses if s in objects or s in under), None)
-        if first in under and under[first][1] != word:
-            out[word] = under[first][1]
-    return dict(sorted(out.items()))
+    return under
 
 
 def size_words(adjs: WordNet) -> dict[str, str]:
     out: dict[str, str] = {}
     for size, sense in SIZE_SENSES.items():
-        for synset in adjs.below([adjs.sense(*sense)], ("&",)):
+        extra = [adjs.sense(*s) for s in SIZE_SYNSETS.get(size, [])]
+        for synset in [*adjs.below([adjs.sense(*sense)], ("&",)), *extra]:
             for marked in adjs.words[synset]:
                 word = marked.split("(")[0]  # adjective markers: "big(a)"
                 if adjs.senses.get(word, [None])[0] == synset and word != size:
@@ -156,18 +185,27 @@ def oklab(rgb: np.ndarray) -> np.ndarray:
 ACHROMATIC = ("white", "grey", "black")
 GREY_CHROMA = 0.035  # OKLab chroma under which a colour is read as white, grey or black
 LIGHTNESS_WEIGHT = 1 / 3  # lightness counts a third of hue and chroma: "navy" is blue, not black
+# Where the XKCD survey's own achromatic names divide (OKLab lightness, midpoints between its labelled
+# names): "light grey" (0.89) and "charcoal grey" (0.37) are grey, "off white" (0.99) white, "almost
+# black" (0.15) black. The palette's rendered colours would put them elsewhere (its grey is 0.60).
+WHITE_FROM, BLACK_BELOW = 0.94, 0.25
+# Near-white tints (lightness from TINT_FROM) are white up to TINT_CHROMA, between the survey's "off white"
+# (0.035) and its "light yellow" / "pale yellow" (0.15): ivory, cream and eggshell (0.98-0.99) are white;
+# "light cyan" and "light tan" (0.94-0.95) keep their hue.
+TINT_FROM, TINT_CHROMA = 0.96, 0.09
 
 
 def palette_colour(rgb: tuple[int, int, int]) -> str:
-    """The drawn colour a colour is called: white / grey / black by lightness when it is nearly
-    grey, else the chromatic palette colour nearest in OKLCh with lightness down-weighted (the
-    palette is ten basic colour terms, so hue decides, as it does when people name colours)."""
+    """The drawn colour a colour is called: white / grey / black by lightness where the XKCD survey's
+    names divide when it is nearly grey (or a near-white tint), else the chromatic palette colour
+    nearest in OKLCh with lightness down-weighted (the palette is ten basic colour terms, so hue
+    decides, as it does when people name colours)."""
     names = list(COLOURS)
     pal = oklab(np.array([COLOURS[c] for c in names], np.float64))
     x = oklab(np.array([rgb], np.float64))[0]
     chroma = np.hypot(x[1], x[2])
-    if chroma < GREY_CHROMA:
-        return min(ACHROMATIC, key=lambda c: abs(pal[names.index(c), 0] - x[0]))
+    if chroma < GREY_CHROMA or (x[0] >= TINT_FROM and chroma < TINT_CHROMA):
+        return "white" if x[0] >= WHITE_FROM else "black" if x[0] < BLACK_BELOW else "grey"
 
     def distance(c: str) -> float:
         p = pal[names.index(c)]
@@ -193,9 +231,27 @@ def colour_names(wheel: Path) -> dict[str, str]:
         for raw, hexa in tables[table].items():
             name = raw.lower().replace("/", " ")
             last = name.split()[-1].replace("gray", "grey")
+            last = next((c for c in COLOURS if last.endswith(c)), last)  # CSS's "lightyellow", "darkslategray"
             if name not in COLOURS:
                 out[name] = last if last in COLOURS else palette_colour(
                     (int(hexa[1:3], 16), int(hexa[3:5], 16), int(hexa[5:7], 16)))
+    return dict(sorted(out.items()))
+
+
+# each drawn colour's WordNet noun sense ("red color or pigment", "the achromatic color of least lightness")
+COLOUR_SENSES = {"red": ("red", 1), "green": ("green", 1), "blue": ("blue", 1), "yellow": ("yellow", 1),
+                 "orange": ("orange", 2), "purple": ("purple", 1), "pink": ("pink", 1), "white": ("white", 2),
+                 "black": ("black", 1), "grey": ("grey", 5)}
+
+
+def wordnet_colours(nouns: WordNet) -> dict[str, str]:
+    """name -> palette colour for words whose most frequent noun sense WordNet files under a drawn colour
+    ("vermilion": scarlet, a red); names the survey and CSS give are taken from them instead."""
+    under = _nearest(nouns, {c: [s] for c, s in COLOUR_SENSES.items()})
+    out = {}
+    for word, senses in nouns.senses.items():
+        if senses[0] in under and word not in COLOURS:
+            out[word] = under[senses[0]][1]
     return dict(sorted(out.items()))
 
 
@@ -230,7 +286,7 @@ def build(wordnet: Path, wheel: Path) -> dict:
                     "wordnet licence": wordnet_licence(wordnet)},
         "palette": list(COLOURS),
         "plurals": {kind: forms[0][1] for kind, forms in KIND_WORDS.items()},
-        "colours": colour_names(wheel),
+        "colours": dict(sorted((wordnet_colours(nouns) | colour_names(wheel)).items())),
         "kinds": kinds,
         "irregular": irregular_plurals(wordnet, set(kinds) | set(KIND_WORDS)),
         "sizes": size_words(adjs),

@@ -12,9 +12,11 @@ for its replacement, so whatever the model was trained on reaches it unchanged; 
 the built-in one are never rewritten. A word that is both a colour and a thing ("salmon", "rose")
 names the thing after an article, a size or a colour ("a plum", "a big plum") unless a thing, a
 background word, its own colour or a word it describes follows ("a salmon heart", "cherry red", "a
-tangerine tile"); anywhere else it is the colour ("set against plum"). A shade and its colour's name are
-one colour ("cherry red"); a size may be several words ("teeny-weeny"). Plurals follow WordNet's
-irregular forms and the English rules ("geese" → birds, "puppies" → dogs).
+tangerine kite"); anywhere else it is the colour ("set against plum"). A shade and its colour's name
+are one colour ("cherry red"), and so are a thing's name and a colour ("painted ash grey", but "make
+the ash grey" names the tree). A size may be several words ("teeny-weeny"), and so may a thing's name
+("coffee cup" is a cup, "cruise ship" a boat: it wins over a shorter colour name inside it). Plurals
+follow WordNet's irregular forms and the English rules ("geese" → birds, "puppies" → dogs).
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ _LINKS = frozenset({"on", "in", "at", "over", "under", "above", "below", "beside
                     "which", "that's", "thats", "please", "sitting", "standing", "floating", "towards", "toward",
                     "along", "there", "here", "too", "as", "it", "now", "again", "instead", "then", "so", "but", "if",
                     "when", "while", "like", "the", "a", "an", "each", "both", "all", "only", "just", "across",
-                    "around", "through", "between", "painted", "coloured", "colored", "facing", "flying"})
+                    "around", "through", "between", "painted", "coloured", "colored", "facing", "flying", "low", "high",
+                    "centred", "centered", "midway", "halfway", "middle", "centre", "center", "smack", "dead", "far",
+                    "placed", "positioned", "located", "sits", "set", "drawn", "shown", "lower", "upper"})
 _DETERMINERS = frozenset({"a", "an", "the", "one", "this", "that", "my", "your", "our", "their", "another", "some",
                           "any", "each", "every"})
 
@@ -112,6 +116,20 @@ class Lexicon:
         """(replacement or None, words consumed) at word i."""
         word = spans[i][2]
         n, colour = self._colour_at(text, spans, i)
+        n_thing, named = self._thing_at(text, spans, i)
+        # a thing's name of several words ("coffee cup", "cruise ship"); one that starts with a colour and ends in
+        # a thing's own name only where both name the same kind and the colour is not a drawn one: "a coffee cup" is
+        # a cup, but "a white oak" is white and "a silver bell" (WordNet: a tree) a bell
+        head = self._thing(spans[i + n_thing - 1][2]) if n_thing > 1 else None
+        if head is not None and (colour is not None or word in self.palette) and (
+                word in self.palette or named is None or named[0] != head[0]):
+            n_thing = 1
+        if word in known:  # the model reads its own words: "small boat", "lime tree" are a size and a colour
+            n_thing = 1
+        if n_thing > max(n, 1) and named is not None:
+            kind, plural = named
+            form = self.plurals.get(kind, kind) if plural else kind
+            return (form if form in known else None), n_thing
         nxt = spans[i + n][2] if i + n < len(spans) else ""
         thing = self._thing(word)
         if colour is not None and (thing is None or not self._names_a_thing(text, spans, i, n)):
@@ -123,6 +141,10 @@ class Lexicon:
             return (colour if colour in known and any(w not in known for w in words) else None), n
         if word in known:
             return None, 1
+        if thing is not None and (shade := self._shade_at(text, spans, i)) is not None:
+            return (shade[1] if shade[1] in known else None), shade[0]
+        if thing is not None and self._thing(nxt) is not None and _JOIN.match(text[spans[i][1]:spans[i + 1][0]]):
+            return None, 1  # a thing's name that describes the next one: "an oak tree" is a tree
         if thing is not None:
             kind, plural = thing
             form = self.plurals.get(kind, kind) if plural else kind
@@ -134,7 +156,7 @@ class Lexicon:
         """Whether a word that is both a colour and a thing ("salmon", "plum", "apple") names the thing
         here: after an article, a count, a size or a colour ("a plum", "a big red plum"), and not before
         a thing, a backdrop word or the same colour ("a salmon heart", "a plum background", "cherry red"),
-        nor right before another word it describes ("a tangerine tile"). Elsewhere it is the colour
+        nor right before another word it describes ("a tangerine kite"). Elsewhere it is the colour
         ("set against plum", "with plum all around")."""
         nxt = spans[i + n][2] if i + n < len(spans) else ""
         colour = self._colour_at(text, spans, i)[1]
@@ -147,6 +169,36 @@ class Lexicon:
             return False
         prev = spans[i - 1][2] if i else ""
         return any(prev in words for words in (_DETERMINERS, self.sizes, self.size_names, self.colours, self.palette))
+
+    def _shade_at(self, text: str, spans: list[tuple[int, int, str]], i: int) -> tuple[int, str] | None:
+        """(words, colour) where a thing's name at word i is a shade of the colour named right after it
+        ("painted ash grey", "a pumpkin-orange hat"): not after a size or a colour ("a tiny heart lime
+        background" says the heart's colour), nor after a determiner ("make the ash grey", where the thing is
+        said) unless a thing follows the colour ("an ash grey cup")."""
+        if i + 1 >= len(spans) or not _JOIN.match(text[spans[i][1]:spans[i + 1][0]]):
+            return None
+        n, colour = self._colour_at(text, spans, i + 1)
+        if colour is None and spans[i + 1][2] in self.palette:
+            n, colour = 1, spans[i + 1][2]
+        if colour is None:
+            return None
+        after = spans[i + 1 + n][2] if i + 1 + n < len(spans) else ""
+        prev = spans[i - 1][2] if i else ""
+        if any(prev in words for words in (self.sizes, self.size_names, self.colours, self.palette)):
+            return None  # "a tiny heart lime background": the thing, then its colour
+        if prev in _DETERMINERS and self._thing(after) is None:
+            return None
+        return 1 + n, colour
+
+    def _thing_at(self, text: str, spans: list[tuple[int, int, str]], i: int) -> tuple[int, tuple[str, bool] | None]:
+        """The longest thing's name starting at word i, of one or more words: (words, (kind, plural))."""
+        for n in range(min(MAX_NAME_WORDS, len(spans) - i), 1, -1):
+            if all(_JOIN.match(text[spans[j][1]:spans[j + 1][0]]) for j in range(i, i + n - 1)):
+                words = [s[2] for s in spans[i:i + n]]
+                for join in (" ", "-"):
+                    if (thing := self._thing(join.join(words))) is not None:
+                        return n, thing
+        return 1, self._thing(spans[i][2])
 
     def _size_at(self, text: str, spans: list[tuple[int, int, str]], i: int) -> tuple[int, str | None]:
         """The longest size word starting at word i, hyphenated or not ("king-size", "teeny weeny")."""

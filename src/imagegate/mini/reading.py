@@ -65,12 +65,14 @@ _SIZE = {"small": "small", "little": "small", "tiny": "small", "large": "large",
 _COUNT = {"two", "three", "four", "five", "several", "many", "some", "pair", "couple"} | {str(d) for d in range(2, 10)}
 _BACKDROP_NOUN = r"(?:background|backdrop|bg|canvas|paper|field|wall|surface|backing)"
 _BACKDROP_PREP = r"(?:on|over|against|upon|atop|behind|with|in front of|set against|set on|surrounded by|amid|amidst)"
+_SHADE = re.compile(r"\b([a-z]+) (" + "|".join(sorted(_KNOWN_COLOURS, key=len, reverse=True)) + r")\b")
 _C = "(?P<c>" + "|".join(sorted(_KNOWN_COLOURS, key=len, reverse=True)) + ")"
 _BACKDROPS = tuple(re.compile(r.replace("(?P<c>[a-z]+)", _C)) for r in (  # each with the colour as group "c"
     rf"\b(?:{_BACKDROP_PREP}\s+)?(?:(?:an?|the)\s+)?(?:plain\s+|solid\s+|flat\s+)?"
     rf"(?P<c>[a-z]+)(?:\s+colou?red)?\s+{_BACKDROP_NOUN}\b",  # "on a plain green background", "on blue paper"
     rf"\b{_BACKDROP_NOUN}\s*(?:colou?r\s*)?(?:is\s+|of\s+|:\s*)?(?P<c>[a-z]+)\b",  # "background: green"
-    rf"\b{_BACKDROP_PREP}\s+(?:an?\s+)?(?P<c>[a-z]+)\s*(?:[,;:.!?]|$)",  # "on green, a red circle", "against green"
+    # "on green, a red circle", "against green", "surrounded by yellow please" (only filler words after it)
+    rf"\b{_BACKDROP_PREP}\s+(?:an?\s+)?(?P<c>[a-z]+)(?P<rest>(?:\s+[a-z]+)*?)\s*(?:[,;:.!?]|$)",
     r"\b(?:on|over|against|upon)\s+(?:an?\s+)?(?:plain\s+)?(?P<c>[a-z]+)\s+colou?r\b",  # "on a plain pink colour"
 ))
 # "over" and "on top of" relate two things only before one ("a star over a circle"); "over on the left" is a place
@@ -119,11 +121,14 @@ _SPLIT = re.compile(r"\s*(?:[,;:./&+|!?]|\b(?:and|with|plus|also|then|alongside|
 _POINTED = re.compile(r"\b(?:four|five|six|seven|eight|[4-8])\s+point(?:ed)?\s+(?=stars?\b)")  # "a five-pointed star"
 _HALFWAY = re.compile(r"\b(?:half ?way|mid ?way)\s+(?:down|up|across)\b")  # "halfway down the side": the middle
 _INTENSE = re.compile(r"\bright\s+(?=(?:in|at|on)\s+the\s+(?:middle|centre|center)\b)")  # "right in the middle"
+_HOLLOW = re.compile(r"\b(?:hollow|open|empty|unfilled|outlined)\s+(?:circle|disc|disk)\b")  # an outline: a ring
 
 
 def _normalised(prompt: str) -> str:
     text = _words(prompt, r"[^a-z0-9,;:./&+!?\- ]+").replace("-", " ")
-    text = _HALFWAY.sub("middle", _INTENSE.sub("", _POINTED.sub("", text)))
+    text = _HOLLOW.sub("ring", _HALFWAY.sub("middle", _INTENSE.sub("", _POINTED.sub("", text))))
+    # a word it does not know right before a colour shades it: "chalk white", "carrot orange"
+    text = _SHADE.sub(lambda m: m.group(2) if _is_unknown(m.group(1)) else m.group(), text)
     return re.sub(r"\b([a-z]+)(?: \1\b)+", lambda m: m.group(1) if m.group(1) in _KNOWN_COLOURS else m.group(), text)
 
 
@@ -139,6 +144,8 @@ def read(prompt: str) -> Read | None:
     spans: dict[tuple[int, int], list[str]] = {}  # where a backdrop is named, and its colour
     for pattern in _BACKDROPS:
         for m in pattern.finditer(text):
+            if m.groupdict().get("rest") and not set(m.group("rest").split()) <= _FILLER:
+                continue
             if len(c := _colour_words(m.group("c"))) == 1 and not any(a < m.end() and m.start() < b for a, b in spans):
                 spans[m.span()] = c
     if len(spans) > 1:
