@@ -91,6 +91,36 @@ def test_model_2s_training_phrasings_are_read(prompt):
                                                                 ("large red square", (1, 2))]
 
 
+@pytest.mark.parametrize("prompt", [
+    "1) a red star in the top left 2) a blue circle in the bottom right; background green",
+    "- a red star (top left)\n- a blue circle (bottom right)\n- green background",
+    "\u2022 a red star, top left\n\u2022 a blue circle, bottom right\nbackground: green",
+    "two shapes: a red star top left and a blue circle bottom right, on green",
+    "a red star in the top left and a blue circle below it, on green",
+    "a red star in the top left and a blue circle to its right, on green",
+])
+def test_lists_and_things_placed_against_the_one_before_are_read(prompt):
+    """Line breaks, bullets and "1)" mark a list's items; "two shapes:" counts them; "below it" / "to its
+    right" place the second thing against the first (two cells away where the grid has room)."""
+    from imagegate.mini.reading import read
+
+    got = read(prompt)
+    assert got is not None and got[0] == "green"
+    (first, first_cell, _), (second, second_cell, _) = got[1]
+    assert (first, first_cell) == ("red star", (0, 0))
+    assert second == "blue circle" and second_cell in ((2, 2), (0, 2), (2, 0))
+
+
+@pytest.mark.parametrize("prompt", [
+    "three shapes: a red star top left and a blue circle bottom right, on green",  # the count does not hold
+    "a red star at the top and a blue circle above it, on green",  # no room above it
+])
+def test_a_list_that_does_not_hold_together_is_left_to_the_model(prompt):
+    from imagegate.mini.reading import read
+
+    assert read(prompt) is None
+
+
 @pytest.mark.parametrize(("prompt", "restated"), [
     ("show me a red star towards the upper right, set against navy",
      "a red star in the top right corner on a blue background"),

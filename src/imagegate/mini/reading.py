@@ -2,12 +2,14 @@
 
 The backdrop is a colour with a backdrop word or preposition ("on blue paper", "background: green",
 "set against navy"), or else the one colour no thing takes ("a red circle, blue all around it"). The
-rest is split into phrases at commas, "and", "with", "then"...; a phrase with a kind word is a thing,
-one without lends its colour, size or place to the thing before it ("a boat, painted red, on the
-left"), or to the one after. Places are read word by word ("upper left", "north west", "on the far
-left, halfway down"). Words it does not know are passed over ("a striped square" is a square), except
-a word right after "a" or a colour in a phrase with no kind: that is a thing the model was not taught
-("a yellow orb"), kept as said, and it must have a colour.
+rest is split into phrases at commas, "and", "with", "then", line breaks, bullets and "1)" marks ("two
+shapes:" says how many the list holds); a phrase with a kind word is a thing, one without lends its
+colour, size or place to the thing before it ("a boat, painted red, on the left"), or to the one after.
+Places are read word by word ("upper left", "north west", "on the far left, halfway down"); a relation
+places two things ("a star left of a circle"), or the second against the first where that one has a
+place ("a star top left, a circle below it"). Words it does not know are passed over ("a striped
+square" is a square), except a word right after "a" or a colour in a phrase with no kind: that is a
+thing the model was not taught ("a yellow orb"), kept as said, and it must have a colour.
 
 ``read`` returns None unless the reading is certain: one to three things, at most one kind and one
 colour per phrase, places that do not clash, one backdrop, no counts ("two stars") and no setting the
@@ -76,9 +78,10 @@ _BACKDROPS = tuple(re.compile(r.replace("(?P<c>[a-z]+)", _C)) for r in (  # each
     r"\b(?:on|over|against|upon)\s+(?:an?\s+)?(?:plain\s+)?(?P<c>[a-z]+)\s+colou?r\b",  # "on a plain pink colour"
 ))
 # "over" and "on top of" relate two things only before one ("a star over a circle"); "over on the left" is a place
-_RELATION = re.compile(r"\b(?:(?:to|on) the )?(?P<r>left|right) of\b|"
+_RELATION = re.compile(r"\b(?:(?:to|on) the )?(?P<r>left|right) of\b|\bto its (?P<its>left|right)\b|"
                        r"\b(?P<v>above|over(?! (?:on|in|at|to|there|here)\b)|on top of|below|under|beneath|"
                        r"underneath)\b")
+_STEP = {"left": (-1, 0), "right": (1, 0), "above": (0, -1), "below": (0, 1)}  # a cell in a relation's direction
 # Places, read word by word: a row word and a column word make a corner ("upper left", "north west",
 # "towards the lower right"); a centre word fills the axis that is not said ("top middle", "dead centre").
 _ROW = {"top": 0, "upper": 0, "up": 0, "north": 0, "high": 0, "bottom": 2, "lower": 2, "down": 2, "south": 2, "low": 2}
@@ -121,11 +124,15 @@ _SPLIT = re.compile(r"\s*(?:[,;:./&+|!?]|\b(?:and|with|plus|also|then|alongside|
 _POINTED = re.compile(r"\b(?:four|five|six|seven|eight|[4-8])\s+point(?:ed)?\s+(?=stars?\b)")  # "a five-pointed star"
 _HALFWAY = re.compile(r"\b(?:half ?way|mid ?way)\s+(?:down|up|across)\b")  # "halfway down the side": the middle
 _INTENSE = re.compile(r"\bright\s+(?=(?:in|at|on)\s+the\s+(?:middle|centre|center)\b)")  # "right in the middle"
+# the marks of a list: line breaks, bullets, "1)" / "2." before an item ("1) a red star 2) a blue circle")
+_LIST_MARK = re.compile(r"\s*[\r\n\u2022\u00b7*]+\s*|(?:^|(?<=\s))(?:-|\(?\d{1,2}[.)])(?=\s)")
+# a count of the things listed ("two shapes: a red star and a blue circle"): the list must hold that many
+_TALLY = re.compile(r"\b(?P<n>one|two|three|[1-3])\s+(?:shapes|things|objects|items|icons|elements|figures)\b")
 _HOLLOW = re.compile(r"\b(?:hollow|open|empty|unfilled|outlined)\s+(?:circle|disc|disk)\b")  # an outline: a ring
 
 
 def _normalised(prompt: str) -> str:
-    text = _words(prompt, r"[^a-z0-9,;:./&+!?\- ]+").replace("-", " ")
+    text = _words(_LIST_MARK.sub(" ; ", prompt), r"[^a-z0-9,;:./&+!?\- ]+").replace("-", " ")
     text = _HOLLOW.sub("ring", _HALFWAY.sub("middle", _INTENSE.sub("", _POINTED.sub("", text))))
     # a word it does not know right before a colour shades it: "chalk white", "carrot orange"
     text = _SHADE.sub(lambda m: m.group(2) if _is_unknown(m.group(1)) else m.group(), text)
@@ -155,13 +162,18 @@ def read(prompt: str) -> Read | None:
     if spans:
         (start, end), (background,) = next(iter(spans.items()))
         body = (text[:start] + " , " + text[end:]).strip(" ,")
-    if any(w in _PLURAL or w in _COUNT or w in _SETTING for w in body.split()):
+    tallies = [{"one": 1, "two": 2, "three": 3}.get(m.group("n")) or int(m.group("n")) for m in _TALLY.finditer(body)]
+    body = _TALLY.sub(" , ", body)
+    if len(tallies) > 1 or any(w in _PLURAL or w in _COUNT or w in _SETTING for w in body.split()):
         return None
     relation = None
     rel = list(_RELATION.finditer(body))
+    backward = False  # "… and a blue circle below it": the thing said second is placed against the first
     if len(rel) == 1:
         r = rel[0]
-        relation = r.group("r") or ("above" if r.group("v") in ("above", "over", "on top of") else "below")
+        relation = r.group("r") or r.group("its") or ("above" if r.group("v") in ("above", "over", "on top of")
+                                                      else "below")
+        backward = bool(r.group("its")) or bool(re.match(r"\s+it\b", body[r.end():]))
         body = body[:r.start()] + " | " + body[r.end():]
     elif rel:
         return None
@@ -173,10 +185,21 @@ def read(prompt: str) -> Read | None:
         background, loose = loose[0], []
     if background is None or loose or not 1 <= len(things) <= 3 or (relation and len(things) != 2):
         return None
-    if relation is not None and all(cell is None for _, cell, _ in things):
-        first, second = {"left": ((0, 1), (2, 1)), "right": ((2, 1), (0, 1)),
-                         "above": ((1, 0), (1, 2)), "below": ((1, 2), (1, 0))}[relation]
-        things = [(things[0][0], first, things[0][2]), (things[1][0], second, things[1][2])]
+    if tallies and tallies[0] != len(things):
+        return None
+    if relation is not None:
+        subject, anchor = (1, 0) if backward else (0, 1)
+        cells = [cell for _, cell, _ in things]
+        if cells[subject] is None and (at := cells[anchor]) is not None:  # "a star top left, a circle below it"
+            # two cells away where the grid has room, as training's relation scenes space things, else one
+            steps = [(at[0] + k * _STEP[relation][0], at[1] + k * _STEP[relation][1]) for k in (2, 1)]
+            cells[subject] = next(((c, r) for c, r in steps if 0 <= c <= 2 and 0 <= r <= 2), None)
+            if cells[subject] is None:
+                return None
+        elif all(cell is None for cell in cells):
+            cells[subject], cells[anchor] = {"left": ((0, 1), (2, 1)), "right": ((2, 1), (0, 1)),
+                                             "above": ((1, 0), (1, 2)), "below": ((1, 2), (1, 0))}[relation]
+        things = [(words, cell, size) for (words, _, size), cell in zip(things, cells, strict=True)]
     return background, tuple(things)
 
 
