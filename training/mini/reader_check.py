@@ -4,13 +4,14 @@ describes (``imagegate.mini.reading`` after the lexicon, as ``targets.served_pro
     python -m training.mini.reader_check [--n 1000] [--seed 0] [--show heldout2] [--blind]
 
 For model 2's own grammar (``ingrammar``) and each held-out split (``heldout``, ``heldout2``,
-``heldout3``), one, two and three things on a plain backdrop, every thing's colour, kind, size and
-place stated: ``read`` = the reader did not decline, ``right`` = the backdrop and every thing (kind,
-colour, size, cell) read as the scene has them, ``wrong`` = read, but not as the scene (worse than
-declining: the model is then told something else). A relation ("left of") says no row, so the model's
-own two-thing sentences are not all "right". Seconds, no torch. Split 3 is the reader's blind test: it
-is counted only with ``--blind`` (a final figure, not one to develop against), and ``--show``, which
-prints what a development split reads wrong or declines, refuses it.
+``heldout3``; ``heldout4``: lists of several things, a development split), one, two and three things
+on a plain backdrop, every thing's colour, kind, size and place stated: ``read`` = the reader did not
+decline, ``right`` = the backdrop and every thing (kind, colour, size, cell) read as the scene has them,
+``wrong`` = read, but not as the scene (worse than declining: the model is then told something else).
+A relation ("left of") says no row, so the model's own two-thing sentences are not all "right".
+Seconds, no torch. Split 3 is the reader's blind test: it is counted only with ``--blind`` (a final
+figure, not one to develop against), and ``--show``, which prints what a development split reads wrong
+or declines, refuses it.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from imagegate.mini.lexicon import Lexicon, known_words
 from imagegate.mini.reading import KIND_WORDS, read
 from imagegate.mini.regions import PALETTE
 
-from . import heldout, heldout2, heldout3
+from . import heldout, heldout2, heldout3, heldout4
 from .language import describe2
 from .scenes import POSITIONS
 from .world2 import Scene2, sample_scene2
@@ -40,7 +41,8 @@ class _InGrammar:
         return describe2(scene, rng, full=True)[0]
 
 
-SPLITS: dict[str, Any] = {"ingrammar": _InGrammar, "heldout": heldout, "heldout2": heldout2, "heldout3": heldout3}
+SPLITS: dict[str, Any] = {"ingrammar": _InGrammar, "heldout": heldout, "heldout2": heldout2, "heldout3": heldout3,
+                          "heldout4": heldout4}
 BLIND = {"heldout3"}
 _KIND = {s: kind for kind, forms in KIND_WORDS.items() for s, _ in forms}
 TOKENIZER = Path(__file__).resolve().parents[2] / "src/imagegate/mini/weights/tokenizer/vocab.json"
