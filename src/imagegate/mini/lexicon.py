@@ -116,7 +116,7 @@ class Lexicon:
         """(replacement or None, words consumed) at word i."""
         word = spans[i][2]
         n, colour = self._colour_at(text, spans, i)
-        n_thing, named = self._thing_at(text, spans, i)
+        n_thing, named = self._name_at(text, spans, i)
         # a thing's name of several words ("coffee cup", "cruise ship"); one that starts with a colour and ends in
         # a thing's own name only where both name the same kind and the colour is not a drawn one: "a coffee cup" is
         # a cup, but "a white oak" is white and "a silver bell" (WordNet: a tree) a bell
@@ -127,9 +127,7 @@ class Lexicon:
         if word in known:  # the model reads its own words: "small boat", "lime tree" are a size and a colour
             n_thing = 1
         if n_thing > max(n, 1) and named is not None:
-            kind, plural = named
-            form = self.plurals.get(kind, kind) if plural else kind
-            return (form if form in known else None), n_thing
+            return self._form(named, known), n_thing
         nxt = spans[i + n][2] if i + n < len(spans) else ""
         thing = self._thing(word)
         if colour is not None and (thing is None or not self._names_a_thing(text, spans, i, n)):
@@ -146,9 +144,7 @@ class Lexicon:
         if thing is not None and self._thing(nxt) is not None and _JOIN.match(text[spans[i][1]:spans[i + 1][0]]):
             return None, 1  # a thing's name that describes the next one: "an oak tree" is a tree
         if thing is not None:
-            kind, plural = thing
-            form = self.plurals.get(kind, kind) if plural else kind
-            return (form if form in known else None), 1
+            return self._form(thing, known), 1
         n, size = self._size_at(text, spans, i)
         return (size if size in known else None), n
 
@@ -170,6 +166,12 @@ class Lexicon:
         prev = spans[i - 1][2] if i else ""
         return any(prev in words for words in (_DETERMINERS, self.sizes, self.size_names, self.colours, self.palette))
 
+    def _form(self, thing: tuple[str, bool], known: Container[str]) -> str | None:
+        """The kind's own name, in the number said, if the model knows it."""
+        kind, plural = thing
+        form = self.plurals.get(kind, kind) if plural else kind
+        return form if form in known else None
+
     def _shade_at(self, text: str, spans: list[tuple[int, int, str]], i: int) -> tuple[int, str] | None:
         """(words, colour) where a thing's name at word i is a shade of the colour named right after it
         ("painted ash grey", "a pumpkin-orange hat"): not after a size or a colour ("a tiny heart lime
@@ -190,15 +192,16 @@ class Lexicon:
             return None
         return 1 + n, colour
 
-    def _thing_at(self, text: str, spans: list[tuple[int, int, str]], i: int) -> tuple[int, tuple[str, bool] | None]:
-        """The longest thing's name starting at word i, of one or more words: (words, (kind, plural))."""
+    def _name_at(self, text: str, spans: list[tuple[int, int, str]], i: int) -> tuple[int, tuple[str, bool] | None]:
+        """The longest thing's name of two or more words starting at word i: (words, (kind, plural)), else
+        (1, None); a one-word name is ``_thing``'s."""
         for n in range(min(MAX_NAME_WORDS, len(spans) - i), 1, -1):
             if all(_JOIN.match(text[spans[j][1]:spans[j + 1][0]]) for j in range(i, i + n - 1)):
                 words = [s[2] for s in spans[i:i + n]]
                 for join in (" ", "-"):
                     if (thing := self._thing(join.join(words))) is not None:
                         return n, thing
-        return 1, self._thing(spans[i][2])
+        return 1, None
 
     def _size_at(self, text: str, spans: list[tuple[int, int, str]], i: int) -> tuple[int, str | None]:
         """The longest size word starting at word i, hyphenated or not ("king-size", "teeny weeny")."""
