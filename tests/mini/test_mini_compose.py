@@ -121,6 +121,58 @@ def test_a_list_that_does_not_hold_together_is_left_to_the_model(prompt):
     assert read(prompt) is None
 
 
+@pytest.mark.parametrize(("prompt", "background", "things"), [
+    # a row or column heading places the things after it; "the middle of that row" is no heading
+    ("upper row: a red star at the far left, then a blue circle in the middle of that row. background: green",
+     "green", [("blue circle", (1, 0)), ("red star", (0, 0))]),
+    ("left column: a red star at the top; right column: a blue circle near the bottom, on a green field",
+     "green", [("blue circle", (2, 2)), ("red star", (0, 0))]),
+    # things named first, placed after by their colour or their kind
+    ("a red star and a blue circle, placed so: the blue one top right and the red one bottom left, on white",
+     "white", [("blue circle", (2, 0)), ("red star", (0, 2))]),
+    ("a red star and a blue circle; the star goes top left, the circle bottom right. the wall is yellow",
+     "yellow", [("blue circle", (2, 2)), ("red star", (0, 0))]),
+    # an order along an axis, a count that says what the things share, "both"
+    ("going left to right: a red star and a blue circle, grey behind them", "grey",
+     [("blue circle", (2, 1)), ("red star", (0, 1))]),
+    ("2 large shapes: a red star (top left) and a blue circle (bottom right). set the backdrop to pink", "pink",
+     [("large blue circle", (2, 2)), ("large red star", (0, 0))]),
+    ("a red star and a blue circle, both tiny, where the top and right edges meet and at the centre, on black",
+     None, None),  # one place for two things: not read
+    ("a red star in the corner where the bottom and left sides meet, with a sheet of white behind", "white",
+     [("red star", (0, 2))]),
+    ("a red star, a blue circle and a yellow heart in a row on pink", "pink",
+     [("blue circle", (1, 1)), ("red star", (0, 1)), ("yellow heart", (2, 1))]),
+    ("a red star and a blue circle on green; star top left, circle in the bottom right of the canvas", "green",
+     [("blue circle", (2, 2)), ("red star", (0, 0))]),
+    ("a red star sits up top while a blue circle sits down low, on green", "green",
+     [("blue circle", (1, 2)), ("red star", (1, 0))]),
+])
+def test_headings_back_references_and_orders_are_read(prompt, background, things):
+    """Rows and columns as headings, things said again to be placed ("the blue one", "the star"), an order
+    ("left to right"), a count that shares a size, corners said as edges meeting, backdrop sentences."""
+    from imagegate.mini.reading import read
+
+    got = read(prompt)
+    if background is None:
+        assert got is None
+        return
+    assert got is not None and got[0] == background
+    assert sorted((words, cell) for words, cell, _ in got[1]) == things
+
+
+@pytest.mark.parametrize("prompt", [
+    "a pewter cup in the top left, on green",  # a word before the thing that may be a colour it does not know
+    "a cup, painted pewter, top left, on green",
+    "a red star and a blue star; the star goes top left, on green",  # "the star": which one?
+    "a red star and a blue circle; the green one goes top left, on white",  # no green one was said
+])
+def test_what_may_be_an_unknown_colour_or_an_unclear_reference_is_left_to_the_model(prompt):
+    from imagegate.mini.reading import read
+
+    assert read(prompt) is None
+
+
 @pytest.mark.parametrize(("prompt", "restated"), [
     ("show me a red star towards the upper right, set against navy",
      "a red star in the top right corner on a blue background"),

@@ -51,6 +51,10 @@ def test_the_table_maps_only_to_what_the_model_draws():
     ("a coffee cup, a silver bell", "a cup, a grey bell"),  # a colour starts it: the thing, unless another kind
     ("a red ball, a yacht and an oval", "a red circle, a boat and a circle"),  # shapes, any watercraft
     ("a silver star on an ivory background", "a grey star on a white background"),
+    ("an orchid purple ring on a heather-purple background", "a purple ring on a purple background"),  # shades
+    ("a golden apple, a royal blue coffee cup", "a yellow apple, a blue cup"),  # a colour, then the thing
+    ("a papaya orange background", "an orange background"),  # a thing's name before a colour and a backdrop
+    ("a titchy feline, a chunky housecat", "a small cat, a large cat"),  # informal sizes; felids; "house cat"
     ("a red circle on a green background", "a red circle on a green background"),  # known words untouched
     ("İİ a Cobalt circle, ünïcode", "İİ a blue circle, ünïcode"),  # lower() would shift the offsets
 ])

@@ -17,7 +17,8 @@ Lines (docs/imagegate-mini.md, "Model 2"):
   the ``two`` / ``three`` scenes served, in held-out splits 2 and 3 (``heldout2.py``, ``heldout3.py``:
   phrasings, synonyms and frames in neither training nor split 1, written 2026-12-04 by sessions that
   had not read the server's prompt reader). Split 2 was then the reader's development set; split 3 is
-  its blind test: its author never saw its phrases.
+  its blind test: its author never saw its phrases. ``heldout4`` (``heldout4.py``, written 2026-12-05 the
+  same way): lists of two and three things, the reader's next development set.
 * ``everyday``: one of the 24 icons, in-grammar; recognised = right kind and colour (``checker2``).
 * ``two``, ``three``: things of any kind; fully right = each found by colour with its kind and cell.
   ``two_served``, ``three_served``: the same prompts and seeds as the server serves them to the
@@ -58,7 +59,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from . import heldout, heldout2, heldout3
+from . import heldout, heldout2, heldout3, heldout4
 from .checker2 import Found, match, read2
 from .language import colour_word, describe2, edit_instruction, fix, kind_word
 from .prompts import is_heldout
@@ -66,7 +67,8 @@ from .scenes import COLOUR_NAMES, COLOURS, SHAPES
 from .world2 import ICON_NAMES, KIND_NAMES, Scene2, Thing, render2, sample_scene2
 
 ASPECTS = ("16:9", "9:16", "21:9")
-SPLITS = {"heldout2": heldout2, "heldout3": heldout3}  # held-out splits written after training, for the prompt reader
+# held-out splits written after training, for the prompt reader
+SPLITS = {"heldout2": heldout2, "heldout3": heldout3, "heldout4": heldout4}
 
 
 def _full_prompt(scene: Scene2, rng: random.Random) -> str:
@@ -157,8 +159,8 @@ def single_cases(n: int, seed: int) -> tuple[random.Random, list[tuple[Scene2, s
 
 def _split_lines(gen: Generator, cases: list[tuple[Scene2, str, str]], multi: list[tuple[str, Scene2, str, int]],
                  seed: int, name: str) -> dict[str, list[float]]:
-    """A later held-out split (``heldout2``: the prompt reader's development set; ``heldout3``: its blind
-    test set, whose phrases the reader's author never saw): the one-shape scenes of ``heldout`` alone and
+    """A later held-out split (``heldout2``, ``heldout4``: the prompt reader's development sets; ``heldout3``:
+    its blind test set, whose phrases the reader's author never saw): the one-shape scenes of ``heldout`` alone and
     served, and the two- and three-thing scenes of ``two`` / ``three`` served, each in the split's
     phrasings, with the seeds of the lines they mirror."""
     split = SPLITS[name]

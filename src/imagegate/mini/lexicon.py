@@ -11,12 +11,13 @@ A word is rewritten only when the model's tokenizer has no whole-word token for 
 for its replacement, so whatever the model was trained on reaches it unchanged; models other than
 the built-in one are never rewritten. A word that is both a colour and a thing ("salmon", "rose")
 names the thing after an article, a size or a colour ("a plum", "a big plum") unless a thing, a
-background word, its own colour or a word it describes follows ("a salmon heart", "cherry red", "a
-tangerine kite"); anywhere else it is the colour ("set against plum"). A shade and its colour's name
-are one colour ("cherry red"), and so are a thing's name and a colour ("painted ash grey", but "make
-the ash grey" names the tree). A size may be several words ("teeny-weeny"), and so may a thing's name
-("coffee cup" is a cup, "cruise ship" a boat: it wins over a shorter colour name inside it). Plurals
-follow WordNet's irregular forms and the English rules ("geese" → birds, "puppies" → dogs).
+background word, a colour or a word it describes follows ("a salmon heart", "cherry red", "a
+tangerine kite"); anywhere else it is the colour ("set against plum"). A shade and a colour's name
+are one colour, the last one's ("cherry red", "heather purple"), and so are a thing's name and a
+colour ("painted ash grey", but "make the ash grey" names the tree). A size may be several words
+("teeny-weeny"), and so may a thing's name ("coffee cup" is a cup, "cruise ship" a boat: it wins over
+a shorter colour name inside it). Plurals follow WordNet's irregular forms and the English rules
+("geese" → birds, "puppies" → dogs).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Any
 LEXICON_PATH = Path(__file__).with_name("lexicon.json")
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?", re.IGNORECASE | re.ASCII)
 _JOIN = re.compile(r"^[ \-]+$")  # what may sit between the words of a several-word name
-BACKDROP_WORDS = frozenset({"background", "backdrop", "backgrounds", "backdrops"})
+BACKDROP_WORDS = frozenset({"background", "backdrop", "backgrounds", "backdrops", "backing", "canvas", "bg"})
 MAX_NAME_WORDS = 3
 # words that may follow a thing's name without being described by it ("a plum on ...", "a plum and ...")
 _LINKS = frozenset({"on", "in", "at", "over", "under", "above", "below", "beside", "near", "next", "by", "with", "and",
@@ -79,11 +80,17 @@ class Lexicon:
         return cls(json.loads(LEXICON_PATH.read_text()))
 
     def _thing(self, word: str) -> tuple[str, bool] | None:
-        """(kind, plural) for a word naming a thing, in any number."""
-        for i, form in enumerate(singular(word, self.irregular)):
+        """(kind, plural) for a word naming a thing, in any number; a name of two words may be written as
+        one ("housecat": WordNet's "house cat")."""
+        forms = singular(word, self.irregular)
+        for i, form in enumerate(forms):
             kind = self.kinds.get(form) or (form if form in self.plurals else None)
             if kind is not None:
                 return kind, i > 0 and form != word
+        for i, form in enumerate(forms):
+            for cut in range(3, len(form) - 2):
+                if (kind := self.kinds.get(f"{form[:cut]} {form[cut:]}")) is not None:
+                    return kind, i > 0 and form != word
         return None
 
     def rewriter(self, known: Container[str]) -> Callable[[str], str]:
@@ -132,9 +139,15 @@ class Lexicon:
         thing = self._thing(word)
         if colour is not None and (thing is None or not self._names_a_thing(text, spans, i, n)):
             n2, then = self._colour_at(text, spans, i + n)
-            n2, then = (1, nxt) if nxt == colour else (n2, then)
-            if then == colour and _JOIN.match(text[spans[i + n - 1][1]:spans[i + n][0]]):
-                n += n2  # a shade and its colour's own name: "cherry red", "snow white" is one colour
+            if nxt in self.palette:
+                n2, then = 1, nxt
+            elif then is not None and (self._name_at(text, spans, i + n)[1] is not None or (
+                    self._thing(nxt) is not None and self._names_a_thing(text, spans, i + n, n2))):
+                then = None  # "a golden apple", "a royal blue coffee cup": a colour and a thing, not two colours
+            if then is not None and _JOIN.match(text[spans[i + n - 1][1]:spans[i + n][0]]):
+                # a shade and a colour's name are one colour, the last one's: "cherry red", "snow white",
+                # "heather purple" (heather alone is a pink), "pistachio green"
+                n, colour = n + n2, then
             words = [s[2] for s in spans[i:i + n]]
             return (colour if colour in known and any(w not in known for w in words) else None), n
         if word in known:
@@ -151,20 +164,30 @@ class Lexicon:
     def _names_a_thing(self, text: str, spans: list[tuple[int, int, str]], i: int, n: int) -> bool:
         """Whether a word that is both a colour and a thing ("salmon", "plum", "apple") names the thing
         here: after an article, a count, a size or a colour ("a plum", "a big red plum"), and not before
-        a thing, a backdrop word or the same colour ("a salmon heart", "a plum background", "cherry red"),
-        nor right before another word it describes ("a tangerine kite"). Elsewhere it is the colour
+        a thing, a backdrop word or a colour ("a salmon heart", "a plum background", "an orchid purple
+        ring": a shade), nor right before another word it describes ("a tangerine kite"). Elsewhere it is the colour
         ("set against plum", "with plum all around")."""
         nxt = spans[i + n][2] if i + n < len(spans) else ""
-        colour = self._colour_at(text, spans, i)[1]
         if self._thing(nxt) is not None or nxt in BACKDROP_WORDS:
             return False
-        if colour in (nxt, self._colour_at(text, spans, i + n)[1]):
-            return False
         adjacent = bool(nxt) and not text[spans[i + n - 1][1]:spans[i + n][0]].strip()
+        prev = spans[i - 1][2] if i else ""
+        described = any(prev in words for words in (self.sizes, self.size_names, self.colours, self.palette))
+        n2, then = (1, nxt) if nxt in self.palette else self._colour_at(text, spans, i + n)
+        if adjacent and then is not None and (not described or self._describes_a_thing(text, spans, i + n + n2)):
+            # a shade of the colour named next ("an orchid purple ring", "to be orchid purple"), but "a tiny
+            # salmon lime background" is a salmon and its colour, as model 2's sentences say it
+            return False
         if adjacent and nxt not in _LINKS and nxt not in self.palette and nxt not in self.colours:
             return False
-        prev = spans[i - 1][2] if i else ""
-        return any(prev in words for words in (_DETERMINERS, self.sizes, self.size_names, self.colours, self.palette))
+        return described or prev in _DETERMINERS
+
+    def _describes_a_thing(self, text: str, spans: list[tuple[int, int, str]], i: int) -> bool:
+        """Whether word i is a thing's name, or a size or colour before one."""
+        while i < len(spans) and (spans[i][2] in self.palette or spans[i][2] in self.size_names
+                                  or self._colour_at(text, spans, i)[1] or self._size_at(text, spans, i)[1]):
+            i += 1
+        return i < len(spans) and (self._thing(spans[i][2]) is not None or self._name_at(text, spans, i)[1] is not None)
 
     def _form(self, thing: tuple[str, bool], known: Container[str]) -> str | None:
         """The kind's own name, in the number said, if the model knows it."""
@@ -176,7 +199,8 @@ class Lexicon:
         """(words, colour) where a thing's name at word i is a shade of the colour named right after it
         ("painted ash grey", "a pumpkin-orange hat"): not after a size or a colour ("a tiny heart lime
         background" says the heart's colour), nor after a determiner ("make the ash grey", where the thing is
-        said) unless a thing follows the colour ("an ash grey cup")."""
+        said) unless a thing or a backdrop word follows the colour ("an ash grey cup", "a papaya orange
+        background")."""
         if i + 1 >= len(spans) or not _JOIN.match(text[spans[i][1]:spans[i + 1][0]]):
             return None
         n, colour = self._colour_at(text, spans, i + 1)
@@ -188,7 +212,7 @@ class Lexicon:
         prev = spans[i - 1][2] if i else ""
         if any(prev in words for words in (self.sizes, self.size_names, self.colours, self.palette)):
             return None  # "a tiny heart lime background": the thing, then its colour
-        if prev in _DETERMINERS and self._thing(after) is None:
+        if prev in _DETERMINERS and self._thing(after) is None and after not in BACKDROP_WORDS:
             return None
         return 1 + n, colour
 

@@ -5,15 +5,23 @@ The backdrop is a colour with a backdrop word or preposition ("on blue paper", "
 rest is split into phrases at commas, "and", "with", "then", line breaks, bullets and "1)" marks ("two
 shapes:" says how many the list holds); a phrase with a kind word is a thing, one without lends its
 colour, size or place to the thing before it ("a boat, painted red, on the left"), or to the one after.
-Places are read word by word ("upper left", "north west", "on the far left, halfway down"); a relation
-places two things ("a star left of a circle"), or the second against the first where that one has a
-place ("a star top left, a circle below it"). Words it does not know are passed over ("a striped
-square" is a square), except a word right after "a" or a colour in a phrase with no kind: that is a
-thing the model was not taught ("a yellow orb"), kept as said, and it must have a colour.
+Places are read word by word ("upper left", "north west", "on the far left, halfway down", "where the
+top and left edges meet"); a relation places two things ("a star left of a circle"), or the second
+against the first where that one has a place ("a star top left, a circle below it"). Things may be
+named first and placed after, said again by their colour, size or kind ("a star and a circle: the red
+one top left, the circle bottom right"); a heading places the things after it ("top row: …"); an order
+spaces things that have no place ("from left to right: …", "in a row"); "both small" and "two small
+items:" say what every thing shares. Words it does not know are passed over ("a striped square" is a
+square), except a word right after "a" or a colour in a phrase with no kind: that is a thing the model
+was not taught ("a yellow orb"), kept as said, and it must have a colour, as must a thing whose phrase
+holds a word the reader does not know ("a pewter cup": perhaps a colour it was not taught).
 
 ``read`` returns None unless the reading is certain: one to three things, at most one kind and one
 colour per phrase, places that do not clash, one backdrop, no counts ("two stars") and no setting the
 model learnt (sea, ground, night sky). ``imagegate.mini.compose`` serves what it reads. Pure Python.
+
+A little over 400 lines (about 440): one grammar, whose word tables, patterns and phrase walker read each
+other's state; split apart, each half would import the other's private names.
 """
 
 from __future__ import annotations
@@ -67,18 +75,28 @@ _SIZE = {"small": "small", "little": "small", "tiny": "small", "large": "large",
 _COUNT = {"two", "three", "four", "five", "several", "many", "some", "pair", "couple"} | {str(d) for d in range(2, 10)}
 _BACKDROP_NOUN = r"(?:background|backdrop|bg|canvas|paper|field|wall|surface|backing)"
 _BACKDROP_PREP = r"(?:on|over|against|upon|atop|behind|with|in front of|set against|set on|surrounded by|amid|amidst)"
+_BACKDROP_VERB = ("is|are|of|in|to|be|as|should|ought|must|will|would|can|could|shall|needs?|has|gets?|"
+                  "done|made|painted|coloured|colored|set|filled|kept|left")
 _SHADE = re.compile(r"\b([a-z]+) (" + "|".join(sorted(_KNOWN_COLOURS, key=len, reverse=True)) + r")\b")
 _C = "(?P<c>" + "|".join(sorted(_KNOWN_COLOURS, key=len, reverse=True)) + ")"
 _BACKDROPS = tuple(re.compile(r.replace("(?P<c>[a-z]+)", _C)) for r in (  # each with the colour as group "c"
+    # "against a plain wash of blue", "on a field of green"
+    rf"\b(?:{_BACKDROP_PREP}\s+)?(?:(?:an?|the)\s+)?(?:plain\s+|solid\s+|flat\s+)?"
+    rf"(?:{_BACKDROP_NOUN}|wash|expanse|sheet|sea|splash)\s+of\s+(?:plain\s+|solid\s+|pure\s+)?(?P<c>[a-z]+)\b",
     rf"\b(?:{_BACKDROP_PREP}\s+)?(?:(?:an?|the)\s+)?(?:plain\s+|solid\s+|flat\s+)?"
     rf"(?P<c>[a-z]+)(?:\s+colou?red)?\s+{_BACKDROP_NOUN}\b",  # "on a plain green background", "on blue paper"
-    rf"\b{_BACKDROP_NOUN}\s*(?:colou?r\s*)?(?:is\s+|of\s+|:\s*)?(?P<c>[a-z]+)\b",  # "background: green"
+    # "background: green", "set the background to green", "the backdrop ought to be green", "background = green"
+    rf"\b{_BACKDROP_NOUN}\s*(?:colou?r\s*)?(?:(?:{_BACKDROP_VERB})\s+|:\s*)*(?P<c>[a-z]+)\b",
+    # "orange behind it", "blue all around them"
+    r"\b(?P<c>[a-z]+)\s+(?:all\s+)?(?:behind|around|surrounding|beneath|underneath)\s+(?:it|them|everything|all)\b",
     # "on green, a red circle", "against green", "surrounded by yellow please" (only filler words after it)
     rf"\b{_BACKDROP_PREP}\s+(?:an?\s+)?(?P<c>[a-z]+)(?P<rest>(?:\s+[a-z]+)*?)\s*(?:[,;:.!?]|$)",
     r"\b(?:on|over|against|upon)\s+(?:an?\s+)?(?:plain\s+)?(?P<c>[a-z]+)\s+colou?r\b",  # "on a plain pink colour"
 ))
 # "over" and "on top of" relate two things only before one ("a star over a circle"); "over on the left" is a place
-_RELATION = re.compile(r"\b(?:(?:to|on) the )?(?P<r>left|right) of\b|\bto its (?P<its>left|right)\b|"
+# "the bottom right of the picture" is a place, not a relation
+_RELATION = re.compile(r"\b(?:(?:to|on) the )?(?<!top )(?<!bottom )(?<!upper )(?<!lower )(?P<r>left|right) of\b|"
+                       r"\bto its (?P<its>left|right)\b|"
                        r"\b(?P<v>above|over(?! (?:on|in|at|to|there|here)\b)|on top of|below|under|beneath|"
                        r"underneath)\b")
 _STEP = {"left": (-1, 0), "right": (1, 0), "above": (0, -1), "below": (0, 1)}  # a cell in a relation's direction
@@ -88,7 +106,7 @@ _ROW = {"top": 0, "upper": 0, "up": 0, "north": 0, "high": 0, "bottom": 2, "lowe
 _COLUMN = {"left": 0, "west": 0, "right": 2, "east": 2}
 _CORNER = {"northwest": (0, 0), "northeast": (2, 0), "southwest": (0, 2), "southeast": (2, 2),
            "topleft": (0, 0), "topright": (2, 0), "bottomleft": (0, 2), "bottomright": (2, 2)}
-_CENTRE = frozenset({"centre", "center", "middle", "central", "centred", "centered", "midpoint"})
+_CENTRE = frozenset({"centre", "center", "middle", "central", "centred", "centered", "midpoint", "mid"})
 # Words that name nothing to draw: the training grammars' articles, prepositions and prefixes, what people put
 # around a request ("show me", "could you sketch", "I'd like", "please"), the words that say where or how a
 # backdrop is ("all around it") and English function words. Any other word the reader does not know is passed
@@ -120,20 +138,41 @@ _LINKING = frozenset({"against", "upon", "atop", "amid", "amidst", "surrounded",
                       "beneath", "underneath", "front", "beside", "next", "left", "right", "top", "over", "and", "or",
                       "background", "backdrop", "bg", "canvas", "paper", "field", "wall", "surface", "backing"})
 _SPLIT = re.compile(r"\s*(?:[,;:./&+|!?]|\b(?:and|with|plus|also|then|alongside|next to|as well as|along with|"
-                    r"together with)\b)\s*")
+                    r"together with|while|whereas)\b)\s*")
 _POINTED = re.compile(r"\b(?:four|five|six|seven|eight|[4-8])\s+point(?:ed)?\s+(?=stars?\b)")  # "a five-pointed star"
-_HALFWAY = re.compile(r"\b(?:half ?way|mid ?way)\s+(?:down|up|across)\b")  # "halfway down the side": the middle
+_HALFWAY = re.compile(r"\b(?:half ?way|mid ?way)\s+(?:down|up|across|along)\b")  # "halfway down the side": the middle
 _INTENSE = re.compile(r"\bright\s+(?=(?:in|at|on)\s+the\s+(?:middle|centre|center)\b)")  # "right in the middle"
 # the marks of a list: line breaks, bullets, "1)" / "2." before an item ("1) a red star 2) a blue circle")
 _LIST_MARK = re.compile(r"\s*[\r\n\u2022\u00b7*]+\s*|(?:^|(?<=\s))(?:-|\(?\d{1,2}[.)])(?=\s)")
 # a count of the things listed ("two shapes: a red star and a blue circle"): the list must hold that many
-_TALLY = re.compile(r"\b(?P<n>one|two|three|[1-3])\s+(?:shapes|things|objects|items|icons|elements|figures)\b")
+# the count may carry what the things share: "three small items:"
+_TALLY = re.compile(r"\b(?P<n>one|two|three|[1-3])\s+(?P<shared>(?:[a-z]+\s+){0,2}?)"
+                    r"(?:shapes|things|objects|items|icons|elements|figures)\b")
+_ALL = re.compile(r"\b(?:all|the)\s+(?:two|three|[23])\b|\bboth\b")  # "all three small": what every thing shares
+# a thing said again by its colour or size ("the pink one in the top right") or its kind ("the star at the top")
+_AGAIN = re.compile(r"\bthe\s+(?P<said>(?:[a-z]+\s+){1,2}?)ones?\b")
+# a heading for the things after it: "top row:", "left column:" (a word no prompt has after _normalised stands for it)
+_HEADING = re.compile(r"(?:^|(?<=[;:,.!?]))\s*(?:(?:in|on|along|across)\s+)?(?:the\s+)?(?P<w>[a-z]+)\s+"
+                      r"(?P<line>row|column)\s*:")
+_LINE = {"row": ({**_ROW, "first": 0, "second": 1, "third": 2}, 1), "column": ({**_COLUMN, "first": 0, "second": 1,
+                                                                                  "third": 2}, 0)}
+# "where the top and left edges meet": the corner ("top left")
+_EDGES = re.compile(r"\b(?:where|at which|at the point where|in the corner where)\s+(?:the\s+)?"
+                    r"(?P<a>top|bottom|upper|lower|left|right)\s+and\s+(?:the\s+)?(?P<b>top|bottom|upper|lower|left|"
+                    r"right)\s+(?:edges?|sides?|borders?)\s+(?:meet|join|touch|cross|intersect)\b")
+_IDIOMS = re.compile(r"\bover and above\b")  # "and over and above that, ...": also, no relation
+# "from left to right: a star and a circle": the things in that order along the axis
+_SEQUENCE = re.compile(r"\b(?:from|going)\s+(?P<a>left|right|top|bottom)\s+to\s+(?P<b>left|right|top|bottom)\b|"
+                       r"\b(?P<row>in a row|side by side|in a line)\b|\b(?P<column>in a column|stacked|one above the "
+                       r"other)\b")
 _HOLLOW = re.compile(r"\b(?:hollow|open|empty|unfilled|outlined)\s+(?:circle|disc|disk)\b")  # an outline: a ring
 
 
 def _normalised(prompt: str) -> str:
-    text = _words(_LIST_MARK.sub(" ; ", prompt), r"[^a-z0-9,;:./&+!?\- ]+").replace("-", " ")
+    text = re.sub(r"[()\[\]{}]", " , ", _LIST_MARK.sub(" ; ", prompt))  # "(in the top left)" is a phrase of its own
+    text = _words(text, r"[^a-z0-9,;:./&+!?\- ]+").replace("-", " ")
     text = _HOLLOW.sub("ring", _HALFWAY.sub("middle", _INTENSE.sub("", _POINTED.sub("", text))))
+    text = _IDIOMS.sub("and", _EDGES.sub(lambda m: f"{m.group('a')} {m.group('b')}", text))
     # a word it does not know right before a colour shades it: "chalk white", "carrot orange"
     text = _SHADE.sub(lambda m: m.group(2) if _is_unknown(m.group(1)) else m.group(), text)
     return re.sub(r"\b([a-z]+)(?: \1\b)+", lambda m: m.group(1) if m.group(1) in _KNOWN_COLOURS else m.group(), text)
@@ -162,8 +201,11 @@ def read(prompt: str) -> Read | None:
     if spans:
         (start, end), (background,) = next(iter(spans.items()))
         body = (text[:start] + " , " + text[end:]).strip(" ,")
-    tallies = [{"one": 1, "two": 2, "three": 3}.get(m.group("n")) or int(m.group("n")) for m in _TALLY.finditer(body)]
-    body = _TALLY.sub(" , ", body)
+    sequence = _SEQUENCE.search(body)  # "from left to right: ..."
+    body = _SEQUENCE.sub(" ; ", body)
+    tallies = [({"one": 1, "two": 2, "three": 3}.get(m.group("n")) or int(m.group("n")), m.group("shared").split())
+               for m in _TALLY.finditer(body)]
+    body = _ALL.sub("all", _TALLY.sub(" , ", body))
     if len(tallies) > 1 or any(w in _PLURAL or w in _COUNT or w in _SETTING for w in body.split()):
         return None
     relation = None
@@ -177,7 +219,11 @@ def read(prompt: str) -> Read | None:
         body = body[:r.start()] + " | " + body[r.end():]
     elif rel:
         return None
-    found = _things(body)
+    shared = tallies[0][1] if len(tallies) == 1 else []
+    if any(w not in _SIZE and w not in _KNOWN_COLOURS and w not in _FILLER for w in shared):
+        return None  # "two striped items": more than the reader knows is shared
+    body = _HEADING.sub(_heading, body)
+    found = _things(body + " ; all " + " ".join(shared) if shared else body)
     if found is None:
         return None
     things, loose = found
@@ -185,8 +231,15 @@ def read(prompt: str) -> Read | None:
         background, loose = loose[0], []
     if background is None or loose or not 1 <= len(things) <= 3 or (relation and len(things) != 2):
         return None
-    if tallies and tallies[0] != len(things):
+    if tallies and tallies[0][0] != len(things):
         return None
+    if sequence and len(things) > 1 and all(cell is None for _, cell, _ in things):
+        axis = 0 if sequence.group("row") or {sequence.group("a"), sequence.group("b")} <= {"left", "right"} else 1
+        order = [0, 2] if len(things) == 2 else [0, 1, 2]
+        if sequence.group("a") in ("right", "bottom"):
+            order.reverse()
+        things = [(words, (k, 1) if axis == 0 else (1, k), size) for (words, _, size), k in zip(things, order,
+                                                                                               strict=True)]
     if relation is not None:
         subject, anchor = (1, 0) if backward else (0, 1)
         cells = [cell for _, cell, _ in things]
@@ -269,19 +322,37 @@ def _things(body: str) -> tuple[list[tuple[str, tuple[int, int] | None, str | No
     found: list[dict[str, Any]] = []
     pending: dict[str, Any] = {}
     loose: list[str] = []
+    line: tuple[int, int] | None = None  # (axis, index) of the last "top row:" heading
     for chunk in chunks:
         words = chunk.split()
+        if words[0].startswith("_line_"):  # "top row:" (``_heading``)
+            line = (int(words[0][6]), int(words[0][8]))
+            continue
         kinds = [w for w in words if w in _SINGULAR]
         colours = _colour_words(chunk)
         cell = _place_of(words)
         if len(kinds) > 1 or len(colours) > 1 or cell is False:
             return None
-        if not kinds and (noun := _head_noun(words)):
-            kinds = [noun]
         said: dict[str, Any] = {"cell": cell, "size": next((_SIZE[w] for w in words if w in _SIZE), None),
                                 "colour": colours[0] if colours else None}
         said = {k: v for k, v in said.items() if v is not None}
+        if (again := _again(words, kinds, said, found)) is None and not kinds and (noun := _head_noun(words)):
+            kinds = [noun]
+        elif again is not None:
+            said_again, rest = again
+            if said_again is None or not _takes(said_again, rest):
+                return None
+            _lend(said_again, rest)
+            continue
+        if not kinds and "all" in words and found and said:  # "both small", "all three red": every thing
+            for each in found:
+                if any(each.get(k) not in (None, v) for k, v in said.items() if k != "cell") or "cell" in said:
+                    return None
+                _lend(each, said)
+            continue
         if not kinds:
+            if found and not said and any(_is_unknown(w) for w in words):
+                found[-1]["unsure"] = True  # "a cup, painted pewter": perhaps its colour, not known
             if found and list(said) == ["colour"] and found[-1].pop("borrowed", False):
                 loose.append(found[-1]["colour"])  # "purple behind everything; a boat, painted red": its own colour
                 found[-1]["colour"] = said["colour"]
@@ -295,11 +366,13 @@ def _things(body: str) -> tuple[list[tuple[str, tuple[int, int] | None, str | No
                 _lend(pending, said)
             continue
         thing: dict[str, Any] = {"kind": kinds[0], "cell": None, "size": None, "colour": None, **said}
+        thing["unsure"] = any(_is_unknown(w) for w in words)  # "a pewter cup": perhaps a colour not known
         if "colour" in said and "colour" in pending and not loose:  # "green: a red circle"
             loose.append(pending.pop("colour"))
         if not _takes(thing, pending):
             return None
         thing["borrowed"] = "colour" in pending and thing["colour"] is None
+        thing["line"] = line
         _lend(thing, pending)
         found.append(thing)
         pending = {}
@@ -308,10 +381,57 @@ def _things(body: str) -> tuple[list[tuple[str, tuple[int, int] | None, str | No
             loose.append(pending["colour"])
         else:
             return None
-    if any(t["kind"] not in _SINGULAR and t["colour"] is None for t in found):
-        return None
+    if any((t["kind"] not in _SINGULAR or t["unsure"]) and t["colour"] is None for t in found):
+        return None  # a thing the model was not taught, or one after a word that may be its colour, must have one
+    for t in found:  # a row's things are in that row: "top row: a star at the left end"
+        if t["line"] is not None:
+            axis, index = t["line"]
+            place = list(t["cell"] or (None, None, False))
+            if place[axis] not in (None, index):
+                return None
+            place[axis] = index
+            t["cell"] = tuple(place)
     return [(" ".join(w for w in (t["size"], t["colour"], t["kind"]) if w), _cell(t["cell"]), t["size"])
             for t in found], loose
+
+
+def _heading(m: re.Match[str]) -> str:
+    """A heading for the things after it ("top row:", "left column:") as a word no prompt has after
+    ``_normalised``: "_line_1_0" (axis, index)."""
+    index, axis = _LINE[m.group("line")]
+    at = 1 if m.group("w") in _CENTRE else index.get(m.group("w"))
+    return m.group() if at is None else f" ; _line_{axis}_{at} ; "
+
+
+def _again(words: list[str], kinds: list[str], said: dict[str, Any],
+           found: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, dict[str, Any]] | None:
+    """A thing said before, said again to place it: "the pink one in the top right", "the star at the top":
+    (the one thing so described, what the words add to it), (None, {}) where the words fit no one thing or
+    more than one, None where they say no thing said before."""
+    if kinds:
+        at = words.index(kinds[0])
+        # "the star goes top left", or the kind alone at the phrase's start: "…; star top left, circle bottom right"
+        if not ((at > 0 and words[at - 1] == "the") or (at == 0 and len(found) > 1)):
+            return None
+        named = {"kind": kinds[0]}
+    elif (m := _AGAIN.search(" ".join(words))) is not None:
+        named = {}
+        for w in m.group("said").split():
+            if w in _SIZE:
+                named["size"] = _SIZE[w]
+            elif w in _KNOWN_COLOURS:
+                named["colour"] = _colour_words(w)[0]
+            elif w not in _FILLER:
+                return None, {}
+        if not named:
+            return None
+    else:
+        return None
+    same = [t for t in found if all(t.get(k) in (None, v) if k != "kind" else t["kind"] == v for k, v in
+                                    ({**named, **{k: v for k, v in said.items() if k != "cell"}}).items())]
+    if kinds and not same:
+        return None  # "the star" with no star before it is a new thing
+    return (same[0], {k: v for k, v in said.items() if k not in named}) if len(same) == 1 else (None, {})
 
 
 def _cell(place: tuple[int | None, int | None, bool] | None) -> tuple[int, int] | None:
