@@ -88,9 +88,9 @@ SHAPE_RANK = 3  # among a word's three most frequent senses: "ball" (third), not
 SIZE_SENSES = {"large": ("large", 1), "small": ("small", 1)}
 # and these synsets' own words (not their neighbours': "stocky" is not small): "well below average height"
 SIZE_SYNSETS = {"small": [("pint-size", 1)]}
-# sizes people say that WordNet files under no size ("titchy" is not in it, "dainty" is "delicately beautiful",
-# "chunky" "short and thick"), read as their everyday sense of size: added after reading split 4's failures
-# pet names WordNet lacks or ranks past THING_RANK ("kitty": the stakes of a bet first), added with INFORMAL_SIZES
+# Added by hand after reading split 4's failures: pet names WordNet lacks or ranks past THING_RANK ("kitty":
+# the stakes of a bet first), and sizes it files under no size ("titchy" is not in it, "dainty" is "delicately
+# beautiful", "chunky" "short and thick"), read in their everyday sense of size
 INFORMAL_KINDS = {"dog": ["doggo", "pupper"], "cat": ["kitty", "moggy", "moggie", "pussycat"]}
 INFORMAL_SIZES = {"small": ["titchy", "mini", "compact", "dainty"], "large": ["chunky", "hefty", "mega"]}
 
