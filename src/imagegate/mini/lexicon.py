@@ -73,13 +73,16 @@ class Lexicon:
         self.irregular: dict[str, str] = table["irregular"]
         self.palette = frozenset(self.colours.values())
         self.size_names = frozenset(self.sizes.values())
+        # a prompt's words are looked up several times each (alone, in longer names, as the next word), and a
+        # word missing from the table is tried at every cut: remember the recent answers
+        self._thing: Callable[[str], tuple[str, bool] | None] = lru_cache(maxsize=8192)(self._find_thing)
 
     @classmethod
     @lru_cache(maxsize=1)
     def default(cls) -> Lexicon:
         return cls(json.loads(LEXICON_PATH.read_text()))
 
-    def _thing(self, word: str) -> tuple[str, bool] | None:
+    def _find_thing(self, word: str) -> tuple[str, bool] | None:
         """(kind, plural) for a word naming a thing, in any number; a name of two words may be written as
         one ("housecat": WordNet's "house cat")."""
         forms = singular(word, self.irregular)
