@@ -2,29 +2,17 @@
 that map back to the scene, and neither training generator nor the first held-out split uses its phrases."""
 
 import random
-import re
 
 import pytest
 
 from training.mini import heldout, heldout2
+from training.mini.heldout import found_in, terms_in
 from training.mini.language import corpus2
 from training.mini.prompts import corpus
 from training.mini.scenes import COLOUR_NAMES, POSITION_NAMES
 from training.mini.world2 import KIND_NAMES, sample_scene2
 
 N_SAMPLE = 20_000
-
-
-def _found(text: str, words: dict[str, str]) -> list[str]:
-    """The terms of ``words`` in ``text``, in order (longest first, on word boundaries: "hollow circle" is a
-    ring, not a circle)."""
-    t = " ".join(text.lower().split())
-    return re.findall("|".join(rf"(?<![a-z]){re.escape(w)}(?![a-z])" for w in sorted(words, key=len, reverse=True)), t)
-
-
-def _terms(text: str, words: dict[str, str]) -> list[str]:
-    """The palette names that the terms of ``words`` in ``text`` stand for, in order."""
-    return [words[m] for m in _found(text, words)]
 
 
 COLOUR_TERMS = {**{c: c for c in COLOUR_NAMES}, **heldout2.COLOUR_OF}
@@ -52,9 +40,9 @@ def test_ground_truth_maps_each_word_to_one_palette_name():
         assert all(inverse[w] == name for name, ws in table.items() for w in ws)
     # a colour word names its own palette colour and no other, a kind word no other kind
     for w, c in heldout2.COLOUR_OF.items():
-        assert _terms(w, COLOUR_TERMS) == [c] and _terms(w, KIND_TERMS) == [], w
+        assert terms_in(w, COLOUR_TERMS) == [c] and terms_in(w, KIND_TERMS) == [], w
     for w, k in heldout2.KIND_OF.items():
-        assert _terms(w, KIND_TERMS) == [k] and _terms(w, COLOUR_TERMS) == [], w
+        assert terms_in(w, KIND_TERMS) == [k] and terms_in(w, COLOUR_TERMS) == [], w
     for frame in heldout2.BG_TAIL + heldout2.BG_HEAD:
         assert heldout2.uses_heldout2(frame.format(c="red")), frame  # every frame has its marker
 
@@ -68,12 +56,12 @@ def test_heldout2_prompts_state_every_attribute(n):
         assert len(heldout2.uses_heldout2(text)) >= 3, text  # size, position, background frame at least
         assert heldout.uses_heldout(text) == [], text  # nothing of the first held-out split
         # every thing's colour, kind, size and position said, in the order of the things, and the background
-        colours = _terms(text, COLOUR_TERMS)
+        colours = terms_in(text, COLOUR_TERMS)
         assert colours.count(scene.background) == 1, text
         assert [c for c in colours if c != scene.background] == [t.colour for t in scene.things], text
-        assert _terms(text, KIND_TERMS) == [t.kind for t in scene.things], text
-        assert _terms(text, heldout2.SIZE_OF) == [t.size for t in scene.things], text
-        assert _terms(text, heldout2.POSITION_OF) == [t.pos for t in scene.things], text
+        assert terms_in(text, KIND_TERMS) == [t.kind for t in scene.things], text
+        assert terms_in(text, heldout2.SIZE_OF) == [t.size for t in scene.things], text
+        assert terms_in(text, heldout2.POSITION_OF) == [t.pos for t in scene.things], text
 
 
 def test_heldout2_prompts_vary():
@@ -81,7 +69,7 @@ def test_heldout2_prompts_vary():
     texts = [heldout2.describe(sample_scene2(rng, setting="plain"), rng) for _ in range(3000)]
     said = set(heldout2.uses_heldout2("\n".join(texts)))
     assert said == set(heldout2.PHRASES)  # every phrase comes up
-    mentions = [w for t in texts for w in _found(t, COLOUR_TERMS)]
+    mentions = [w for t in texts for w in found_in(t, COLOUR_TERMS)]
     assert 0.2 < sum(w in COLOUR_NAMES for w in mentions) / len(mentions) < 0.4  # ~30% keep the palette word
     assert any(t[:1].isupper() for t in texts) and any(t[:1].islower() for t in texts)
 

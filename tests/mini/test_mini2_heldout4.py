@@ -3,28 +3,17 @@ every attribute of every thing in words that map back to the scene, and neither 
 earlier held-out split uses its phrases."""
 
 import random
-import re
 
 import pytest
 
 from training.mini import heldout, heldout2, heldout3, heldout4
+from training.mini.heldout import found_in, terms_in
 from training.mini.language import corpus2
 from training.mini.prompts import corpus
 from training.mini.scenes import COLOUR_NAMES, POSITION_NAMES, position_name
 from training.mini.world2 import KIND_NAMES, sample_scene2
 
 N_SAMPLE = 20_000
-
-
-def _found(text: str, words: dict) -> list[str]:
-    """The terms of ``words`` in ``text``, in order (longest first, on word boundaries)."""
-    t = " ".join(text.lower().split())
-    return re.findall("|".join(rf"(?<![a-z]){re.escape(w)}(?![a-z])" for w in sorted(words, key=len, reverse=True)), t)
-
-
-def _terms(text: str, words: dict) -> list:
-    """What the terms of ``words`` in ``text`` stand for, in order."""
-    return [words[m] for m in _found(text, words)]
 
 
 COLOUR_TERMS = {**{c: c for c in COLOUR_NAMES}, **heldout4.COLOUR_OF}
@@ -38,7 +27,7 @@ PLACE_TERMS = {**{w: ("cell", p) for w, p in heldout4.POSITION_OF.items()},
 
 def _cells(text: str) -> list[str]:
     out, row = [], None
-    for what, v in _terms(text, PLACE_TERMS):
+    for what, v in terms_in(text, PLACE_TERMS):
         if what == "cell":
             out.append(v)
         elif what == "row":
@@ -54,15 +43,15 @@ def _check(scene, text: str) -> None:
     first mention of their (distinct) colours, kind / size / place in that same order (a size said once for
     all where they share it)."""
     bg, things = scene.background, scene.things
-    colours = _terms(text, COLOUR_TERMS)
+    colours = terms_in(text, COLOUR_TERMS)
     assert colours.count(bg) == 1, text
     assert set(colours) == {bg} | {t.colour for t in things}, text
     order = list(dict.fromkeys(c for c in colours if c != bg))
     by_colour = {t.colour: t for t in things}
     assert len(by_colour) == len(things)  # distinct colours (sample_scene2(..., count_group=False))
     things = [by_colour[c] for c in order]
-    assert _terms(text, KIND_TERMS) == [t.kind for t in things], text
-    sizes = _terms(text, SIZE_TERMS)
+    assert terms_in(text, KIND_TERMS) == [t.kind for t in things], text
+    sizes = terms_in(text, SIZE_TERMS)
     assert sizes == [t.size for t in things] or (
         len(things) > 1 and sizes == [things[0].size] and {t.size for t in things} == set(sizes)), text
     assert _cells(text) == [t.pos for t in things], text
@@ -92,11 +81,11 @@ def test_ground_truth_maps_each_word_to_one_palette_name():
     assert len(places) == len(set(places))
     # a colour word names its own palette colour and no other, a kind word no other kind
     for w, c in heldout4.COLOUR_OF.items():
-        assert _terms(w, COLOUR_TERMS) == [c] and _terms(w, KIND_TERMS) == [], w
+        assert terms_in(w, COLOUR_TERMS) == [c] and terms_in(w, KIND_TERMS) == [], w
     for w, k in heldout4.KIND_OF.items():
-        assert _terms(w, KIND_TERMS) == [k] and _terms(w, COLOUR_TERMS) == [], w
+        assert terms_in(w, KIND_TERMS) == [k] and terms_in(w, COLOUR_TERMS) == [], w
     for w in [*places, *heldout4.SIZE_OF]:  # places and sizes name no colour or kind
-        assert _terms(w, COLOUR_TERMS) == [] and _terms(w, KIND_TERMS) == [], w
+        assert terms_in(w, COLOUR_TERMS) == [] and terms_in(w, KIND_TERMS) == [], w
     for frame in heldout4.BG_TAIL:
         assert heldout4.uses_heldout4(frame.format(c="red", colour="colour", them="them")), frame
 
@@ -119,9 +108,9 @@ def test_heldout4_prompts_vary():
     said = set(heldout4.uses_heldout4("\n".join(texts)))
     assert said == set(heldout4.PHRASES)  # every phrase comes up
     assert len(set(texts)) == len(texts)
-    mentions = [w for t in texts for w in _found(t, COLOUR_TERMS)]
+    mentions = [w for t in texts for w in found_in(t, COLOUR_TERMS)]
     assert 0.4 < sum(w in COLOUR_NAMES for w in mentions) / len(mentions) < 0.6  # half keep the palette word
-    kinds = [w for t in texts for w in _found(t, KIND_TERMS)]
+    kinds = [w for t in texts for w in found_in(t, KIND_TERMS)]
     assert 0.4 < sum(w in KIND_NAMES for w in kinds) / len(kinds) < 0.8
     assert any("\n" in t for t in texts) and any(t[:1].isupper() for t in texts) and any(t[:1].islower() for t in texts)
 

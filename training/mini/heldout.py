@@ -17,6 +17,7 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from .world2 import KIND_NAMES, Scene2, Thing
 
@@ -93,6 +94,18 @@ def phrase_finder(phrases: Iterable[str]) -> Callable[[str], list[str]]:
     longest_first = sorted(phrases, key=len, reverse=True)
     pattern = re.compile("|".join(rf"(?<![a-z]){re.escape(p)}(?![a-z])" for p in longest_first))
     return lambda text: sorted(set(pattern.findall(" ".join(text.lower().split()))))
+
+
+def found_in(text: str, words: Iterable[str]) -> list[str]:
+    """The terms of ``words`` in ``text``, in the order said: longest first, on word boundaries of the
+    normalised text ("hollow circle" is a ring, not a circle). How each split's test reads its prompts back."""
+    t = " ".join(text.lower().split())
+    return re.findall("|".join(rf"(?<![a-z]){re.escape(w)}(?![a-z])" for w in sorted(words, key=len, reverse=True)), t)
+
+
+def terms_in(text: str, words: dict[str, Any]) -> list[Any]:
+    """What the terms of ``words`` in ``text`` stand for, in the order said."""
+    return [words[m] for m in found_in(text, words)]
 
 
 def reverse(table: dict[str, list[str]]) -> dict[str, str]:
