@@ -2,6 +2,7 @@
 and their prompts say what the line claims (fast: no model)."""
 
 import random
+from typing import Any
 
 from training.mini import heldout
 from training.mini.checker2 import read2
@@ -73,31 +74,47 @@ def test_line_selectors_are_refused_where_they_would_be_ignored():
     from training.mini.evaluate import main
 
     for argv in (["--edits-only"], ["--language-only"], ["--objects-only"],
-                 ["--targets", "--language-only", "--edits-only"], ["--targets", "--objects-only", "--edits-only"]):
+                 ["--served-only"], ["--targets", "--language-only", "--edits-only"],
+                 ["--targets", "--objects-only", "--edits-only"], ["--targets", "--served-only", "--objects-only"]):
         with pytest.raises(SystemExit) as exc:
             main(argv)
         assert exc.value.code == 2
 
 
+class _Recorder:
+    """A stand-in for the model's generator that records its calls and draws a blank picture."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int, bool]] = []
+
+    def __call__(self, prompt: str, seed: int, served: bool = False) -> Any:  # a PIL image
+        from PIL import Image
+
+        self.calls.append((prompt, seed, served))
+        return Image.new("RGB", (128, 128), (250, 250, 250))
+
+
 def test_objects_only_draws_the_full_runs_prompts_and_seeds():
     """--objects-only gives the two- and three-thing lines (and their served twins) exactly the prompts
     and seeds of a full run. The generator here is a stand-in that records its calls (no model)."""
-    from PIL import Image
-
     from training.mini.targets import run_lines
 
-    class Recorder:
-        def __init__(self) -> None:
-            self.calls: list[tuple[str, int, bool]] = []
-
-        def __call__(self, prompt: str, seed: int, served: bool = False) -> Image.Image:
-            self.calls.append((prompt, seed, served))
-            return Image.new("RGB", (128, 128), (250, 250, 250))
-
-    full, only = Recorder(), Recorder()
+    full, only = _Recorder(), _Recorder()
     res_full = run_lines(full, 6, 0)  # type: ignore[arg-type]
     res_only = run_lines(only, 6, 0, objects_only=True)  # type: ignore[arg-type]
     assert set(res_only) == {k for k in res_full if k.split("/")[0].split("_")[0] in ("two", "three")
                              or k in ("n/two", "n/three", "n/two_served", "n/three_served")}
     assert len(only.calls) == 24 and set(only.calls) <= set(full.calls)
     assert sum(served for _, _, served in only.calls) == 12
+
+
+def test_served_only_draws_the_full_runs_served_prompts_and_seeds():
+    """--served-only gives every line served through the prompt reader exactly the prompts and seeds of a
+    full run, and draws nothing the model alone would (a stand-in generator that records its calls)."""
+    from training.mini.targets import run_lines
+
+    full, only = _Recorder(), _Recorder()
+    res_full = run_lines(full, 6, 0)  # type: ignore[arg-type]
+    res_only = run_lines(only, 6, 0, served_only=True)  # type: ignore[arg-type]
+    assert set(res_only) == {k for k in res_full if "_served" in k.split("/")[1 if k.startswith("n/") else 0]}
+    assert only.calls == [c for c in full.calls if c[2]] and all(served for _, _, served in only.calls)

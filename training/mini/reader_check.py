@@ -4,7 +4,7 @@ describes (``imagegate.mini.reading`` after the lexicon, as ``targets.served_pro
     python -m training.mini.reader_check [--n 1000] [--seed 0] [--show heldout2] [--blind]
 
 For model 2's own grammar (``ingrammar``) and each held-out split (``heldout``, ``heldout2``,
-``heldout3``; ``heldout4``: lists of several things, a development split), one, two and three things
+``heldout3``; ``heldout4``: lists of several things, ``heldout5``: prose, development splits), one, two and three things
 on a plain backdrop, every thing's colour, kind, size and place stated: ``read`` = the reader did not
 decline, ``right`` = the backdrop and every thing (kind, colour, size, cell) read as the scene has them,
 ``wrong`` = read, but not as the scene (worse than declining: the model is then told something else).
@@ -27,7 +27,7 @@ from imagegate.mini.lexicon import Lexicon, known_words
 from imagegate.mini.reading import KIND_WORDS, read
 from imagegate.mini.regions import PALETTE
 
-from . import heldout, heldout2, heldout3, heldout4
+from . import heldout, heldout2, heldout3, heldout4, heldout5
 from .language import describe2
 from .scenes import POSITIONS
 from .world2 import Scene2, sample_scene2
@@ -42,7 +42,7 @@ class _InGrammar:
 
 
 SPLITS: dict[str, Any] = {"ingrammar": _InGrammar, "heldout": heldout, "heldout2": heldout2, "heldout3": heldout3,
-                          "heldout4": heldout4}
+                          "heldout4": heldout4, "heldout5": heldout5}
 BLIND = {"heldout3"}
 _KIND = {s: kind for kind, forms in KIND_WORDS.items() for s, _ in forms}
 TOKENIZER = Path(__file__).resolve().parents[2] / "src/imagegate/mini/weights/tokenizer/vocab.json"

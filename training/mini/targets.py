@@ -18,7 +18,8 @@ Lines (docs/imagegate-mini.md, "Model 2"):
   phrasings, synonyms and frames in neither training nor split 1, written 2026-12-04 by sessions that
   had not read the server's prompt reader). Split 2 was then the reader's development set; split 3 is
   its blind test: its author never saw its phrases. ``heldout4`` (``heldout4.py``, written 2026-12-05 the
-  same way): lists of two and three things, the reader's next development set.
+  same way): lists of two and three things, the reader's next development set; ``heldout5``
+  (``heldout5.py``, the same way, later that day): prose, sentences with verbs of place, pronouns, typing slips.
 * ``everyday``: one of the 24 icons, in-grammar; recognised = right kind and colour (``checker2``).
 * ``two``, ``three``: things of any kind; fully right = each found by colour with its kind and cell.
   ``two_served``, ``three_served``: the same prompts and seeds as the server serves them to the
@@ -59,7 +60,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from . import heldout, heldout2, heldout3, heldout4
+from . import heldout, heldout2, heldout3, heldout4, heldout5
 from .checker2 import Found, match, read2
 from .language import colour_word, describe2, edit_instruction, fix, kind_word
 from .prompts import is_heldout
@@ -68,7 +69,7 @@ from .world2 import ICON_NAMES, KIND_NAMES, Scene2, Thing, render2, sample_scene
 
 ASPECTS = ("16:9", "9:16", "21:9")
 # held-out splits written after training, for the prompt reader
-SPLITS = {"heldout2": heldout2, "heldout3": heldout3, "heldout4": heldout4}
+SPLITS = {"heldout2": heldout2, "heldout3": heldout3, "heldout4": heldout4, "heldout5": heldout5}
 
 
 def _full_prompt(scene: Scene2, rng: random.Random) -> str:
@@ -158,17 +159,18 @@ def single_cases(n: int, seed: int) -> tuple[random.Random, list[tuple[Scene2, s
 
 
 def _split_lines(gen: Generator, cases: list[tuple[Scene2, str, str]], multi: list[tuple[str, Scene2, str, int]],
-                 seed: int, name: str) -> dict[str, list[float]]:
-    """A later held-out split (``heldout2``, ``heldout4``: the prompt reader's development sets; ``heldout3``:
-    its blind test set, whose phrases the reader's author never saw): the one-shape scenes of ``heldout`` alone and
-    served, and the two- and three-thing scenes of ``two`` / ``three`` served, each in the split's
-    phrasings, with the seeds of the lines they mirror."""
+                 seed: int, name: str, served_only: bool = False) -> dict[str, list[float]]:
+    """A later held-out split (``heldout2``, ``heldout4``, ``heldout5``: the prompt reader's development sets;
+    ``heldout3``: its blind test set, whose phrases the reader's author never saw): the one-shape scenes of
+    ``heldout`` alone and served, and the two- and three-thing scenes of ``two`` / ``three`` served, each in the
+    split's phrasings, with the seeds of the lines they mirror. ``served_only``: the served lines only."""
     split = SPLITS[name]
     res: dict[str, list[float]] = defaultdict(list)
     words = random.Random(f"targets-{name}-{seed}")
     for i, (scene, _, _) in enumerate(cases):
         text = split.describe(scene, words)
-        _record_single(res, name, single_checks(gen(text, seed * 7919 + 2 * i + 1), scene))
+        if not served_only:
+            _record_single(res, name, single_checks(gen(text, seed * 7919 + 2 * i + 1), scene))
         _record_single(res, f"{name}_served", single_checks(gen(text, seed * 7919 + 2 * i + 1, served=True), scene))
     for line, scene, _, s in multi:
         for a, v in multi_checks(gen(split.describe(scene, words), s, served=True), scene).items():
@@ -191,21 +193,25 @@ def run_language(gen: Generator, n: int, seed: int) -> dict[str, float]:
                                                                   for key, v in res.items()}
 
 
-def run_lines(gen: Generator, n: int, seed: int, objects_only: bool = False) -> dict[str, float]:
+def run_lines(gen: Generator, n: int, seed: int, objects_only: bool = False,
+              served_only: bool = False) -> dict[str, float]:
     """Every line drawn by the model alone, then the served ones. ``objects_only``: only the two- and
-    three-thing lines and their served twins, on the same prompts and seeds as in the full run."""
+    three-thing lines and their served twins, on the same prompts and seeds as in the full run.
+    ``served_only``: only the lines served through the prompt reader (``*_served``, each split's), on the same
+    prompts and seeds: what a change to the reader or the lexicon can move."""
+    alone = not (objects_only or served_only)
     res: dict[str, list[float]] = defaultdict(list)
     rng, cases = single_cases(n, seed)
     k = 0
     for scene, full, held in cases:  # in-grammar and held-out phrasings of the same single-shape scenes
-        if not objects_only:
+        if alone:
             _record_single(res, "ingrammar", single_checks(gen(full, seed * 7919 + k), scene))
             _record_single(res, "heldout", single_checks(gen(held, seed * 7919 + k + 1), scene))
         k += 2
     for i in range(n):  # every icon in turn
         scene = sample_scene2(rng, 1, "plain", False, [ICON_NAMES[i % len(ICON_NAMES)]], home=0.0)
         prompt = _full_prompt(scene, rng)
-        if not objects_only:
+        if alone:
             c = single_checks(gen(prompt, seed * 7919 + k), scene)
             res["everyday/recognised"].append(c["kind"] and c["colour"])
             res["everyday/kind"].append(c["kind"])
@@ -215,13 +221,14 @@ def run_lines(gen: Generator, n: int, seed: int, objects_only: bool = False) -> 
         for _ in range(n):
             scene = sample_scene2(rng, n_things, "plain", False)
             multi.append((line, scene, _full_prompt(scene, rng), seed * 7919 + k))
-            for a, v in multi_checks(gen(*multi[-1][2:]), scene).items():
-                res[f"{line}/{a}"].append(v)
+            if not served_only:
+                for a, v in multi_checks(gen(*multi[-1][2:]), scene).items():
+                    res[f"{line}/{a}"].append(v)
             k += 1
     # last, with its own random stream, so the lines above draw what they drew before it was added
     frames = random.Random(f"targets-frames-{seed}")
     for scene, _, _ in cases:
-        if not objects_only:
+        if alone:
             _record_single(res, "heldout_frames",
                            single_checks(gen(heldout.describe(scene, frames, words=False), seed * 7919 + k), scene))
         k += 1
@@ -235,7 +242,7 @@ def run_lines(gen: Generator, n: int, seed: int, objects_only: bool = False) -> 
             res[f"{line}_served/{a}"].append(v)
     if not objects_only:
         for name in SPLITS:
-            res |= _split_lines(gen, cases, multi, seed, name)
+            res |= _split_lines(gen, cases, multi, seed, name, served_only)
     return {key: float(np.mean(v)) for key, v in res.items()} | {f"n/{key.split('/')[0]}": len(v)
                                                                   for key, v in res.items()}
 
@@ -531,7 +538,8 @@ async def _server_lines(n_per_aspect: int, seed: int, n_alpha: int, extend: bool
 
 def evaluate_targets(model_dir: Any, n: int = 40, seed: int = 0, quality: str = "medium", threads: int = 1,
                      server: bool = True, log: Any = print, language_only: bool = False,
-                     edits_only: bool = False, objects_only: bool = False) -> dict[str, float]:
+                     edits_only: bool = False, objects_only: bool = False,
+                     served_only: bool = False) -> dict[str, float]:
     import torch
 
     from imagegate.mini import QUALITY_PRESETS
@@ -546,8 +554,8 @@ def evaluate_targets(model_dir: Any, n: int = 40, seed: int = 0, quality: str = 
     res: dict[str, float] = {}
     if language_only:
         res |= run_language(gen, n, seed)
-    elif objects_only:
-        res |= run_lines(gen, n, seed, objects_only=True)
+    elif objects_only or served_only:
+        res |= run_lines(gen, n, seed, objects_only=objects_only, served_only=served_only)
     elif edits_only:
         res |= run_inpaint(pipe, max(8, n // 2), seed, steps, cfg)
         res |= run_instruct(pipe, max(4, n // 4), seed, steps, cfg)
@@ -557,7 +565,7 @@ def evaluate_targets(model_dir: Any, n: int = 40, seed: int = 0, quality: str = 
         res |= run_instruct(pipe, max(4, n // 4), seed, steps, cfg)
         res |= run_variety(gen, max(4, n // 5), 4, seed)
         res |= transparent_on_rendered(max(8, n // 4), seed)
-    if server and not (language_only or edits_only or objects_only):
+    if server and not (language_only or edits_only or objects_only or served_only):
         res |= asyncio.run(_server_lines(max(4, n // 6), seed, max(4, n // 8)))
     if gen.times:
         res["speed/p50_s"] = float(np.median(gen.times))
