@@ -147,6 +147,17 @@ def test_a_list_that_does_not_hold_together_is_left_to_the_model(prompt):
      [("blue circle", (2, 2)), ("red star", (0, 0))]),
     ("a red star sits up top while a blue circle sits down low, on green", "green",
      [("blue circle", (1, 2)), ("red star", (1, 0))]),
+    # prose: a thing "blue all over", sentences joined by "one more thing:", a backdrop that "fills the rest",
+    # a shape said by its adjective, a shade in a hyphenated compound, a size it cannot read passed over, a verb
+    # of place after a thing it does not know, a lunar crescent
+    ("a star, blue all over, rests up top. one more thing: a circular shape that is red sits at the bottom, "
+     "and egg-yolk yellow fills the rest", "yellow", [("blue star", (1, 0)), ("red circle", (1, 2))]),
+    ("a bite-sized three-sided figure whose colour is pink, top left; a green lunar crescent bottom right, on black",
+     "black", [("green moon", (2, 2)), ("pink triangle", (0, 0))]),
+    ("a red zeppelin rests near the left edge, on a white background", "white", [("red zeppelin", (0, 1))]),
+    # "green apple" and "apple" are colour names too: here an apple, its colour green
+    ("a green apple where the bottom and left edges meet, a white apple up top, on a blue backing", "blue",
+     [("green apple", (0, 2)), ("white apple", (1, 0))]),
 ])
 def test_headings_back_references_and_orders_are_read(prompt, background, things):
     """Rows and columns as headings, things said again to be placed ("the blue one", "the star"), an order

@@ -55,11 +55,30 @@ def test_the_table_maps_only_to_what_the_model_draws():
     ("a golden apple, a royal blue coffee cup", "a yellow apple, a blue cup"),  # a colour, then the thing
     ("a papaya orange background", "an orange background"),  # a thing's name before a colour and a backdrop
     ("a titchy feline, a chunky housecat", "a small cat, a large cat"),  # informal sizes; felids; "house cat"
+    ("a jumbo pearl white star, the papaya orange one", "a large white star, the orange one"),  # shades after a size
+    ("a leaf, pistachio green in colour", "a leaf, green in colour"),  # after a comma "pistachio" describes no leaf
+    ("a Yelow traingle on a purpel backround", "a Yellow triangle on a purple background"),  # slips of known words
+    ("a small mandarin orange triangle, a stone grey willow", "a small orange triangle, a grey tree"),  # shades
     ("a red circle on a green background", "a red circle on a green background"),  # known words untouched
     ("İİ a Cobalt circle, ünïcode", "İİ a blue circle, ünïcode"),  # lower() would shift the offsets
 ])
 def test_rewrites_unknown_words_to_known_ones(prompt, expected):
     assert LEX.rewrite(prompt, KNOWN) == expected
+
+
+def test_a_slip_is_read_back_only_where_it_is_no_word():
+    table = json.loads(LEXICON_PATH.read_text())["typos"]
+    assert table["backround"] == "background" and table["ornage"] == "orange" and table["baloon"] == "balloon"
+    assert not {"back", "hose", "oops", "bel", "star", "stars"} & set(table)  # real words, too short, trained
+    assert LEX.rewrite("the back of a hose", KNOWN) == "the back of a hose"
+    assert LEX.rewrite("a yelow star", KNOWN - {"yellow"}) == "a yelow star"  # nothing the model does not know
+
+
+def test_a_colour_name_ending_in_a_thing_names_the_thing_after_a_colour():
+    colours_only = {"green", "white", "grey", "blue"}  # as the prompt reader rewrites: only colours are known
+    assert LEX.rewrite("a large green apple, grey background", colours_only) == "a large green apple, grey background"
+    assert LEX.rewrite("a white apple where the edges meet", colours_only) == "a white apple where the edges meet"
+    assert LEX.rewrite("a green apple background", colours_only) == "a green background"  # the colour "green apple"
 
 
 def test_leaves_words_whose_replacement_the_model_does_not_know():

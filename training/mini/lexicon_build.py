@@ -1,6 +1,6 @@
 """Build ``src/imagegate/mini/lexicon.json``: words the built-in model was never trained on, mapped
 to the drawn colours, kinds and sizes it knows. Run by ``make mini-lexicon``
-(``scripts/build_mini_lexicon.sh``), which fetches the two sources:
+(``scripts/build_mini_lexicon.sh``), which fetches the sources:
 
 * Colours: the XKCD colour survey (949 names people gave to colours; CC0) and the CSS Color 4
   named colours (148), both as matplotlib ships them in ``matplotlib/_color_data.py``, read from
@@ -14,6 +14,9 @@ to the drawn colours, kinds and sizes it knows. Run by ``make mini-lexicon``
   toy) is not; a word with no such sense may still have a shape (``SHAPE_SENSES``). Sizes:
   adjectives whose first sense is ``large``/``small`` or one of their "similar to" satellites
   ("enormous", "teeny").
+* Typing slips (``typos``): a letter left out, two swapped or one doubled in a word of model 2's own
+  language ("yelow", "ornage", "backround"), where the slip is no English word: not in WordNet nor in
+  the SCOWL word lists of Debian's ``wamerican`` and ``wbritish`` (only read, to leave real words out).
 
 Nothing here reads the evaluation's held-out splits. The first senses were chosen before looking at
 any prompt; the watercraft, spacecraft and agaric senses, the shape senses, the sense ranks, the
@@ -36,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .language import KIND_WORDS
+from .language import COLOUR_WORDS, KIND_WORDS, SIZE_WORDS
 from .scenes import COLOURS
 
 # kind -> (lemma, sense number) of WordNet 3.0 noun senses that are what the renderer draws
@@ -275,6 +278,48 @@ def irregular_plurals(wordnet: Path, singulars: set[str]) -> dict[str, str]:
     return dict(sorted(out.items()))
 
 
+# The trained words a slip of the keyboard is read back to (``typos``): the colours, kinds and sizes of model 2's
+# language, the backdrop nouns and the place words every phrasing uses
+TYPO_TARGETS = sorted({*(w for ws in COLOUR_WORDS.values() for w in ws), *(w for forms in KIND_WORDS.values()
+                                                                          for pair in forms for w in pair),
+                       *(w for ws in SIZE_WORDS.values() for w in ws), "background", "backdrop", "top", "bottom",
+                       "upper", "lower", "left", "right", "middle", "centre", "center", "corner", "colour", "color"})
+TYPO_MIN = 4  # neither a word nor its slip shorter than this: "tre", "ble" are too close to too much
+
+
+def slips(word: str) -> set[str]:
+    """The commonest typing slips of a word (Damerau 1964: most misspellings are one of these): a letter left
+    out ("yelow"), two neighbours swapped ("ornage"), a letter typed twice ("circcle")."""
+    out = {word[:i] + word[i + 1:] for i in range(len(word))}
+    out |= {word[:i] + word[i + 1] + word[i] + word[i + 2:] for i in range(len(word) - 1)}
+    out |= {word[:i] + word[i] + word[i:] for i in range(len(word))}
+    return out - {word}
+
+
+def typos(wordnet: Path, word_lists: list[Path], taken: set[str]) -> dict[str, str]:
+    """slip -> trained word, for the slips of ``TYPO_TARGETS`` that are no word of WordNet's (any part of
+    speech, its inflections included), of the English word lists (``word_lists``: function words, names and
+    inflections WordNet lacks, "oops"), of ``taken`` (the lexicon's own names) or another target, and that
+    only one target gives: "backround" is the background, "purpel" purple, but "back" (black), "hose" (house)
+    and "oops" (hoops) are words, and "bel" is too short."""
+    real = set(taken) | set(TYPO_TARGETS)
+    for path in word_lists:
+        real.update(w.lower() for w in path.read_text("utf-8").split() if "'" not in w)
+    for pos in ("noun", "verb", "adj", "adv"):
+        for line in (wordnet / f"index.{pos}").read_text("latin-1").splitlines():
+            if not line.startswith("  "):
+                real.add(line.split()[0].replace("_", " "))
+        for line in (wordnet / f"{pos}.exc").read_text("latin-1").splitlines():
+            real.update(w.replace("_", " ") for w in line.split())
+    found: dict[str, set[str]] = {}
+    for word in TYPO_TARGETS:
+        if len(word) >= TYPO_MIN and word.isalpha():
+            for slip in slips(word):
+                if len(slip) >= TYPO_MIN and slip not in real:
+                    found.setdefault(slip, set()).add(word)
+    return {slip: next(iter(words)) for slip, words in sorted(found.items()) if len(words) == 1}
+
+
 def wordnet_licence(wordnet: Path) -> str:
     """The licence and copyright notice at the head of WordNet's data files, which must travel with
     every copy of data taken from it."""
@@ -286,20 +331,25 @@ def wordnet_licence(wordnet: Path) -> str:
     return "\n".join(lines).strip()
 
 
-def build(wordnet: Path, wheel: Path) -> dict:
+def build(wordnet: Path, wheel: Path, word_lists: list[Path]) -> dict:
     nouns, adjs = WordNet(wordnet, "noun"), WordNet(wordnet, "adj")
     kinds = kind_words(nouns)
+    colours = dict(sorted((wordnet_colours(nouns) | colour_names(wheel)).items()))
+    sizes = size_words(adjs)
     return {
         "sources": {"colours": "XKCD colour survey (CC0 1.0, https://xkcd.com/color/rgb/) and CSS Color 4 "
                                "named colours, as matplotlib ships them (" + wheel.name + ")",
                     "kinds, sizes": "WordNet 3.0, Princeton University: licence below",
+                    "typos": "one-letter slips of model 2's own words that are no word of WordNet 3.0 or of the "
+                             "SCOWL word lists (Debian's wamerican, wbritish)",
                     "wordnet licence": wordnet_licence(wordnet)},
         "palette": list(COLOURS),
         "plurals": {kind: forms[0][1] for kind, forms in KIND_WORDS.items()},
-        "colours": dict(sorted((wordnet_colours(nouns) | colour_names(wheel)).items())),
+        "colours": colours,
         "kinds": kinds,
         "irregular": irregular_plurals(wordnet, set(kinds) | set(KIND_WORDS)),
-        "sizes": size_words(adjs),
+        "sizes": sizes,
+        "typos": typos(wordnet, word_lists, set(colours) | set(kinds) | set(sizes)),
     }
 
 
@@ -307,12 +357,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--wordnet", type=Path, default=Path("/usr/share/wordnet"))
     ap.add_argument("--matplotlib-wheel", type=Path, required=True)
+    ap.add_argument("--words", type=Path, nargs="+", required=True,
+                    help="English word lists, one word a line (Debian's wamerican, wbritish)")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
-    lex = build(args.wordnet, args.matplotlib_wheel)
+    lex = build(args.wordnet, args.matplotlib_wheel, args.words)
     args.out.write_text(json.dumps(lex, indent=0, sort_keys=False, ensure_ascii=False) + "\n")
     print(f"{args.out}: {len(lex['colours'])} colour names, {len(lex['kinds'])} kind words, "
-          f"{len(lex['sizes'])} size words")
+          f"{len(lex['sizes'])} size words, {len(lex['typos'])} typing slips")
 
 
 if __name__ == "__main__":

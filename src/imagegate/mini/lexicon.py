@@ -17,7 +17,8 @@ are one colour, the last one's ("cherry red", "heather purple"), and so are a th
 colour ("painted ash grey", but "make the ash grey" names the tree). A size may be several words
 ("teeny-weeny"), and so may a thing's name ("coffee cup" is a cup, "cruise ship" a boat: it wins over
 a shorter colour name inside it). Plurals follow WordNet's irregular forms and the English rules
-("geese" → birds, "puppies" → dogs).
+("geese" → birds, "puppies" → dogs). A slip of the keyboard in one of the model's own words that makes no
+English word ("yelow", "backround") is that word.
 """
 
 from __future__ import annotations
@@ -43,7 +44,11 @@ _LINKS = frozenset({"on", "in", "at", "over", "under", "above", "below", "beside
                     "when", "while", "like", "the", "a", "an", "each", "both", "all", "only", "just", "across",
                     "around", "through", "between", "painted", "coloured", "colored", "facing", "flying", "low", "high",
                     "centred", "centered", "midway", "halfway", "middle", "centre", "center", "smack", "dead", "far",
-                    "placed", "positioned", "located", "sits", "set", "drawn", "shown", "lower", "upper"})
+                    "placed", "positioned", "located", "sits", "set", "drawn", "shown", "lower", "upper", "where",
+                    "whose", "who", "sat", "lies", "rests", "hangs", "floats", "stands", "goes", "should", "must",
+                    "will", "would", "can", "could", "has", "without", "beneath", "underneath", "amid", "bang", "slap",
+                    "plumb", "squarely", "exactly", "directly", "roughly", "slightly", "somewhere", "nearly", "close"})
+_PARTICIPLE = re.compile(r"^[a-z]{2,}(?:ing|ed)$")  # "a plum resting on ...", "a plum tucked into ...": not described
 _DETERMINERS = frozenset({"a", "an", "the", "one", "this", "that", "my", "your", "our", "their", "another", "some",
                           "any", "each", "every"})
 
@@ -71,6 +76,7 @@ class Lexicon:
         self.sizes: dict[str, str] = table["sizes"]
         self.plurals: dict[str, str] = table["plurals"]
         self.irregular: dict[str, str] = table["irregular"]
+        self.typos: dict[str, str] = table.get("typos", {})
         self.palette = frozenset(self.colours.values())
         self.size_names = frozenset(self.sizes.values())
         # a prompt's words are looked up several times each (alone, in longer names, as the next word), and a
@@ -101,6 +107,7 @@ class Lexicon:
         return lambda prompt: self.rewrite(prompt, known)
 
     def rewrite(self, prompt: str, known: Container[str]) -> str:
+        prompt = _WORD.sub(lambda m: self._unslipped(m.group(), known), prompt)
         # words are found in the prompt itself: lower() can change a string's length ("İ")
         spans = [(m.start(), m.end(), m.group().lower()) for m in _WORD.finditer(prompt)]
         edits: list[tuple[int, int, str]] = []  # (start, end, replacement) in the prompt
@@ -121,11 +128,20 @@ class Lexicon:
             at = end
         return "".join(out) + prompt[at:]
 
+    def _unslipped(self, word: str, known: Container[str]) -> str:
+        """A typing slip of a word the model knows, as that word ("yelow", "Backround"); any other word as it is."""
+        low = word.lower()
+        if low in known or (right := self.typos.get(low)) is None or right not in known:
+            return word
+        return right.capitalize() if word[:1].isupper() else right
+
     def _rewrite_at(self, text: str, spans: list[tuple[int, int, str]], i: int,
                     known: Container[str]) -> tuple[str | None, int]:
         """(replacement or None, words consumed) at word i."""
         word = spans[i][2]
         n, colour = self._colour_at(text, spans, i)
+        if n > 1:
+            n, colour = self._colour_before_thing(text, spans, i)
         n_thing, named = self._name_at(text, spans, i)
         # a thing's name of several words ("coffee cup", "cruise ship"); one that starts with a colour and ends in
         # a thing's own name only where both name the same kind and the colour is not a drawn one: "a coffee cup" is
@@ -136,6 +152,9 @@ class Lexicon:
             n_thing = 1
         if word in known:  # the model reads its own words: "small boat", "lime tree" are a size and a colour
             n_thing = 1
+        if n_thing > 1 and spans[i + n_thing - 1][2] in self.palette and not self._names_a_thing(text, spans, i,
+                                                                                                 n_thing):
+            n_thing = 1  # "a mandarin orange triangle", "whose colour is mandarin orange": orange, not the tree
         if n_thing > max(n, 1) and named is not None:
             return self._form(named, known), n_thing
         nxt = spans[i + n][2] if i + n < len(spans) else ""
@@ -144,7 +163,7 @@ class Lexicon:
             n2, then = self._colour_at(text, spans, i + n)
             if nxt in self.palette:
                 n2, then = 1, nxt
-            elif then is not None and (self._name_at(text, spans, i + n)[1] is not None or (
+            elif then is not None and ((nxt not in known and self._name_at(text, spans, i + n)[1] is not None) or (
                     self._thing(nxt) is not None and self._names_a_thing(text, spans, i + n, n2))):
                 then = None  # "a golden apple", "a royal blue coffee cup": a colour and a thing, not two colours
             if then is not None and _JOIN.match(text[spans[i + n - 1][1]:spans[i + n][0]]):
@@ -174,16 +193,17 @@ class Lexicon:
         if self._thing(nxt) is not None or nxt in BACKDROP_WORDS:
             return False
         adjacent = bool(nxt) and not text[spans[i + n - 1][1]:spans[i + n][0]].strip()
-        prev = spans[i - 1][2] if i else ""
+        prev = _before(text, spans, i)
         described = any(prev in words for words in (self.sizes, self.size_names, self.colours, self.palette))
         n2, then = (1, nxt) if nxt in self.palette else self._colour_at(text, spans, i + n)
         if adjacent and then is not None and (not described or self._describes_a_thing(text, spans, i + n + n2)):
             # a shade of the colour named next ("an orchid purple ring", "to be orchid purple"), but "a tiny
             # salmon lime background" is a salmon and its colour, as model 2's sentences say it
             return False
-        if adjacent and nxt not in _LINKS and nxt not in self.palette and nxt not in self.colours:
+        if adjacent and nxt not in _LINKS and not _PARTICIPLE.match(nxt) and nxt not in self.palette and (
+                nxt not in self.colours):
             return False
-        return described or prev in _DETERMINERS
+        return described or prev in _DETERMINERS or self._thing(prev) is not None  # "a maple leaf"
 
     def _describes_a_thing(self, text: str, spans: list[tuple[int, int, str]], i: int) -> bool:
         """Whether word i is a thing's name, or a size or colour before one."""
@@ -200,24 +220,36 @@ class Lexicon:
 
     def _shade_at(self, text: str, spans: list[tuple[int, int, str]], i: int) -> tuple[int, str] | None:
         """(words, colour) where a thing's name at word i is a shade of the colour named right after it
-        ("painted ash grey", "a pumpkin-orange hat"): not after a size or a colour ("a tiny heart lime
-        background" says the heart's colour), nor after a determiner ("make the ash grey", where the thing is
-        said) unless a thing or a backdrop word follows the colour ("an ash grey cup", "a papaya orange
-        background")."""
+        ("painted ash grey", "a pumpkin-orange hat"): not after a size or a colour in the same phrase ("a tiny
+        heart lime background" says the heart's colour) unless a thing follows ("a jumbo pearl white star"), nor
+        after a determiner ("make the ash grey", where the thing is said) unless a thing, "one" or a backdrop word
+        follows the colour ("an ash grey cup", "a papaya orange background", "the papaya orange one")."""
         if i + 1 >= len(spans) or not _JOIN.match(text[spans[i][1]:spans[i + 1][0]]):
             return None
-        n, colour = self._colour_at(text, spans, i + 1)
+        n, colour = self._colour_before_thing(text, spans, i + 1)
         if colour is None and spans[i + 1][2] in self.palette:
             n, colour = 1, spans[i + 1][2]
         if colour is None:
             return None
         after = spans[i + 1 + n][2] if i + 1 + n < len(spans) else ""
-        prev = spans[i - 1][2] if i else ""
-        if any(prev in words for words in (self.sizes, self.size_names, self.colours, self.palette)):
+        prev = _before(text, spans, i)
+        if any(prev in words for words in (self.sizes, self.size_names, self.colours, self.palette)) and not (
+                self._thing(after) is not None or self._name_at(text, spans, i + 1 + n)[1] is not None):
             return None  # "a tiny heart lime background": the thing, then its colour
-        if prev in _DETERMINERS and self._thing(after) is None and after not in BACKDROP_WORDS:
-            return None
+        if prev in _DETERMINERS and self._thing(after) is None and after not in BACKDROP_WORDS and after not in (
+                "one", "ones"):
+            return None  # but "the papaya orange one" is said back by its colour
         return 1 + n, colour
+
+    def _colour_before_thing(self, text: str, spans: list[tuple[int, int, str]], i: int) -> tuple[int, str | None]:
+        """``_colour_at``, but a colour name whose last word names a thing here is the colour before that thing
+        ("a green apple" is an apple, not the colour "green apple"; "a frog green apple" a green apple) or no
+        colour ("a maple leaf": the leaf)."""
+        n, colour = self._colour_at(text, spans, i)
+        if colour is not None and self._thing(spans[i + n - 1][2]) is not None and self._names_a_thing(
+                text, spans, i + n - 1, 1):
+            return self._colour_at(text, spans, i, n - 1) if n > 1 else (1, None)
+        return n, colour
 
     def _name_at(self, text: str, spans: list[tuple[int, int, str]], i: int) -> tuple[int, tuple[str, bool] | None]:
         """The longest thing's name of two or more words starting at word i: (words, (kind, plural)), else
@@ -239,14 +271,21 @@ class Lexicon:
                     return n, size
         return 1, None
 
-    def _colour_at(self, text: str, spans: list[tuple[int, int, str]], i: int) -> tuple[int, str | None]:
-        """The longest colour name starting at word i: (its length in words, its palette colour)."""
-        for n in range(min(MAX_NAME_WORDS, len(spans) - i), 0, -1):
+    def _colour_at(self, text: str, spans: list[tuple[int, int, str]], i: int,
+                   most: int = MAX_NAME_WORDS) -> tuple[int, str | None]:
+        """The longest colour name of at most ``most`` words starting at word i: (its length in words, its
+        palette colour)."""
+        for n in range(min(most, len(spans) - i), 0, -1):
             if all(_JOIN.match(text[spans[j][1]:spans[j + 1][0]]) for j in range(i, i + n - 1)):
                 name = " ".join(s[2] for s in spans[i:i + n])
                 if name in self.colours:
                     return n, self.colours[name]
         return 1, None
+
+
+def _before(text: str, spans: list[tuple[int, int, str]], i: int) -> str:
+    """The word before word i in the same phrase: "" after punctuation ("a leaf, pistachio green in colour")."""
+    return spans[i - 1][2] if i and _JOIN.match(text[spans[i - 1][1]:spans[i][0]]) else ""
 
 
 def known_words(vocab: Iterable[str]) -> set[str]:

@@ -87,6 +87,9 @@ _BACKDROPS = tuple(re.compile(r.replace("(?P<c>[a-z]+)", _C)) for r in (  # each
     rf"(?P<c>[a-z]+)(?:\s+colou?red)?\s+{_BACKDROP_NOUN}\b",  # "on a plain green background", "on blue paper"
     # "background: green", "set the background to green", "the backdrop ought to be green", "background = green"
     rf"\b{_BACKDROP_NOUN}\s*(?:colou?r\s*)?(?:(?:{_BACKDROP_VERB})\s+|:\s*)*(?P<c>[a-z]+)\b",
+    # "pink fills the rest", "and blue covers everything else"
+    r"\b(?P<c>[a-z]+)\s+(?:fills|covers|colou?rs)\s+(?:in\s+)?(?:the\s+|all\s+the\s+)?(?:rest|remainder|background|"
+    r"backdrop|everything(?:\s+else)?)\b",
     # "orange behind it", "blue all around them"
     r"\b(?P<c>[a-z]+)\s+(?:all\s+)?(?:behind|around|surrounding|beneath|underneath)\s+(?:it|them|everything|all)\b",
     # "on green, a red circle", "against green", "surrounded by yellow please" (only filler words after it)
@@ -97,7 +100,7 @@ _BACKDROPS = tuple(re.compile(r.replace("(?P<c>[a-z]+)", _C)) for r in (  # each
 # "the bottom right of the picture" is a place, not a relation
 _RELATION = re.compile(r"\b(?:(?:to|on) the )?(?<!top )(?<!bottom )(?<!upper )(?<!lower )(?P<r>left|right) of\b|"
                        r"\bto its (?P<its>left|right)\b|"
-                       r"\b(?P<v>above|over(?! (?:on|in|at|to|there|here)\b)|on top of|below|under|beneath|"
+                       r"\b(?P<v>above|(?<!all )over(?! (?:on|in|at|to|there|here)\b)|on top of|below|under|beneath|"
                        r"underneath)\b")
 _STEP = {"left": (-1, 0), "right": (1, 0), "above": (0, -1), "below": (0, 1)}  # a cell in a relation's direction
 # Places, read word by word: a row word and a column word make a corner ("upper left", "north west",
@@ -121,7 +124,7 @@ _FILLER = frozenset({
     "draw", "make", "create", "paint", "generate", "sketch", "render", "depict", "illustrate", "produce", "design",
     "show", "give", "want", "like", "need", "would", "could", "can", "will", "please", "kindly", "i", "d", "ll",
     "m", "me", "us", "we", "you", "here", "have", "has", "are", "be", "see", "get", "let", "s", "featuring",
-    "showing", "containing", "with", "having", "single", "lone", "crescent", "standing",
+    "showing", "containing", "with", "having", "single", "lone", "crescent", "standing", "whose",
     # English function words: they link and point, they name nothing the model could draw
     "for", "from", "into", "onto", "inside", "within", "out", "as", "so", "than", "too", "then", "but", "or", "nor",
     "if", "any", "each", "every", "else", "everything", "rest", "whole", "entire", "other", "others", "remaining",
@@ -130,7 +133,10 @@ _FILLER = frozenset({
     "them", "they", "he", "she", "these", "those", "such", "only", "really", "quite", "rather", "somewhat",
     "also", "maybe", "perhaps", "okay", "ok", "thanks", "thank", "hi", "hello", "hey", "now", "today", "up",
     "down", "while", "through", "throughout", "between", "among", "without", "upon", "via", "per",
-    "put", "add", "use", "using", "done", "doing", "go", "goes", "going", "holding", "had"})
+    "put", "add", "use", "using", "done", "doing", "go", "goes", "going", "holding", "had",
+    # verbs that say where a thing is and nothing else: "a siamese rests near the right edge"
+    "sit", "rests", "lie", "lies", "float", "floats", "hang", "hangs", "stand", "stands", "hover", "hovers",
+    "appear", "appears", "fill", "fills", "cover", "covers"})
 # Model 2's settings (training/mini/language.py SETTING_WORDS): a prompt naming one is the model's to read whole,
 # since a layout draws flat backdrops only
 _SETTING = frozenset({"ground", "sea", "ocean", "seascape", "landscape", "night", "sky", "starry"})
@@ -140,6 +146,7 @@ _LINKING = frozenset({"against", "upon", "atop", "amid", "amidst", "surrounded",
 _SPLIT = re.compile(r"\s*(?:[,;:./&+|!?]|\b(?:and|with|plus|also|then|alongside|next to|as well as|along with|"
                     r"together with|while|whereas)\b)\s*")
 _POINTED = re.compile(r"\b(?:four|five|six|seven|eight|[4-8])\s+point(?:ed)?\s+(?=stars?\b)")  # "a five-pointed star"
+_PARTICIPLE = re.compile(r"^[a-z]{2,}(?:ing|ed|own|awn)$")  # "tucked", "floating", "shown", "drawn"
 _HALFWAY = re.compile(r"\b(?:half ?way|mid ?way)\s+(?:down|up|across|along)\b")  # "halfway down the side": the middle
 _INTENSE = re.compile(r"\bright\s+(?=(?:in|at|on)\s+the\s+(?:middle|centre|center)\b)")  # "right in the middle"
 # the marks of a list: line breaks, bullets, "1)" / "2." before an item ("1) a red star 2) a blue circle")
@@ -160,19 +167,38 @@ _LINE = {"row": ({**_ROW, "first": 0, "second": 1, "third": 2}, 1), "column": ({
 _EDGES = re.compile(r"\b(?:where|at which|at the point where|in the corner where)\s+(?:the\s+)?"
                     r"(?P<a>top|bottom|upper|lower|left|right)\s+and\s+(?:the\s+)?(?P<b>top|bottom|upper|lower|left|"
                     r"right)\s+(?:edges?|sides?|borders?)\s+(?:meet|join|touch|cross|intersect)\b")
-_IDIOMS = re.compile(r"\bover and above\b")  # "and over and above that, ...": also, no relation
+# "and over and above that, ...", "on top of that", "one more thing:": also, no relation and no thing
+_IDIOMS = re.compile(r"\b(?:over and above|on top of (?:that|this|it all)|one more thing|another thing|what s more|"
+                     r"apart from that|besides that|in addition)\b")
+_ALL_OVER = re.compile(r"\ball over\b")  # "a star, blue all over": entirely, not every thing
 # "from left to right: a star and a circle": the things in that order along the axis
 _SEQUENCE = re.compile(r"\b(?:from|going)\s+(?P<a>left|right|top|bottom)\s+to\s+(?P<b>left|right|top|bottom)\b|"
                        r"\b(?P<row>in a row|side by side|in a line)\b|\b(?P<column>in a column|stacked|one above the "
                        r"other)\b")
-_HOLLOW = re.compile(r"\b(?:hollow|open|empty|unfilled|outlined)\s+(?:circle|disc|disk)\b")  # an outline: a ring
+_HOLLOW = re.compile(r"\b(?:(?:hollow|open|empty|unfilled|outlined)\s+(?:circle|disc|disk)|(?:circle|circular)\s+"
+                     r"outline)\b")  # an outline: a ring
+# a shape said by its adjective: "a circular shape", "a three-sided figure"
+_SHAPED = re.compile(r"\b(?P<a>circular|round|triangular|three sided|rectangular|four sided|(?:star|heart|ring) "
+                     r"shaped)\s+(?:shape|form|figure)\b")
+_SHAPE_OF = {"circular": "circle", "round": "circle", "triangular": "triangle", "three sided": "triangle",
+             "rectangular": "square", "four sided": "square", "star shaped": "star", "heart shaped": "heart",
+             "ring shaped": "ring"}
+_SIZED = re.compile(r"\b([a-z]+) siz(?:e|ed)\b")  # "pocket-sized", "good-sized"
+_CRESCENT = re.compile(r"\b(?:lunar\s+)?crescent\b(?!\s+moons?\b)")  # "a crescent", "a lunar crescent": the moon
+# a shade said in a hyphenated compound: "egg-yolk yellow", "traffic-cone orange"
+_COMPOUND_SHADE = re.compile(r"\b([a-z]+(?:-[a-z]+)+)[ -](" + "|".join(sorted(_KNOWN_COLOURS, key=len, reverse=True)) +
+                             r")\b")
 
 
 def _normalised(prompt: str) -> str:
     text = re.sub(r"[()\[\]{}]", " , ", _LIST_MARK.sub(" ; ", prompt))  # "(in the top left)" is a phrase of its own
-    text = _words(text, r"[^a-z0-9,;:./&+!?\- ]+").replace("-", " ")
+    text = _words(text, r"[^a-z0-9,;:./&+!?\- ]+")
+    text = _COMPOUND_SHADE.sub(lambda m: m.group(2) if all(map(_is_unknown, m.group(1).split("-"))) else m.group(),
+                               text).replace("-", " ")
     text = _HOLLOW.sub("ring", _HALFWAY.sub("middle", _INTENSE.sub("", _POINTED.sub("", text))))
-    text = _IDIOMS.sub("and", _EDGES.sub(lambda m: f"{m.group('a')} {m.group('b')}", text))
+    text = _CRESCENT.sub("moon", _SHAPED.sub(lambda m: _SHAPE_OF[m.group("a")], text))
+    text = _SIZED.sub(lambda m: " " if _is_unknown(m.group(1)) else m.group(), text)  # a size it cannot read
+    text = _IDIOMS.sub("and", _EDGES.sub(lambda m: f"{m.group('a')} {m.group('b')}", _ALL_OVER.sub(" ", text)))
     # a word it does not know right before a colour shades it: "chalk white", "carrot orange"
     text = _SHADE.sub(lambda m: m.group(2) if _is_unknown(m.group(1)) else m.group(), text)
     return re.sub(r"\b([a-z]+)(?: \1\b)+", lambda m: m.group(1) if m.group(1) in _KNOWN_COLOURS else m.group(), text)
@@ -265,7 +291,7 @@ def _head_noun(words: list[str]) -> str | None:
     for w in words:
         if w in ("a", "an", "one", "1") or w in _KNOWN_COLOURS or w in _SIZE:
             run = True
-        elif run and _is_unknown(w):
+        elif run and _is_unknown(w) and not _PARTICIPLE.match(w):  # "a bumbershoot shown …": not "shown"
             noun = w
         else:
             run = False
