@@ -55,8 +55,9 @@ MINI_MODEL ?= src/imagegate/mini/weights
 eval-mini2:
 	.venv/bin/python -m training.mini.evaluate --targets --model $(MINI_MODEL) --n-per-line 300
 
-# Rebuild src/imagegate/mini/lexicon.json (colour names, WordNet kinds and sizes for the built-in model's
-# prompts) from its sources; installs Debian's wordnet-base if missing (docs/imagegate-mini.md, "Lexicon").
+# Rebuild src/imagegate/mini/lexicon.json (colour names, WordNet kinds and sizes, typing slips for the built-in
+# model's prompts) from its sources; installs Debian's wordnet-base, wamerican and wbritish if missing
+# (docs/imagegate-mini.md, "Lexicon", "Prose read").
 mini-lexicon:
 	bash scripts/build_mini_lexicon.sh
 
