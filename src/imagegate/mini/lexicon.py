@@ -47,8 +47,8 @@ _LINKS = frozenset({"on", "in", "at", "over", "under", "above", "below", "beside
                     "placed", "positioned", "located", "sits", "set", "drawn", "shown", "lower", "upper", "where",
                     "whose", "who", "sat", "lies", "rests", "hangs", "floats", "stands", "goes", "should", "must",
                     "will", "would", "can", "could", "has", "without", "beneath", "underneath", "amid", "bang", "slap",
-                    "plumb", "squarely", "exactly", "directly", "roughly", "slightly", "somewhere", "nearly", "close"})
-_PARTICIPLE = re.compile(r"^[a-z]{2,}(?:ing|ed)$")  # "a plum resting on ...", "a plum tucked into ...": not described
+                    "plumb", "squarely", "exactly", "directly", "roughly", "slightly", "somewhere", "nearly", "close",
+                    "resting", "hanging", "lying", "hovering", "perched", "parked", "tucked", "nestled", "pictured"})
 _DETERMINERS = frozenset({"a", "an", "the", "one", "this", "that", "my", "your", "our", "their", "another", "some",
                           "any", "each", "every"})
 
@@ -200,8 +200,7 @@ class Lexicon:
             # a shade of the colour named next ("an orchid purple ring", "to be orchid purple"), but "a tiny
             # salmon lime background" is a salmon and its colour, as model 2's sentences say it
             return False
-        if adjacent and nxt not in _LINKS and not _PARTICIPLE.match(nxt) and nxt not in self.palette and (
-                nxt not in self.colours):
+        if adjacent and nxt not in _LINKS and nxt not in self.palette and nxt not in self.colours:
             return False
         return described or prev in _DETERMINERS or self._thing(prev) is not None  # "a maple leaf"
 

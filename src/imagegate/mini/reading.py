@@ -146,7 +146,7 @@ _LINKING = frozenset({"against", "upon", "atop", "amid", "amidst", "surrounded",
 _SPLIT = re.compile(r"\s*(?:[,;:./&+|!?]|\b(?:and|with|plus|also|then|alongside|next to|as well as|along with|"
                     r"together with|while|whereas)\b)\s*")
 _POINTED = re.compile(r"\b(?:four|five|six|seven|eight|[4-8])\s+point(?:ed)?\s+(?=stars?\b)")  # "a five-pointed star"
-_PARTICIPLE = re.compile(r"^[a-z]{2,}(?:ing|ed|own|awn)$")  # "tucked", "floating", "shown", "drawn"
+_PARTICIPLE = re.compile(r"^(?:[a-z]{2,}(?:ing|ed)|shown|drawn|grown|thrown|blown|flown)$")  # "tucked", "shown"
 _HALFWAY = re.compile(r"\b(?:half ?way|mid ?way)\s+(?:down|up|across|along)\b")  # "halfway down the side": the middle
 _INTENSE = re.compile(r"\bright\s+(?=(?:in|at|on)\s+the\s+(?:middle|centre|center)\b)")  # "right in the middle"
 # the marks of a list: line breaks, bullets, "1)" / "2." before an item ("1) a red star 2) a blue circle")
@@ -291,7 +291,7 @@ def _head_noun(words: list[str]) -> str | None:
     for w in words:
         if w in ("a", "an", "one", "1") or w in _KNOWN_COLOURS or w in _SIZE:
             run = True
-        elif run and _is_unknown(w) and not _PARTICIPLE.match(w):  # "a bumbershoot shown …": not "shown"
+        elif run and _is_unknown(w) and not (noun and _PARTICIPLE.match(w)):  # "a bumbershoot shown …", "a red sled"
             noun = w
         else:
             run = False
