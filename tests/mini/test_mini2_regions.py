@@ -34,7 +34,8 @@ def test_the_renderer_draws_with_the_served_palette():
 
 
 @pytest.mark.parametrize("prompt", ["make the background {c}", "Change the background to {c}.",
-                                    "turn the backdrop {c}", "{c} background instead", "{c} background"])
+                                    "turn the backdrop {c}", "{c} background instead", "{c} background",
+                                    "make the backround {c}", "turn the backdorp {c}"])  # slips read as the word
 def test_background_instruction_takes_the_backdrop_and_keeps_the_things(prompt):
     for seed in range(6):
         scene = _scene(seed, 2)

@@ -199,6 +199,7 @@ def _a(phrase: str) -> str:
 
 # words read as colours as they are; other colour names go through the lexicon (mini.lexicon)
 _KNOWN_COLOURS = frozenset(_COLOUR_OF)
+_READ_AS_SAID = _KNOWN_COLOURS | {"background", "backdrop"}  # the words ``_words`` keeps, and reads slips of as
 
 
 def _colour_words(text: str) -> list[str]:
@@ -214,8 +215,9 @@ def _label(rgb: np.ndarray) -> np.ndarray:
 
 def _words(prompt: str, drop: str) -> str:
     """The prompt in lower case, characters matching ``drop`` read as spaces, colour names read as
-    palette colours ("the maroon circle" is the red one)."""
-    return Lexicon.default().rewrite(" ".join(re.sub(drop, " ", prompt.lower()).split()), _KNOWN_COLOURS)
+    palette colours ("the maroon circle" is the red one), and a slip of a colour or backdrop word read as the
+    word ("make the backround yelow")."""
+    return Lexicon.default().rewrite(" ".join(re.sub(drop, " ", prompt.lower()).split()), _READ_AS_SAID)
 
 
 def _native_labels(image: Image.Image) -> np.ndarray:
