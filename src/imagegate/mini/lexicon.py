@@ -76,7 +76,7 @@ class Lexicon:
         self.sizes: dict[str, str] = table["sizes"]
         self.plurals: dict[str, str] = table["plurals"]
         self.irregular: dict[str, str] = table["irregular"]
-        self.typos: dict[str, str] = table.get("typos", {})
+        self.typos: dict[str, str] = table["typos"]
         self.palette = frozenset(self.colours.values())
         self.size_names = frozenset(self.sizes.values())
         # a prompt's words are looked up several times each (alone, in longer names, as the next word), and a

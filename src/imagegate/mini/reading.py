@@ -20,7 +20,7 @@ holds a word the reader does not know ("a pewter cup": perhaps a colour it was n
 colour per phrase, places that do not clash, one backdrop, no counts ("two stars") and no setting the
 model learnt (sea, ground, night sky). ``imagegate.mini.compose`` serves what it reads. Pure Python.
 
-A little over 400 lines (about 440): one grammar, whose word tables, patterns and phrase walker read each
+A little over 400 lines (about 470): one grammar, whose word tables, patterns and phrase walker read each
 other's state; split apart, each half would import the other's private names.
 """
 
@@ -77,8 +77,9 @@ _BACKDROP_NOUN = r"(?:background|backdrop|bg|canvas|paper|field|wall|surface|bac
 _BACKDROP_PREP = r"(?:on|over|against|upon|atop|behind|with|in front of|set against|set on|surrounded by|amid|amidst)"
 _BACKDROP_VERB = ("is|are|of|in|to|be|as|should|ought|must|will|would|can|could|shall|needs?|has|gets?|"
                   "done|made|painted|coloured|colored|set|filled|kept|left")
-_SHADE = re.compile(r"\b([a-z]+) (" + "|".join(sorted(_KNOWN_COLOURS, key=len, reverse=True)) + r")\b")
-_C = "(?P<c>" + "|".join(sorted(_KNOWN_COLOURS, key=len, reverse=True)) + ")"
+_ANY_COLOUR = "|".join(sorted(_KNOWN_COLOURS, key=len, reverse=True))  # longest first
+_SHADE = re.compile(r"\b([a-z]+) (" + _ANY_COLOUR + r")\b")
+_C = "(?P<c>" + _ANY_COLOUR + ")"
 _BACKDROPS = tuple(re.compile(r.replace("(?P<c>[a-z]+)", _C)) for r in (  # each with the colour as group "c"
     # "against a plain wash of blue", "on a field of green"
     rf"\b(?:{_BACKDROP_PREP}\s+)?(?:(?:an?|the)\s+)?(?:plain\s+|solid\s+|flat\s+)?"
@@ -186,8 +187,7 @@ _SHAPE_OF = {"circular": "circle", "round": "circle", "triangular": "triangle", 
 _SIZED = re.compile(r"\b([a-z]+) siz(?:e|ed)\b")  # "pocket-sized", "good-sized"
 _CRESCENT = re.compile(r"\b(?:lunar\s+)?crescent\b(?!\s+moons?\b)")  # "a crescent", "a lunar crescent": the moon
 # a shade said in a hyphenated compound: "egg-yolk yellow", "traffic-cone orange"
-_COMPOUND_SHADE = re.compile(r"\b([a-z]+(?:-[a-z]+)+)[ -](" + "|".join(sorted(_KNOWN_COLOURS, key=len, reverse=True)) +
-                             r")\b")
+_COMPOUND_SHADE = re.compile(r"\b([a-z]+(?:-[a-z]+)+)[ -](" + _ANY_COLOUR + r")\b")
 
 
 def _normalised(prompt: str) -> str:
