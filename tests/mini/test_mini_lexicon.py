@@ -56,6 +56,8 @@ def test_the_table_maps_only_to_what_the_model_draws():
     ("a papaya orange background", "an orange background"),  # a thing's name before a colour and a backdrop
     ("a titchy feline, a chunky housecat", "a small cat, a large cat"),  # informal sizes; felids; "house cat"
     ("a jumbo pearl white star, the papaya orange one", "a large white star, the orange one"),  # shades after a size
+    ("a jumbo pearl white hollow circle, a tiny mandarin orange half moon",  # a shade, one word, then a thing
+     "a large white hollow circle, a small orange half moon"),
     ("a leaf, pistachio green in colour", "a leaf, green in colour"),  # after a comma "pistachio" describes no leaf
     ("a Yelow traingle on a purpel backround", "a Yellow triangle on a purple background"),  # slips of known words
     ("a small mandarin orange triangle, a stone grey willow", "a small orange triangle, a grey tree"),  # shades

@@ -220,7 +220,8 @@ class Lexicon:
     def _shade_at(self, text: str, spans: list[tuple[int, int, str]], i: int) -> tuple[int, str] | None:
         """(words, colour) where a thing's name at word i is a shade of the colour named right after it
         ("painted ash grey", "a pumpkin-orange hat"): not after a size or a colour in the same phrase ("a tiny
-        heart lime background" says the heart's colour) unless a thing follows ("a jumbo pearl white star"), nor
+        heart lime background" says the heart's colour) unless a thing follows, at once or after one more word
+        ("a jumbo pearl white star", "… pearl white hollow circle"), nor
         after a determiner ("make the ash grey", where the thing is said) unless a thing, "one" or a backdrop word
         follows the colour ("an ash grey cup", "a papaya orange background", "the papaya orange one")."""
         if i + 1 >= len(spans) or not _JOIN.match(text[spans[i][1]:spans[i + 1][0]]):
@@ -233,12 +234,22 @@ class Lexicon:
         after = spans[i + 1 + n][2] if i + 1 + n < len(spans) else ""
         prev = _before(text, spans, i)
         if any(prev in words for words in (self.sizes, self.size_names, self.colours, self.palette)) and not (
-                self._thing(after) is not None or self._name_at(text, spans, i + 1 + n)[1] is not None):
+                self._thing_follows(text, spans, i + 1 + n)):
             return None  # "a tiny heart lime background": the thing, then its colour
         if prev in _DETERMINERS and self._thing(after) is None and after not in BACKDROP_WORDS and after not in (
                 "one", "ones"):
             return None  # but "the papaya orange one" is said back by its colour
         return 1 + n, colour
+
+    def _thing_follows(self, text: str, spans: list[tuple[int, int, str]], j: int) -> bool:
+        """A thing's name starts at word j, or at the word after it in the same phrase ("a jumbo pearl white
+        hollow circle", "... pearl white outlined star")."""
+        for k in (j, j + 1):
+            if k >= len(spans) or (k > j and not _JOIN.match(text[spans[j][1]:spans[k][0]])):
+                return False
+            if self._thing(spans[k][2]) is not None or self._name_at(text, spans, k)[1] is not None:
+                return True
+        return False
 
     def _colour_before_thing(self, text: str, spans: list[tuple[int, int, str]], i: int) -> tuple[int, str | None]:
         """``_colour_at``, but a colour name whose last word names a thing here is the colour before that thing
