@@ -191,3 +191,20 @@ def test_warm_started_run_trains_and_skips_text_pretraining(tmp_path, capsys):
     assert (tmp_path / "w" / "unet" / "config.json").exists()
     with pytest.raises(SystemExit):
         _train(tmp_path / "x", tmp_path / "wx", "--warm-from", str(WEIGHTS_DIR), "--init-from", str(WEIGHTS_DIR))
+
+
+def test_init_from_keeps_the_token_ids_its_text_encoder_reads(tmp_path):
+    """A run continued from a saved folder (--init-from) with another --seed takes that folder's tokenizer: a
+    tokenizer fitted afresh on the new seed's prompts numbers the words otherwise, and the text encoder it
+    continues would read other words (the first try of run 23 did)."""
+    from imagegate.mini import WEIGHTS_DIR
+    from training.mini.language import corpus2
+    from training.mini.tokenizer import build_tokenizer
+
+    shipped = json.loads((WEIGHTS_DIR / "tokenizer" / "vocab.json").read_text())
+    fitted = json.loads((build_tokenizer(tmp_path / "fit", corpus2(5), 64) / "vocab.json").read_text())
+    assert fitted != shipped  # seed 5's fit is not the shipped one: the test below can fail
+    _train(tmp_path / "c", tmp_path / "wc", "--init-from", str(WEIGHTS_DIR), "--unet-channels", "32", "64", "128",
+           "128")
+    for folder in (tmp_path / "wc" / "tokenizer", tmp_path / "c" / "tokenizer"):
+        assert json.loads((folder / "vocab.json").read_text()) == shipped

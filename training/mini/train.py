@@ -908,7 +908,12 @@ def main(argv=None):
     work = Path(args.work or f".mini-runs/work-seed{args.seed}")
     work.mkdir(parents=True, exist_ok=True)
     log("args", {k: v for k, v in vars(args).items() if k != "w"})
-    tok_dir = build_tokenizer(work / "tokenizer", args.w.corpus(args.seed), args.w.max_length)
+    if args.init_from:  # the text encoder it continues reads that folder's token ids, not a new fit's
+        tok_dir = work / "tokenizer"
+        shutil.rmtree(tok_dir, ignore_errors=True)
+        shutil.copytree(Path(args.init_from) / "tokenizer", tok_dir)
+    else:
+        tok_dir = build_tokenizer(work / "tokenizer", args.w.corpus(args.seed), args.w.max_length)
     vae_done = work / "vae" / "done.json"
     vae_key = {k: getattr(args, k) for k in ("world", "seed", "vae_steps", "vae_batch", "vae_lr", "vae_minutes",
                                              "vae_init")}
