@@ -208,3 +208,14 @@ def test_init_from_keeps_the_token_ids_its_text_encoder_reads(tmp_path):
            "128")
     for folder in (tmp_path / "wc" / "tokenizer", tmp_path / "c" / "tokenizer"):
         assert json.loads((folder / "vocab.json").read_text()) == shipped
+
+
+def test_the_same_command_after_a_finished_run_changes_nothing(tmp_path, capsys):
+    """make train-mini runs two time-capped lines: run again after both ended, neither may train another step
+    (a resumed run used to take one more step past its cap and rewrite its folder)."""
+    _train(tmp_path / "t", tmp_path / "wt", "--minutes", "0.0001")  # its cap ends it after the first step
+    first = _weights(tmp_path / "t")
+    _train(tmp_path / "t", tmp_path / "wt", "--minutes", "0.0001")
+    assert "is a finished run" in capsys.readouterr().out
+    again = _weights(tmp_path / "t")
+    assert first.keys() == again.keys() and all(torch.equal(first[k], again[k]) for k in first)

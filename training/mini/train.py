@@ -605,6 +605,11 @@ def train_unet(args, vae, work: Path, tok_dir: Path):
     head = ParseHead(te.config.hidden_size, args.w.aux_groups).to(dev)
     state_path = work / f"state_{Path(args.out).name}.pt"
     state = load_state(state_path, args)
+    if state is not None and (state["step"] + 1 >= args.steps or state["elapsed"] > args.minutes * 60) and (
+            Path(args.out) / "unet").exists():
+        # the run ended (all its steps, or its time cap) and wrote its folder: the same command again changes nothing
+        log(f"{state_path} is a finished run (step {state['step']}, {state['elapsed']:.0f}s); {args.out} stands")
+        return
     if state is None and not (args.init_from or args.warm_from) and args.text_steps:
         pretrain_text(args, te, head, tok)
     params = list(unet.parameters()) + list(te.parameters()) + list(head.parameters())
