@@ -11,7 +11,7 @@ test:
 # The shipped built-in model (imagegate-mini 2, run 23; docs/imagegate-mini.md, "Run 22", "Run 23"): model 1's weights,
 # taken from the commit that shipped them (so the command gives the same run whatever weights are checked out),
 # trained on model 2's world and language for 80 minutes of stage 2b (run 22), then continued 36 minutes on 20,000
-# new scenes (run 23): one 2-core CPU run of about 140 minutes (stage 1 and both latent caches included), resumable
+# new scenes (run 23): one 2-core CPU run of about 137 minutes (stage 1 and both latent caches included), resumable
 # (stop it, run the same command again). Writes src/imagegate/mini/weights.
 MINI1_REV = 377b0ff38c1f79024c51088cffc7750a9ebdbc73
 MINI2_WORK = .mini-runs/work2-seed0
