@@ -219,3 +219,15 @@ def test_the_same_command_after_a_finished_run_changes_nothing(tmp_path, capsys)
     assert "is a finished run" in capsys.readouterr().out
     again = _weights(tmp_path / "t")
     assert first.keys() == again.keys() and all(torch.equal(first[k], again[k]) for k in first)
+
+
+def test_one_share_trains_on_its_own_scenes_and_resumes_only_with_them(tmp_path):
+    """--one-share (run 24) encodes its own scene set beside the world's mix, and a state written with one
+    share is not continued with another."""
+    _train(tmp_path / "o", tmp_path / "wo", "--one-share", "0.5", "--stop-after", "2")
+    assert (tmp_path / "wo" / "latents_12_5_one0.5.pt").exists()
+    assert not (tmp_path / "wo" / "latents_12_5.pt").exists()
+    with pytest.raises(SystemExit, match="other settings"):
+        _train(tmp_path / "o", tmp_path / "wo", "--one-share", "0.25")
+    with pytest.raises(SystemExit):
+        _train(tmp_path / "p", tmp_path / "wp", "--one-share", "1")

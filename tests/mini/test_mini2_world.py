@@ -73,3 +73,18 @@ def test_things_stand_where_they_belong_in_a_scene():
             elif t.kind in SKY and len(scene.things) < 3:
                 assert t.pos not in BOTTOM_ROW, (scene.setting, t)
     assert home_cell("boat", "sea") == "bottom" and home_cell("boat", "plain") == "centre"
+
+
+def test_one_share_adds_single_things_of_every_kind_and_leaves_the_default_mix_alone():
+    """``sample_training_scene2(rng, one_share)``: about that share more scenes are one thing, of any of the
+    kinds; with 0 (the default) the stream is the one runs 13-23 were trained on."""
+    from training.mini.world2 import sample_training_scene2
+
+    a, b = random.Random(9), random.Random(9)
+    assert all(sample_training_scene2(a) == sample_training_scene2(b, 0.0) for _ in range(300))
+    rng = random.Random(3)
+    mixed = [sample_training_scene2(rng, 0.5) for _ in range(2000)]
+    singles = [s for s in mixed if len(s.things) == 1]
+    assert 0.62 < len(singles) / len(mixed) < 0.73  # 0.5 + 0.5 x the world's 35%
+    assert {s.things[0].kind for s in singles} == set(KIND_NAMES)
+    assert 0.5 < np.mean([s.things[0].kind in ICON_NAMES for s in singles]) < 0.85

@@ -21,6 +21,7 @@ Lines (docs/imagegate-mini.md, "Model 2"):
   same way): lists of two and three things, the reader's next development set; ``heldout5``
   (``heldout5.py``, the same way, later that day): prose, sentences with verbs of place, pronouns, typing slips.
 * ``everyday``: one of the 24 icons, in-grammar; recognised = right kind and colour (``checker2``).
+  ``everyday_served``: the same prompts and seeds as the server serves them (a small thing drawn large, shrunk).
 * ``two``, ``three``: things of any kind; fully right = each found by colour with its kind and cell.
   ``two_served``, ``three_served``: the same prompts and seeds as the server serves them to the
   built-in model: through the lexicon, then one picture per thing, composed (``imagegate.mini.compose``).
@@ -208,9 +209,11 @@ def run_lines(gen: Generator, n: int, seed: int, objects_only: bool = False,
             _record_single(res, "ingrammar", single_checks(gen(full, seed * 7919 + k), scene))
             _record_single(res, "heldout", single_checks(gen(held, seed * 7919 + k + 1), scene))
         k += 2
+    everyday = []
     for i in range(n):  # every icon in turn
         scene = sample_scene2(rng, 1, "plain", False, [ICON_NAMES[i % len(ICON_NAMES)]], home=0.0)
         prompt = _full_prompt(scene, rng)
+        everyday.append((scene, prompt, seed * 7919 + k))
         if alone:
             c = single_checks(gen(prompt, seed * 7919 + k), scene)
             res["everyday/recognised"].append(c["kind"] and c["colour"])
@@ -237,6 +240,10 @@ def run_lines(gen: Generator, n: int, seed: int, objects_only: bool = False,
             _record_single(res, "heldout_served",
                            single_checks(gen(held, seed * 7919 + 2 * i + 1, served=True), scene))
             _record_single(res, "ingrammar_served", single_checks(gen(full, seed * 7919 + 2 * i, served=True), scene))
+    if not objects_only:  # the everyday things as served (a small one drawn large and shrunk: "Several things")
+        for scene, prompt, s in everyday:
+            c = single_checks(gen(prompt, s, served=True), scene)
+            res["everyday_served/recognised"].append(c["kind"] and c["colour"])
     for line, scene, prompt, s in multi:  # the same again as served: the lexicon, then one picture per thing
         for a, v in multi_checks(gen(prompt, s, served=True), scene).items():
             res[f"{line}_served/{a}"].append(v)

@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import functools
 import hashlib
 import json
 import math
@@ -450,11 +451,12 @@ def pretrain_text(args, te, head, tok) -> None:
 
 
 # ----------------------------------------------------------------- stage 2b
-def encode_dataset(vae, n: int, seed: int, work: Path, world=None, workers: int = 0):
+def encode_dataset(vae, n: int, seed: int, work: Path, world=None, workers: int = 0, one_share: float = 0.0):
     """Render and encode the stage-2b scenes once (rendered in ``workers`` processes if > 0; the same
-    pictures either way); latents and weights are kept on the CPU."""
+    pictures either way); latents and weights are kept on the CPU. ``one_share``: the world's share of
+    one-thing scenes (``--one-share``), named in the cache file so that another mix encodes its own."""
     world = world or get_world(1)
-    cache = work / f"latents_{n}_{seed}.pt"
+    cache = work / (f"latents_{n}_{seed}_one{one_share:g}.pt" if one_share else f"latents_{n}_{seed}.pt")
     rng = random.Random(f"data-{seed}")
     scenes = [world.sample_training_scene(rng) for _ in range(n)]
     # the cache is valid only for the VAE that wrote it: a retrained or changed VAE re-encodes
@@ -570,7 +572,8 @@ def train_unet(args, vae, work: Path, tok_dir: Path):
 
     tok = CLIPTokenizer.from_pretrained(tok_dir)
     torch.manual_seed(args.seed)
-    scenes, lat_mean, lat_weight = encode_dataset(vae, args.n_scenes, args.seed, work, args.w, args.workers)
+    scenes, lat_mean, lat_weight = encode_dataset(vae, args.n_scenes, args.seed, work, args.w, args.workers,
+                                                    args.one_share)
     # objects weigh 5x the flat background per latent pixel (they are a few % of the image), and the
     # band around their outlines (corners, star points) weighs --edge-weight more again; fixed per scene
     lat_weight = lat_weight.float()
@@ -741,7 +744,7 @@ RESUME_KEYS = ("world", "seed", "batch_seed", "steps", "batch", "lr", "warmup", 
 
 
 # Added later; in the fingerprint only when set, so that states written before them still resume.
-RESUME_KEYS_IF_SET = ("workers", "unet_channels", "warm_from")
+RESUME_KEYS_IF_SET = ("workers", "unet_channels", "warm_from", "one_share")
 
 
 def _fingerprint(args) -> dict:
@@ -818,14 +821,17 @@ class World:
     max_length: int
 
 
-def get_world(n: int) -> World:
-    """1: model 1 (shapes, prompts.py), unchanged; 2: model 2 (world2, language.py, recipe2.py)."""
+def get_world(n: int, one_share: float = 0.0) -> World:
+    """1: model 1 (shapes, prompts.py), unchanged; 2: model 2 (world2, language.py, recipe2.py), with
+    ``one_share`` of its training scenes one thing alone (``world2.sample_training_scene2``)."""
     if n == 1:
         return World(sample_scene, sample_training_scene, render, lambda s: [s.background], train_example,
                      text_targets, AUX_GROUPS, corpus, make_unet, MAX_LENGTH)
     from . import recipe2 as r
 
-    return World(r.sample_scene2, r.sample_training_scene2, r.render2, r.backdrop, r.train_example2,
+    training_scene = functools.partial(r.sample_training_scene2, one_share=one_share) if one_share else \
+        r.sample_training_scene2
+    return World(r.sample_scene2, training_scene, r.render2, r.backdrop, r.train_example2,
                  r.text_targets, r.AUX_GROUPS, r.corpus2, r.make_unet, r.MAX_LENGTH)
 
 
@@ -882,8 +888,15 @@ def main(argv=None):
                          "recipes; N > 0 feeds a GPU: each step's batch is seeded by its step, another stream)")
     ap.add_argument("--unet-channels", type=int, nargs="+", default=None,
                     help="model 2's UNet widths, four levels (default recipe2.UNET_CHANNELS)")
+    ap.add_argument("--one-share", type=float, default=0.0,
+                    help="model 2: this share of the training scenes is one thing of any kind, the picture the "
+                         "server draws for each thing it lays out (0: the world's own mix, runs 13-23)")
     args = ap.parse_args(argv)
-    args.w = get_world(args.world)
+    if args.one_share and args.world != 2:
+        ap.error("--one-share is a share of model 2's training scenes: pass it with --world 2")
+    if not 0.0 <= args.one_share < 1.0:
+        ap.error("--one-share takes a share from 0 up to (not including) 1")
+    args.w = get_world(args.world, args.one_share)
     if args.workers < 0:
         ap.error("--workers takes 0 (in-process) or a number of processes")
     if args.warm_from and args.init_from:

@@ -385,9 +385,14 @@ RELATION_CELLS = (("left", "right"), ("top", "bottom"))
 RELATION_SHARE = 0.4  # of two-thing training scenes with distinct things
 
 
-def sample_training_scene2(rng: random.Random) -> Scene2:
+def sample_training_scene2(rng: random.Random, one_share: float = 0.0) -> Scene2:
     """A training scene: ``RELATION_SHARE`` of the two-thing scenes in a relation layout, which
-    ``language.describe2`` mostly describes by the relation ("a red car under a yellow sun")."""
+    ``language.describe2`` mostly describes by the relation ("a red car under a yellow sun").
+    ``one_share`` of the scenes (0: none, the recipe of runs 13-23) are one thing of any of the 30 kinds
+    (four in five an everyday thing), the picture the server asks for each thing of a prompt it lays out;
+    the rest are drawn as before."""
+    if one_share and rng.random() < one_share:
+        return sample_scene2(rng, 1, None, False, [rng.choice(KIND_NAMES)])
     scene = sample_scene2(rng)
     if len(scene.things) == 2 and scene.things[0].colour != scene.things[1].colour and rng.random() < RELATION_SHARE:
         grounded = GROUNDED.get(scene.setting, set())
