@@ -451,12 +451,13 @@ def pretrain_text(args, te, head, tok) -> None:
 
 
 # ----------------------------------------------------------------- stage 2b
-def encode_dataset(vae, n: int, seed: int, work: Path, world=None, workers: int = 0, one_share: float = 0.0):
+def encode_dataset(vae, n: int, seed: int, work: Path, world=None, workers: int = 0):
     """Render and encode the stage-2b scenes once (rendered in ``workers`` processes if > 0; the same
-    pictures either way); latents and weights are kept on the CPU. ``one_share``: the world's share of
-    one-thing scenes (``--one-share``), named in the cache file so that another mix encodes its own."""
+    pictures either way); latents and weights are kept on the CPU. A world with a share of one-thing
+    scenes (``--one-share``) names it in the cache file, so that another mix encodes its own."""
     world = world or get_world(1)
-    cache = work / (f"latents_{n}_{seed}_one{one_share:g}.pt" if one_share else f"latents_{n}_{seed}.pt")
+    share = world.one_share
+    cache = work / (f"latents_{n}_{seed}_one{share:g}.pt" if share else f"latents_{n}_{seed}.pt")
     rng = random.Random(f"data-{seed}")
     scenes = [world.sample_training_scene(rng) for _ in range(n)]
     # the cache is valid only for the VAE that wrote it: a retrained or changed VAE re-encodes
@@ -572,8 +573,7 @@ def train_unet(args, vae, work: Path, tok_dir: Path):
 
     tok = CLIPTokenizer.from_pretrained(tok_dir)
     torch.manual_seed(args.seed)
-    scenes, lat_mean, lat_weight = encode_dataset(vae, args.n_scenes, args.seed, work, args.w, args.workers,
-                                                    args.one_share)
+    scenes, lat_mean, lat_weight = encode_dataset(vae, args.n_scenes, args.seed, work, args.w, args.workers)
     # objects weigh 5x the flat background per latent pixel (they are a few % of the image), and the
     # band around their outlines (corners, star points) weighs --edge-weight more again; fixed per scene
     lat_weight = lat_weight.float()
@@ -819,6 +819,7 @@ class World:
     corpus: Callable[[int], list[str]]
     make_unet: Callable[[], Any]
     max_length: int
+    one_share: float = 0.0  # share of training scenes that are one thing alone (model 2, --one-share)
 
 
 def get_world(n: int, one_share: float = 0.0) -> World:
@@ -832,7 +833,7 @@ def get_world(n: int, one_share: float = 0.0) -> World:
     training_scene = functools.partial(r.sample_training_scene2, one_share=one_share) if one_share else \
         r.sample_training_scene2
     return World(r.sample_scene2, training_scene, r.render2, r.backdrop, r.train_example2,
-                 r.text_targets, r.AUX_GROUPS, r.corpus2, r.make_unet, r.MAX_LENGTH)
+                 r.text_targets, r.AUX_GROUPS, r.corpus2, r.make_unet, r.MAX_LENGTH, one_share)
 
 
 def main(argv=None):
