@@ -24,11 +24,11 @@ def test_package_surface_is_cheap():
 def test_package_keeps_weights_and_presets_only():
     """Training and evaluation live in training/mini/, outside the installed package; it holds what
     serving needs: the weights, the presets, the region reader for mask-less edits, the prompt
-    lexicon, the prompt reader and the layout of several things (no torch)."""
+    lexicon, the prompt reader, the layout of several things and the inset of an edit's one thing (no torch)."""
     package = WEIGHTS_DIR.parent
-    assert sorted(p.name for p in package.glob("*.py")) == ["__init__.py", "compose.py", "lexicon.py", "reading.py",
-                                                             "regions.py"]
-    for module in ("regions.py", "lexicon.py", "compose.py"):
+    assert sorted(p.name for p in package.glob("*.py")) == ["__init__.py", "compose.py", "inset.py", "lexicon.py",
+                                                             "reading.py", "regions.py"]
+    for module in ("regions.py", "lexicon.py", "compose.py", "inset.py", "reading.py"):
         source = (package / module).read_text()
         assert not any(f"{w} {m}" in source for w in ("import", "from") for m in ("torch", "training"))
 

@@ -27,14 +27,16 @@ Lines (docs/imagegate-mini.md, "Model 2"):
   built-in model: through the lexicon, then one picture per thing, composed (``imagegate.mini.compose``).
 * ``inpaint``: a two-thing scene, the box around thing 0 masked, a change-only prompt ("a yellow
   star", "add a yellow star", "replace the red circle with a yellow star", "put a yellow star there");
-  drawn = the asked kind and colour found inside the box. ``inpaint_served``: the same cases as the
-  server serves them to the built-in model (the prompt restated as the new thing on the backdrop read
-  outside the mask, ``imagegate.mini.regions.restate_edit``, then the lexicon).
+  drawn = the asked kind and colour found inside the box. ``inpaint_restated``: the same cases with the
+  prompt restated as the new thing on the backdrop read outside the mask
+  (``imagegate.mini.regions.restate_edit``, then the lexicon) and inpainted in place, as served until
+  2026-12-05. ``inpaint_served``: as the server serves them now (``inpaint_served()``): restated, then the
+  thing drawn alone over the whole picture and set into the mask (``imagegate.mini.inset``).
 * ``nonsquare``: one-thing prompts through the real server path (create_app, the openai SDK) at
   aspect ratios 16:9, 9:16 and 21:9; duplicated = more than one thing detected.
 * ``instruct``: mask-less instructions on rendered scenes, served as the server serves them (the region
-  read from prompt and picture by imagegate.mini.regions, inpainted with the restated prompt,
-  composited): "make the background green", "remove the red circle", "make the red circle green";
+  read from prompt and picture by imagegate.mini.regions, then served as an inpainting with a mask,
+  ``inpaint_served()``): "make the background green", "remove the red circle", "make the red circle green";
   done = the checker reads the picture after the edit. The background form is also run as plain
   img2img (strength 0.75) for comparison.
 * ``variety``: prompts that leave position, size and colour open, four seeds each.
@@ -287,6 +289,25 @@ def served_prompt(pipe: Any) -> Any:
     return lambda prompt, image=None, mask=None: served(prompt, rewrite, image, mask)
 
 
+def inpaint_served(ip: Any, served: Any, prompt: str, orig: Image.Image, mask: Image.Image, generator: Any, steps: int,
+                   cfg: float) -> Image.Image:
+    """An inpainting as the server serves it to the built-in model (the backend's ``_layout``): the prompt
+    restated and through the lexicon; one thing drawn alone and set into the mask (``imagegate.mini.inset``),
+    else inpainted in place; composited over the original."""
+    from imagegate.mini.inset import plan_inset
+
+    from .evaluate import composite
+
+    text = served(prompt, orig, mask)
+    inset = plan_inset(text, orig, mask)
+    kw = dict(image=orig, num_inference_steps=steps, guidance_scale=cfg, strength=1.0, generator=generator,
+              height=orig.height, width=orig.width)
+    if inset is None:
+        return composite(orig, ip(text, mask_image=mask, **kw).images[0], mask)
+    return composite(orig, inset.compose([ip(inset.prompts()[0], mask_image=inset.canvas_mask(), **kw).images[0]]),
+                     mask)
+
+
 def run_inpaint(pipe: Any, n: int, seed: int, steps: int, cfg: float) -> dict[str, float]:
     import torch
     from diffusers import StableDiffusionInpaintPipeline
@@ -299,10 +320,15 @@ def run_inpaint(pipe: Any, n: int, seed: int, steps: int, cfg: float) -> dict[st
     hits: dict[str, list[bool]] = defaultdict(list)
     for k, (scene, new, prompt, mask) in enumerate(change_only_cases(n, seed)):
         orig = render2(scene)
-        for line, text in (("inpaint", prompt), ("inpaint_served", served(prompt, orig, mask))):
-            gen = ip(text, image=orig, mask_image=mask, num_inference_steps=steps, guidance_scale=cfg, strength=1.0,
-                     generator=torch.Generator().manual_seed(seed * 100003 + k), height=128, width=128).images[0]
-            out = composite(orig, gen, mask)
+        lines = (("inpaint", prompt), ("inpaint_restated", served(prompt, orig, mask)), ("inpaint_served", None))
+        for line, text in lines:
+            g = torch.Generator().manual_seed(seed * 100003 + k)
+            if text is None:
+                out = inpaint_served(ip, served, prompt, orig, mask, g, steps, cfg)
+            else:
+                gen = ip(text, image=orig, mask_image=mask, num_inference_steps=steps, guidance_scale=cfg,
+                         strength=1.0, generator=g, height=128, width=128).images[0]
+                out = composite(orig, gen, mask)
             box = np.asarray(mask) > 127
             found = read2(out).things
             ok = any(f.colour == new.colour and f.kind == new.kind and box[int(f.cy), int(f.cx)] for f in found)
@@ -364,8 +390,6 @@ def run_instruct(pipe: Any, n: int, seed: int, steps: int, cfg: float, strength:
 
     from imagegate.mini.regions import infer_region
 
-    from .evaluate import composite
-
     i2i = StableDiffusionImg2ImgPipeline(**pipe.components)
     ip = StableDiffusionInpaintPipeline(**pipe.components)
     for p in (i2i, ip):
@@ -382,9 +406,7 @@ def run_instruct(pipe: Any, n: int, seed: int, steps: int, cfg: float, strength:
             out = i2i(served(prompt), image=orig, strength=strength, num_inference_steps=steps, guidance_scale=cfg,
                       generator=g).images[0]
         else:
-            gen = ip(served(prompt, orig, region), image=orig, mask_image=region, num_inference_steps=steps,
-                     guidance_scale=cfg, strength=1.0, generator=g, height=128, width=128).images[0]
-            out = composite(orig, gen, region)
+            out = inpaint_served(ip, served, prompt, orig, region, g, steps, cfg)
         c = instruct_checks(out, before, after)
         hits[f"instruct/{form}/done"].append(all(c.values()))
         hits["instruct/done"].append(all(c.values()))

@@ -26,6 +26,7 @@ from PIL import Image
 
 from ...engine.base import Capabilities, Job, JobRuntime, RunCancelled
 from ...mini import compose
+from ...mini.inset import Inset, plan_inset
 from ...mini.regions import served_prompt
 from ...normalize import ImageSpec
 from ...registry import ModelConfig
@@ -366,16 +367,16 @@ class DiffusersBackend:
             prompt = job.spec.prompt
             if self.config.builtin:  # "add a star" restated as the scene it learnt to draw, then its lexicon
                 prompt = served_prompt(prompt, self.rewrite_prompt, job.init_image, job.edit_mask)
-            layouts.append([compose.plan(prompt, seed + i) if self.config.builtin and job.mode == "txt2img" else None
-                            for i in range(job.spec.n)])
-            for i, part in [(i, p) for i, layout in enumerate(layouts[-1]) for p in compose.parts(layout, prompt)]:
-                prompts.append(part)
-                negatives.append(job.spec.negative_prompt or "")
-                generators.append(torch.Generator(device="cpu").manual_seed(seed + i))
-                if job.init_image is not None:
-                    images.append(job.init_image)
-                if job.edit_mask is not None:
-                    masks.append(job.edit_mask)
+            layouts.append([self._layout(job, prompt, seed + i) for i in range(job.spec.n)])
+            for i, layout in enumerate(layouts[-1]):
+                for part in compose.parts(layout, prompt):
+                    prompts.append(part)
+                    negatives.append(job.spec.negative_prompt or "")
+                    generators.append(torch.Generator(device="cpu").manual_seed(seed + i))
+                    if job.init_image is not None:
+                        images.append(job.init_image)
+                    if job.edit_mask is not None:
+                        masks.append(layout.canvas_mask() if isinstance(layout, Inset) else job.edit_mask)
         kwargs: dict[str, Any] = {
             "num_inference_steps": spec.steps,
             "generator": generators,
@@ -428,6 +429,18 @@ class DiffusersBackend:
             result.append([self._extend(job, im) for im in compose.gather(mine, flat[at:at + took])])
             at += took
         return result
+
+    def _layout(self, job: Job, prompt: str, seed: int) -> compose.Layout | None:
+        """How the built-in model serves one image of ``job``: text-to-image laid out as things (one
+        picture each, ``mini.compose``); an inpainting that asks for one thing drawn alone and set into the
+        mask (``mini.inset``); anything else (another model, img2img, a prompt the reader declines) None."""
+        if not self.config.builtin:
+            return None
+        if job.mode == "txt2img":
+            return compose.plan(prompt, seed)
+        if job.mode == "inpaint" and job.init_image is not None and job.edit_mask is not None:
+            return plan_inset(prompt, job.init_image, job.edit_mask)
+        return None
 
     def _extend(self, job: Job, img: Image.Image) -> Image.Image:
         """The built-in model's square txt2img picture extended to the asked aspect
