@@ -300,19 +300,27 @@ def inpaint_served(ip: Any, served: Any, prompt: str, orig: Image.Image, mask: I
 
     text = served(prompt, orig, mask)
     inset = plan_inset(text, orig, mask)
-    kw = dict(image=orig, num_inference_steps=steps, guidance_scale=cfg, strength=1.0, generator=generator,
-              height=orig.height, width=orig.width)
     if inset is None:
-        return composite(orig, ip(text, mask_image=mask, **kw).images[0], mask)
-    return composite(orig, inset.compose([ip(inset.prompts()[0], mask_image=inset.canvas_mask(), **kw).images[0]]),
-                     mask)
+        return inpaint_in_place(ip, text, orig, mask, generator, steps, cfg)
+    drawn = ip(inset.prompts()[0], image=orig, mask_image=inset.canvas_mask(), num_inference_steps=steps,
+               guidance_scale=cfg, strength=1.0, generator=generator, height=orig.height, width=orig.width).images[0]
+    return composite(orig, inset.compose([drawn]), mask)
+
+
+def inpaint_in_place(ip: Any, text: str, orig: Image.Image, mask: Image.Image, generator: Any, steps: int,
+                     cfg: float) -> Image.Image:
+    """``text`` inpainted in ``mask`` of ``orig``, composited over the original."""
+    from .evaluate import composite
+
+    gen = ip(text, image=orig, mask_image=mask, num_inference_steps=steps, guidance_scale=cfg, strength=1.0,
+             generator=generator, height=orig.height, width=orig.width).images[0]
+    return composite(orig, gen, mask)
 
 
 def run_inpaint(pipe: Any, n: int, seed: int, steps: int, cfg: float) -> dict[str, float]:
     import torch
     from diffusers import StableDiffusionInpaintPipeline
 
-    from .evaluate import composite
 
     ip = StableDiffusionInpaintPipeline(**pipe.components)
     ip.set_progress_bar_config(disable=True)
@@ -323,12 +331,8 @@ def run_inpaint(pipe: Any, n: int, seed: int, steps: int, cfg: float) -> dict[st
         lines = (("inpaint", prompt), ("inpaint_restated", served(prompt, orig, mask)), ("inpaint_served", None))
         for line, text in lines:
             g = torch.Generator().manual_seed(seed * 100003 + k)
-            if text is None:
-                out = inpaint_served(ip, served, prompt, orig, mask, g, steps, cfg)
-            else:
-                gen = ip(text, image=orig, mask_image=mask, num_inference_steps=steps, guidance_scale=cfg,
-                         strength=1.0, generator=g, height=128, width=128).images[0]
-                out = composite(orig, gen, mask)
+            out = (inpaint_served(ip, served, prompt, orig, mask, g, steps, cfg) if text is None
+                   else inpaint_in_place(ip, text, orig, mask, g, steps, cfg))
             box = np.asarray(mask) > 127
             found = read2(out).things
             ok = any(f.colour == new.colour and f.kind == new.kind and box[int(f.cy), int(f.cx)] for f in found)

@@ -52,7 +52,7 @@ class Inset(Layout):
     def compose(self, images: list[Image.Image]) -> Image.Image:
         picture = np.asarray(super().compose(images).convert("RGB").resize(self.original.size))
         out = np.asarray(self.original.convert("RGB")).copy()
-        masked = np.asarray(self.mask.convert("L")) > 127
+        masked = np.asarray(self.mask) > 127
         h, w = masked.shape
         scale = np.array([w, h], np.float32) / 128.0
         out[masked] = self._fill(out, masked, scale)
@@ -111,11 +111,12 @@ def plan_inset(prompt: str, original: Image.Image, mask: Image.Image) -> Inset |
     layout = plan(prompt, 0)
     if layout is None or len(layout.things) != 1 or layout.background not in PALETTE:
         return None
-    if mask.size != original.size or not (np.asarray(mask.convert("L")) > 127).any():
+    mask = mask.convert("L")
+    if mask.size != original.size or not (np.asarray(mask) > 127).any():
         return None
     if not 1 / _SQUARE <= original.width / original.height <= _SQUARE:  # it draws duplicates on other shapes
         return None
-    return Inset(layout.background, layout.things, original=original, mask=mask.convert("L"))
+    return Inset(layout.background, layout.things, original=original, mask=mask)
 
 
 __all__ = ["Inset", "plan_inset"]

@@ -10,7 +10,8 @@ request.
 Over 400 lines: one backend is one self-contained file behind the Backend protocol
 (loading, optimisation and batching share the pipeline state); the stateless parts live
 beside it: families.py, loading.py, options.py, planning.py, previews.py, tracing.py (and, for
-the built-in model, mini.regions and mini.compose, which rewrite its prompts and lay them out)."""
+the built-in model, mini.regions, mini.compose and mini.inset, which rewrite its prompts, lay them out and set an
+edit's one thing into its mask)."""
 
 from __future__ import annotations
 
