@@ -84,6 +84,21 @@ def download(pg: Any, card: Any) -> Image.Image:
     return img
 
 
+# Every image the page puts in a card: its tag, whether the card was still a preview, the
+# kind of URL. A MutationObserver's callback runs before the page handles the next event.
+WATCH_IMAGES = """() => {
+  window.shown = [];
+  new MutationObserver((records) => {
+    for (const r of records) {
+      const card = r.target.closest(".card");
+      if (!card) continue;
+      window.shown.push({tag: card.querySelector(".tag").textContent,
+                         partial: card.classList.contains("partial"), src: r.target.src.slice(0, 5)});
+    }
+  }).observe(document.body, {subtree: true, attributes: true, attributeFilter: ["src"]});
+}"""
+
+
 def test_generate_streams_a_partial_then_the_final_image(page: Any, server: str) -> None:
     models = page.locator("#model option").all_text_contents()
     assert "imagegate-mini" in models and "gpt-image-1 (alias of imagegate-mini)" in models
@@ -91,10 +106,19 @@ def test_generate_streams_a_partial_then_the_final_image(page: Any, server: str)
     prompt_and_size(page, "a red circle on a white background", quality="high")
     page.click("#advanced summary")
     page.fill("#partials", "2")
+    # What the card showed, recorded in the page as it happens: polling for the preview
+    # can miss it when the final follows within a frame on a loaded machine.
+    page.evaluate(WATCH_IMAGES)
     page.click("#run")
-    page.wait_for_selector(".card.partial img[src^='blob:']", timeout=60_000)  # a preview is on screen
     final = page.locator(".card:not(.partial)").first
-    final.wait_for(timeout=60_000)
+    try:
+        final.wait_for(timeout=90_000)
+    except Exception as e:  # say what the page got so far: a stalled stream, an error card...
+        raise AssertionError(f"no final image; images shown: {page.evaluate('window.shown')}; "
+                             f"cards: {page.locator('.card').all_inner_texts()}") from e
+    shown = page.evaluate("window.shown")
+    assert [s["tag"] for s in shown] == ["partial 1", "partial 2", "final"], shown  # previews, then the image
+    assert all(s["src"] == "blob:" for s in shown) and [s["partial"] for s in shown] == [True, True, False], shown
     assert int(final.get_attribute("data-partials") or 0) == 2
     assert final.locator(".tag").inner_text() == "final"
     meta = final.locator(".meta").inner_text()
