@@ -302,8 +302,7 @@ def inpaint_served(ip: Any, served: Any, prompt: str, orig: Image.Image, mask: I
     inset = plan_inset(text, orig, mask)
     if inset is None:
         return inpaint_in_place(ip, text, orig, mask, generator, steps, cfg)
-    drawn = ip(inset.prompts()[0], image=orig, mask_image=inset.canvas_mask(), num_inference_steps=steps,
-               guidance_scale=cfg, strength=1.0, generator=generator, height=orig.height, width=orig.width).images[0]
+    drawn = _inpaint(ip, inset.prompts()[0], orig, inset.canvas_mask(), generator, steps, cfg)
     return composite(orig, inset.compose([drawn]), mask)
 
 
@@ -312,15 +311,19 @@ def inpaint_in_place(ip: Any, text: str, orig: Image.Image, mask: Image.Image, g
     """``text`` inpainted in ``mask`` of ``orig``, composited over the original."""
     from .evaluate import composite
 
-    gen = ip(text, image=orig, mask_image=mask, num_inference_steps=steps, guidance_scale=cfg, strength=1.0,
-             generator=generator, height=orig.height, width=orig.width).images[0]
-    return composite(orig, gen, mask)
+    return composite(orig, _inpaint(ip, text, orig, mask, generator, steps, cfg), mask)
+
+
+def _inpaint(ip: Any, text: str, orig: Image.Image, mask: Image.Image, generator: Any, steps: int,
+             cfg: float) -> Image.Image:
+    """The inpainting pipeline's picture of ``text`` in ``mask`` of ``orig``, at the original's size."""
+    return ip(text, image=orig, mask_image=mask, num_inference_steps=steps, guidance_scale=cfg, strength=1.0,
+              generator=generator, height=orig.height, width=orig.width).images[0]
 
 
 def run_inpaint(pipe: Any, n: int, seed: int, steps: int, cfg: float) -> dict[str, float]:
     import torch
     from diffusers import StableDiffusionInpaintPipeline
-
 
     ip = StableDiffusionInpaintPipeline(**pipe.components)
     ip.set_progress_bar_config(disable=True)
