@@ -79,7 +79,8 @@
     for (;;) {
       const { value, done } = await reader.read();
       if (done) break;
-      buf += value.replace(/\r\n/g, "\n");
+      // normalised on the whole buffer, so a "\r\n" split across two reads is still one line end
+      buf = (buf + value).replace(/\r\n/g, "\n");
       let cut;
       while ((cut = buf.indexOf("\n\n")) >= 0) {
         const chunk = buf.slice(0, cut);
