@@ -11,9 +11,9 @@ test:
 # The shipped built-in model (imagegate-mini 2, run 27; docs/imagegate-mini.md, "Run 22", "Run 24", "Run 27"): model 1's
 # weights, taken from the commit that shipped them (so the command gives the same run whatever weights are checked out),
 # trained on model 2's world and language for 80 minutes of stage 2b (run 22), then continued for 3,400 steps (43
-# minutes here; capped at 45) on 20,000 new scenes, half of them one thing alone (runs 24, 27): one 2-core CPU run of about 144
-# minutes (stage 1 and both latent caches included), resumable (stop it, run the same command again). Writes
-# src/imagegate/mini/weights.
+# minutes on 2026-12-05's CPUs; capped at 45 where a step is slower) on 20,000 new scenes, half of them one thing
+# alone (runs 24, 27): one 2-core CPU run of about 144 minutes (stage 1 and both latent caches included), resumable
+# (stop it, run the same command again). Writes src/imagegate/mini/weights.
 MINI1_REV = 377b0ff38c1f79024c51088cffc7750a9ebdbc73
 MINI2_WORK = .mini-runs/work2-seed0
 MINI_WORK = .mini-runs/work-mini

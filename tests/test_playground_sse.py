@@ -13,6 +13,7 @@ import pytest
 
 APP = Path(__file__).resolve().parents[1] / "src/imagegate/web/app.js"
 NODE = shutil.which("node")
+pytestmark = pytest.mark.skipif(NODE is None, reason="needs Node to run the page's script")
 
 
 def events_source() -> str:
@@ -46,8 +47,6 @@ const body = new ReadableStream({
     assert run.returncode == 0, run.stderr
     return json.loads(run.stdout)
 
-
-pytestmark = pytest.mark.skipif(NODE is None, reason="needs Node to run the page's script")
 
 
 def test_events_split_by_blank_lines_in_any_chunking() -> None:
