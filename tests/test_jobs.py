@@ -271,6 +271,64 @@ async def test_batch_and_queue_on_each_database(tmp_path: Path, tiny_sd_path: Pa
         assert sorted(x["custom_id"] for x in out) == ["e0", "e1", "e2", "e3"]
 
 
+async def test_a_late_finaliser_leaves_the_winners_output_whole(japp: Any) -> None:
+    """Every worker that finishes a batch's last line, and the sweeper, may finalise it at once. One that read
+    the lines, then lost the race to another that wrote the output and dropped the results, must not
+    overwrite that output with lines whose results are gone (a 200 line without "data"; seen under load)."""
+    import threading
+
+    from sqlalchemy import select
+
+    from imagegate.db.tables import JobRow
+
+    client = sdk_client(japp, api_key=K1)
+    batches = japp.state.jobs.batches
+
+    async def later(batch_id: str) -> None:  # no finalising while the lines run
+        return None
+
+    batches.finalize = later
+    text = "".join(json.dumps({"custom_id": f"r{i}", "method": "POST", "url": "/v1/images/generations",
+                               "body": {"prompt": "p", "size": "256x256"}}) + "\n" for i in range(3))
+    f = await client.files.create(file=("r.jsonl", text.encode()), purpose="batch")
+    b = await client.batches.create(input_file_id=f.id, endpoint="/v1/images/generations", completion_window="24h")
+    deadline = time.monotonic() + 120
+    while True:
+        async with batches.sessions() as s:
+            states = set((await s.execute(select(JobRow.status).where(JobRow.batch_id == b.id))).scalars())
+        if states == {"completed"}:
+            break
+        assert time.monotonic() < deadline, states
+        await asyncio.sleep(0.1)
+    del batches.finalize
+    files, gate, started = batches.files, threading.Event(), threading.Event()
+    load = files.load_result
+
+    def held(result: Any) -> Any:  # the late finaliser's first read waits until the other has finished
+        if not started.is_set():
+            started.set()
+            gate.wait(60)
+        return load(result)
+
+    files.load_result = held
+    late = asyncio.create_task(batches.finalize(b.id))
+    while not started.is_set():
+        await asyncio.sleep(0.01)
+    await batches.finalize(b.id)
+    gate.set()
+    await late
+    done = await client.batches.retrieve(b.id)
+    assert done.status == "completed" and done.request_counts.completed == 3
+    out = _lines((await client.files.content(done.output_file_id)).content)
+    assert sorted(x["custom_id"] for x in out) == ["r0", "r1", "r2"]
+    for line in out:
+        body = line["response"]["body"]
+        assert Image.open(io.BytesIO(base64.b64decode(body["data"][0]["b64_json"]))).size == (256, 256)
+    store = japp.state.settings.data_dir / "images"
+    hexid = b.id.removeprefix("batch_")
+    assert len([p for p in store.iterdir() if p.name.startswith(f"file-{hexid}-")]) == 1  # the loser's is gone
+
+
 async def test_a_batch_past_its_window_expires(japp: Any) -> None:
     client = sdk_client(japp, api_key=K1)
     text = "".join(json.dumps({"custom_id": f"x{i}", "method": "POST", "url": "/v1/images/generations",

@@ -287,10 +287,16 @@ class Batches:
         out, err, ok = await asyncio.to_thread(_result_files, jobs, self.files.load_result)
         hexid = b.id.removeprefix("batch_")
         out_id, err_id = f"file-{hexid}-output", f"file-{hexid}-errors"
+        # Workers finishing the last lines and the sweeper may finalise one batch at once, and one that read the
+        # lines before another finished (and dropped their results) writes lines whose results are gone: each
+        # writes its own blobs, and only the one whose status change lands keeps them.
+        attempt = uuid.uuid4().hex[:12]
+        blobs = {out_id: f"{out_id}-{attempt}", err_id: f"{err_id}-{attempt}"}
+        mine = [blobs[fid] for fid, data in ((out_id, out), (err_id, err)) if data]
         if out:
-            await asyncio.to_thread(self.files.put_blob, out_id, out)
+            await asyncio.to_thread(self.files.put_blob, blobs[out_id], out)
         if err:
-            await asyncio.to_thread(self.files.put_blob, err_id, err)
+            await asyncio.to_thread(self.files.put_blob, blobs[err_id], err)
         final = ("cancelled" if before == "cancelling" or b.cancelling_at is not None
                  else "expired" if any(j.status == "expired" for j in jobs) else "completed")
         stamp = {"cancelled": "cancelled_at", "expired": "expired_at", "completed": "completed_at"}[final]
@@ -300,13 +306,14 @@ class Batches:
                 status=final, output_file_id=out_id if out else None, error_file_id=err_id if err else None,
                 total=len(jobs), completed=ok, failed=len(jobs) - ok, **{stamp: now},
                 **({"finalizing_at": now} if b.finalizing_at is None else {})))
-            if getattr(res, "rowcount", 0) != 1:  # another process finalised it first
+            if getattr(res, "rowcount", 0) != 1:  # another finaliser won: its files stand, these go
                 await s.rollback()
+                await asyncio.to_thread(self._drop, mine)
                 return
             for fid, data, name in ((out_id, out, "output"), (err_id, err, "errors")):
                 if data:
                     await s.merge(FileRow(id=fid, owner=b.owner, purpose="batch_output",
-                                          filename=f"{b.id}_{name}.jsonl", bytes=len(data), blob=fid,
+                                          filename=f"{b.id}_{name}.jsonl", bytes=len(data), blob=blobs[fid],
                                           created_at=now))
             await s.execute(delete(JobRow).where(JobRow.batch_id == b.id))
             url = (b.meta or {}).get("webhook_url")
