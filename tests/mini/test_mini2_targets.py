@@ -75,7 +75,8 @@ def test_line_selectors_are_refused_where_they_would_be_ignored():
 
     for argv in (["--edits-only"], ["--language-only"], ["--objects-only"],
                  ["--served-only"], ["--targets", "--language-only", "--edits-only"],
-                 ["--targets", "--objects-only", "--edits-only"], ["--targets", "--served-only", "--objects-only"]):
+                 ["--targets", "--objects-only", "--edits-only"], ["--targets", "--served-only", "--objects-only"],
+                 ["--kinds-only"], ["--targets", "--kinds-only", "--served-only"]):
         with pytest.raises(SystemExit) as exc:
             main(argv)
         assert exc.value.code == 2
@@ -118,3 +119,25 @@ def test_served_only_draws_the_full_runs_served_prompts_and_seeds():
     res_only = run_lines(only, 6, 0, served_only=True)  # type: ignore[arg-type]
     assert set(res_only) == {k for k in res_full if "_served" in k.split("/")[1 if k.startswith("n/") else 0]}
     assert only.calls == [c for c in full.calls if c[2]] and all(served for _, _, served in only.calls)
+
+
+def test_kinds_only_asks_each_everyday_kind_served_and_says_what_it_was_read_as():
+    """--kinds-only (run_kinds): n served prompts of each of the 24 everyday kinds, each its own seed, and for a
+    stand-in that always draws a red umbrella, every other kind is read as an umbrella every time."""
+    from training.mini.targets import run_kinds
+    from training.mini.world2 import ICON_NAMES, Scene2, Thing
+
+    umbrella = render2(Scene2("white", [Thing("umbrella", "red", "large", "centre", 64, 64, 25.0)]))
+
+    class _Umbrellas(_Recorder):
+        def __call__(self, prompt: str, seed: int, served: bool = False) -> Any:
+            super().__call__(prompt, seed, served)
+            return umbrella
+
+    gen = _Umbrellas()
+    res = run_kinds(gen, 3, 0)  # type: ignore[arg-type]
+    assert res["n/kinds_served"] == 3 * len(ICON_NAMES) == len(gen.calls) == len({s for _, s, _ in gen.calls})
+    assert all(served for _, _, served in gen.calls)
+    assert all(res[f"kinds_served_as/{k}/umbrella"] == 1.0 for k in ICON_NAMES if k != "umbrella")
+    assert res["kinds_served/all"] == res["kinds_served/umbrella"] / len(ICON_NAMES)
+    assert not any(k.startswith("kinds_served_as/umbrella/") for k in res)

@@ -248,13 +248,16 @@ def main(argv=None):
                     help="--targets: only the two- and three-thing lines, by the model alone and as served (layout)")
     ap.add_argument("--served-only", action="store_true",
                     help="--targets: only the lines served through the prompt reader (*_served, each split's)")
+    ap.add_argument("--kinds-only", action="store_true",
+                    help="--targets: only each everyday kind on its own fresh prompts, served, --n-per-line a kind")
     args = ap.parse_args(argv)
-    only = [flag for flag in ("language_only", "edits_only", "objects_only", "served_only") if getattr(args, flag)]
+    flags = ("language_only", "edits_only", "objects_only", "served_only", "kinds_only")
+    only = [flag for flag in flags if getattr(args, flag)]
+    names = ", ".join("--" + f.replace("_", "-") for f in flags)
     if only and not args.targets:
-        ap.error("--language-only, --edits-only, --objects-only and --served-only select --targets lines; add "
-                 "--targets")
+        ap.error(f"{names} select --targets lines; add --targets")
     if len(only) > 1:
-        ap.error("--language-only, --edits-only, --objects-only and --served-only exclude each other")
+        ap.error(f"{names} exclude each other")
     from imagegate.mini import WEIGHTS_DIR
 
     if args.targets:
@@ -262,7 +265,7 @@ def main(argv=None):
 
         evaluate_targets(args.model or WEIGHTS_DIR, args.n_per_line, args.seed, args.quality, args.threads,
                          args.server, language_only=args.language_only, edits_only=args.edits_only,
-                         objects_only=args.objects_only, served_only=args.served_only)
+                         objects_only=args.objects_only, served_only=args.served_only, kinds_only=args.kinds_only)
         return
 
     save_dir = Path(args.save_dir) if args.save_dir else None

@@ -44,6 +44,8 @@ Lines (docs/imagegate-mini.md, "Model 2"):
   truth (no model: the renderer's picture goes through postprocess.finish), and on the model's own
   transparent outputs against the asked palette colour.
 * ``speed``: p50 seconds per medium image, one thread.
+* ``kinds_served`` (``--kinds-only``, not in the full run): each everyday kind on its own fresh prompts, served;
+  which kinds the misses of ``everyday_served`` sit in, and what each is read as instead.
 """
 
 from __future__ import annotations
@@ -254,6 +256,27 @@ def run_lines(gen: Generator, n: int, seed: int, objects_only: bool = False,
             res |= _split_lines(gen, cases, multi, seed, name, served_only)
     return {key: float(np.mean(v)) for key, v in res.items()} | {f"n/{key.split('/')[0]}": len(v)
                                                                   for key, v in res.items()}
+
+
+def run_kinds(gen: Generator, n: int, seed: int) -> dict[str, float]:
+    """``n`` fresh one-thing prompts of each everyday kind in the training phrasings, served; recognised = kind
+    and colour (``kinds_served/<kind>``), and the share of its pictures read as another kind
+    (``kinds_served_as/<kind>/<other>``). Its own random stream: the other lines' prompts are untouched."""
+    rng = random.Random(f"targets-kinds-{seed}")
+    res: dict[str, list[float]] = defaultdict(list)
+    seen: dict[str, list[str]] = defaultdict(list)
+    for i in range(n * len(ICON_NAMES)):
+        kind = ICON_NAMES[i % len(ICON_NAMES)]
+        scene = sample_scene2(rng, 1, "plain", False, [kind], home=0.0)
+        img = gen(_full_prompt(scene, rng), seed * 7919 + 500_000 + i, served=True)
+        c = single_checks(img, scene)
+        res[f"kinds_served/{kind}"].append(c["kind"] and c["colour"])
+        res["kinds_served/all"].append(c["kind"] and c["colour"])
+        seen[kind] += [f.kind for f in read2(img).things[:1] if f.kind != kind]
+    out = {key: float(np.mean(v)) for key, v in res.items()} | {"n/kinds_served": len(res["kinds_served/all"])}
+    for kind, others in seen.items():
+        out |= {f"kinds_served_as/{kind}/{o}": others.count(o) / n for o in sorted(set(others))}
+    return out
 
 
 def change_only_cases(n: int, seed: int) -> list[tuple[Scene2, Thing, str, Image.Image]]:
@@ -575,7 +598,7 @@ async def _server_lines(n_per_aspect: int, seed: int, n_alpha: int, extend: bool
 def evaluate_targets(model_dir: Any, n: int = 40, seed: int = 0, quality: str = "medium", threads: int = 1,
                      server: bool = True, log: Any = print, language_only: bool = False,
                      edits_only: bool = False, objects_only: bool = False,
-                     served_only: bool = False) -> dict[str, float]:
+                     served_only: bool = False, kinds_only: bool = False) -> dict[str, float]:
     import torch
 
     from imagegate.mini import QUALITY_PRESETS
@@ -588,7 +611,9 @@ def evaluate_targets(model_dir: Any, n: int = 40, seed: int = 0, quality: str = 
     pipe = load_pipeline(model_dir, threads)
     gen = Generator(pipe, steps, cfg)
     res: dict[str, float] = {}
-    if language_only:
+    if kinds_only:
+        res |= run_kinds(gen, n, seed)
+    elif language_only:
         res |= run_language(gen, n, seed)
     elif objects_only or served_only:
         res |= run_lines(gen, n, seed, objects_only=objects_only, served_only=served_only)
@@ -601,7 +626,7 @@ def evaluate_targets(model_dir: Any, n: int = 40, seed: int = 0, quality: str = 
         res |= run_instruct(pipe, max(4, n // 4), seed, steps, cfg)
         res |= run_variety(gen, max(4, n // 5), 4, seed)
         res |= transparent_on_rendered(max(8, n // 4), seed)
-    if server and not (language_only or edits_only or objects_only or served_only):
+    if server and not (language_only or edits_only or objects_only or served_only or kinds_only):
         res |= asyncio.run(_server_lines(max(4, n // 6), seed, max(4, n // 8)))
     if gen.times:
         res["speed/p50_s"] = float(np.median(gen.times))
