@@ -64,7 +64,8 @@ def test_mid_timesteps_favour_the_noise_levels_where_shapes_are_decided():
 def test_uniform_from_switches_to_uniform_timesteps_at_its_step():
     from types import SimpleNamespace
 
-    from training.mini.train import RESUME_KEYS, timestep_dist
+    from training.mini.resume import RESUME_KEYS
+    from training.mini.train import timestep_dist
 
     args = SimpleNamespace(timesteps="mid", uniform_from=2600)
     assert [timestep_dist(args, s) for s in (0, 2599, 2600, 5000)] == ["mid", "mid", "uniform", "uniform"]
@@ -231,3 +232,16 @@ def test_one_share_trains_on_its_own_scenes_and_resumes_only_with_them(tmp_path)
         _train(tmp_path / "o", tmp_path / "wo", "--one-share", "0.25")
     with pytest.raises(SystemExit):
         _train(tmp_path / "p", tmp_path / "wp", "--one-share", "1")
+
+
+def test_hard_kinds_encode_their_own_scenes_and_refuse_bad_use(tmp_path):
+    """--hard-kinds (run 29) names its kinds and weight in the latent cache, resumes only with the same
+    kinds, and is refused without --one-share or with a kind model 2 does not draw."""
+    _train(tmp_path / "h", tmp_path / "wh", "--one-share", "0.5", "--hard-kinds", "fish", "cup", "--stop-after", "2")
+    assert (tmp_path / "wh" / "latents_12_5_one0.5_hard3-cup-fish.pt").exists()
+    with pytest.raises(SystemExit, match="other settings"):
+        _train(tmp_path / "h", tmp_path / "wh", "--one-share", "0.5", "--hard-kinds", "fish")
+    for bad in (["--hard-kinds", "fish"], ["--one-share", "0.5", "--hard-kinds", "teapot"],
+                ["--one-share", "0.5", "--hard-kinds", "fish", "--hard-weight", "0"]):
+        with pytest.raises(SystemExit):
+            _train(tmp_path / "x", tmp_path / "wx", *bad)

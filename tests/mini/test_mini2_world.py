@@ -88,3 +88,21 @@ def test_one_share_adds_single_things_of_every_kind_and_leaves_the_default_mix_a
     assert 0.62 < len(singles) / len(mixed) < 0.73  # 0.5 + 0.5 x the world's 35%
     assert {s.things[0].kind for s in singles} == set(KIND_NAMES)
     assert 0.5 < np.mean([s.things[0].kind in ICON_NAMES for s in singles]) < 0.85
+
+
+def test_hard_kinds_are_drawn_that_many_times_as_often_as_the_one_thing():
+    """``hard`` / ``hard_weight`` (run 29): among the one-thing scenes a hard kind is about ``hard_weight``
+    times as frequent as another kind; every kind still comes; the scenes of more things are untouched."""
+    from training.mini.world2 import sample_training_scene2
+
+    hard = ("umbrella", "fish", "sun")
+    rng = random.Random(4)
+    singles = [s.things[0].kind for s in (sample_training_scene2(rng, 0.9, hard, 3.0) for _ in range(6000))
+               if len(s.things) == 1]
+    assert set(singles) == set(KIND_NAMES)
+    per_hard = np.mean([singles.count(k) for k in hard])
+    per_other = np.mean([singles.count(k) for k in KIND_NAMES if k not in hard])
+    assert 2.4 < per_hard / per_other < 3.7
+    a, b = random.Random(5), random.Random(5)
+    for _ in range(300):  # with no hard kinds the stream is run 24's, whatever the weight
+        assert sample_training_scene2(a, 0.5) == sample_training_scene2(b, 0.5, (), 3.0)

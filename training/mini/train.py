@@ -25,9 +25,9 @@ renders the latent cache in N spawned processes (the GPU run). ``--warm-from
 DIR`` begins stage 2 from another world's trained pipeline (model 2 from model
 1: ``warm.py``) instead of fresh weights and stage 2a.
 
-The file is over 900 lines: the stages share the components, the resumable state
-and the World table. A split into components / stages / resuming is due the next
-time the file grows.
+The file is over 900 lines: the stages share the components and the World table.
+What a saved state must match is in ``resume.py``; a split into components and
+stages is due the next time the file grows.
 
 Checkpoints are complete diffusers folders (fp16 safetensors) written to
 ``--out`` atomically every ``--ckpt-minutes``; unless ``--no-sheets``, a contact
@@ -59,6 +59,7 @@ import torch.nn.functional as F
 from imagegate.mini import NATIVE_SIZE
 
 from .prompts import REL_WORDS, Claims, corpus, train_example
+from .resume import load_state, save_training_state
 from .scenes import (
     COLOUR_NAMES,
     COLOURS,
@@ -457,7 +458,8 @@ def encode_dataset(vae, n: int, seed: int, work: Path, world=None, workers: int 
     scenes (``--one-share``) names it in the cache file, so that another mix encodes its own."""
     world = world or get_world(1)
     share = world.one_share
-    cache = work / (f"latents_{n}_{seed}_one{share:g}.pt" if share else f"latents_{n}_{seed}.pt")
+    hard = f"_hard{world.hard_weight:g}-{'-'.join(world.hard)}" if world.hard else ""
+    cache = work / (f"latents_{n}_{seed}_one{share:g}{hard}.pt" if share else f"latents_{n}_{seed}.pt")
     rng = random.Random(f"data-{seed}")
     scenes = [world.sample_training_scene(rng) for _ in range(n)]
     # the cache is valid only for the VAE that wrote it: a retrained or changed VAE re-encodes
@@ -736,43 +738,7 @@ def train_unet(args, vae, work: Path, tok_dir: Path):
     log("done", meta)
 
 
-# ----------------------------------------------------------------- resuming
-# What must match for a saved state to be continued: everything that shapes the run's numbers.
-RESUME_KEYS = ("world", "seed", "batch_seed", "steps", "batch", "lr", "warmup", "ema", "n_scenes", "text_steps",
-               "text_batch", "text_lr", "aux_weight", "edge_weight", "weighting", "minutes", "init_from",
-               "timesteps", "uniform_from")
-
-
-# Added later; in the fingerprint only when set, so that states written before them still resume.
-RESUME_KEYS_IF_SET = ("workers", "unet_channels", "warm_from", "one_share")
-
-
-def _fingerprint(args) -> dict:
-    fp = {k: getattr(args, k) for k in RESUME_KEYS}
-    fp.update({k: getattr(args, k) for k in RESUME_KEYS_IF_SET if getattr(args, k, None)})
-    return fp
-
-
-def save_training_state(path: Path, args, step: int, elapsed: float, losses, rng, gen, opt, **modules) -> None:
-    """Everything stage 2b needs to continue exactly where it stopped, written atomically."""
-    state = {k: m.state_dict() for k, m in modules.items()}
-    state.update(step=step, elapsed=elapsed, losses=list(losses[-500:]), rng=rng.getstate(), gen=gen.get_state(),
-                 opt=opt.state_dict(), fingerprint=_fingerprint(args))
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
-
-
-def load_state(path: Path, args):
-    if not path.exists():
-        return None
-    state = torch.load(path, weights_only=False)
-    if state["fingerprint"] != _fingerprint(args):
-        raise SystemExit(f"{path} was written by a run with other settings ({state['fingerprint']}); "
-                         "delete it to start again, or run the same command to continue it")
-    return state
-
-
+# ----------------------------------------------------------------- stopping and checkpoints
 @contextlib.contextmanager
 def stop_on_signal():
     """While inside: SIGTERM / SIGINT end stage 2b after the current step, with its state saved.
@@ -820,20 +786,23 @@ class World:
     make_unet: Callable[[], Any]
     max_length: int
     one_share: float = 0.0  # share of training scenes that are one thing alone (model 2, --one-share)
+    hard: tuple[str, ...] = ()  # kinds drawn hard_weight times as often as that one thing (--hard-kinds)
+    hard_weight: float = 1.0
 
 
-def get_world(n: int, one_share: float = 0.0) -> World:
+def get_world(n: int, one_share: float = 0.0, hard: tuple[str, ...] = (), hard_weight: float = 1.0) -> World:
     """1: model 1 (shapes, prompts.py), unchanged; 2: model 2 (world2, language.py, recipe2.py), with
-    ``one_share`` of its training scenes one thing alone (``world2.sample_training_scene2``)."""
+    ``one_share`` of its training scenes one thing alone, of the ``hard`` kinds ``hard_weight`` times as
+    often as of others (``world2.sample_training_scene2``)."""
     if n == 1:
         return World(sample_scene, sample_training_scene, render, lambda s: [s.background], train_example,
                      text_targets, AUX_GROUPS, corpus, make_unet, MAX_LENGTH)
     from . import recipe2 as r
 
-    training_scene = functools.partial(r.sample_training_scene2, one_share=one_share) if one_share else \
-        r.sample_training_scene2
+    training_scene = functools.partial(r.sample_training_scene2, one_share=one_share, hard=hard,
+                                       hard_weight=hard_weight) if one_share else r.sample_training_scene2
     return World(r.sample_scene2, training_scene, r.render2, r.backdrop, r.train_example2,
-                 r.text_targets, r.AUX_GROUPS, r.corpus2, r.make_unet, r.MAX_LENGTH, one_share)
+                 r.text_targets, r.AUX_GROUPS, r.corpus2, r.make_unet, r.MAX_LENGTH, one_share, hard, hard_weight)
 
 
 def main(argv=None):
@@ -892,12 +861,26 @@ def main(argv=None):
     ap.add_argument("--one-share", type=float, default=0.0,
                     help="model 2: this share of the training scenes is one thing of any kind, the picture the "
                          "server draws for each thing it lays out (0: the world's own mix, runs 13-23)")
+    ap.add_argument("--hard-kinds", nargs="+", default=None, metavar="KIND",
+                    help="with --one-share: these kinds are --hard-weight times as likely to be that one thing")
+    ap.add_argument("--hard-weight", type=float, default=None, help="with --hard-kinds (default 3)")
     args = ap.parse_args(argv)
+    if args.hard_kinds or args.hard_weight is not None:
+        from .world2 import KIND_NAMES
+
+        if not (args.one_share and args.hard_kinds):
+            ap.error("--hard-kinds weights the one-thing scenes: pass it with --one-share (and --hard-weight with it)")
+        if unknown := sorted(set(args.hard_kinds) - set(KIND_NAMES)):
+            ap.error(f"--hard-kinds: unknown kinds {unknown}; model 2 draws {', '.join(KIND_NAMES)}")
+        args.hard_weight = 3.0 if args.hard_weight is None else args.hard_weight
+        if args.hard_weight <= 0:
+            ap.error("--hard-weight takes a weight above 0")
+        args.hard_kinds = sorted(set(args.hard_kinds))
     if args.one_share and args.world != 2:
         ap.error("--one-share is a share of model 2's training scenes: pass it with --world 2")
     if not 0.0 <= args.one_share < 1.0:
         ap.error("--one-share takes a share from 0 up to (not including) 1")
-    args.w = get_world(args.world, args.one_share)
+    args.w = get_world(args.world, args.one_share, tuple(args.hard_kinds or ()), args.hard_weight or 1.0)
     if args.workers < 0:
         ap.error("--workers takes 0 (in-process) or a number of processes")
     if args.warm_from and args.init_from:

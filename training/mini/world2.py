@@ -385,14 +385,19 @@ RELATION_CELLS = (("left", "right"), ("top", "bottom"))
 RELATION_SHARE = 0.4  # of two-thing training scenes with distinct things
 
 
-def sample_training_scene2(rng: random.Random, one_share: float = 0.0) -> Scene2:
+def sample_training_scene2(rng: random.Random, one_share: float = 0.0, hard: tuple[str, ...] = (),
+                           hard_weight: float = 1.0) -> Scene2:
     """A training scene: ``RELATION_SHARE`` of the two-thing scenes in a relation layout, which
     ``language.describe2`` mostly describes by the relation ("a red car under a yellow sun").
     ``one_share`` of the scenes (0: none, the recipe of runs 13-23) are one thing of any of the 30 kinds
     (four in five an everyday thing), the picture the server asks for each thing of a prompt it lays out;
-    the rest are drawn as before."""
+    the rest are drawn as before. The kinds in ``hard`` are ``hard_weight`` times as likely as the others
+    to be that one thing (run 29: the kinds run 27 missed most)."""
     if one_share and rng.random() < one_share:
-        return sample_scene2(rng, 1, None, False, [rng.choice(KIND_NAMES)])
+        if not hard:
+            return sample_scene2(rng, 1, None, False, [rng.choice(KIND_NAMES)])
+        weights = [hard_weight if k in hard else 1.0 for k in KIND_NAMES]
+        return sample_scene2(rng, 1, None, False, rng.choices(KIND_NAMES, weights))
     scene = sample_scene2(rng)
     if len(scene.things) == 2 and scene.things[0].colour != scene.things[1].colour and rng.random() < RELATION_SHARE:
         grounded = GROUNDED.get(scene.setting, set())
