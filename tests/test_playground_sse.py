@@ -48,7 +48,6 @@ const body = new ReadableStream({
     return json.loads(run.stdout)
 
 
-
 def test_events_split_by_blank_lines_in_any_chunking() -> None:
     stream = 'event: x\ndata: {"a": 1}\n\ndata: {"b":\ndata: 2}\n\n'
     whole = read_events([stream])

@@ -93,9 +93,10 @@ def _one(rng: random.Random, kinds: list[str]) -> Scene2:
     return sample_scene2(rng, 1, "plain", False, [rng.choice(kinds)], home=0.0)
 
 
-def single_checks(img: Image.Image, scene: Scene2) -> dict[str, bool]:
+def single_checks(img: Image.Image, scene: Scene2, r: Any = None) -> dict[str, bool]:
+    """The one-thing checks; ``r``: the checker's reading of ``img`` where the caller has it already."""
     t = scene.things[0]
-    r = read2(img)
+    r = r if r is not None else read2(img)
     f = r.things[0] if r.things else None
     return {"colour": f is not None and f.colour == t.colour, "background": r.background == scene.background,
             "kind": f is not None and f.kind == t.kind, "position": f is not None and f.pos == t.pos,
@@ -269,10 +270,11 @@ def run_kinds(gen: Generator, n: int, seed: int) -> dict[str, float]:
         kind = ICON_NAMES[i % len(ICON_NAMES)]
         scene = sample_scene2(rng, 1, "plain", False, [kind], home=0.0)
         img = gen(_full_prompt(scene, rng), seed * 7919 + 500_000 + i, served=True)
-        c = single_checks(img, scene)
+        r = read2(img)
+        c = single_checks(img, scene, r)
         res[f"kinds_served/{kind}"].append(c["kind"] and c["colour"])
         res["kinds_served/all"].append(c["kind"] and c["colour"])
-        seen[kind] += [f.kind for f in read2(img).things[:1] if f.kind != kind]
+        seen[kind] += [f.kind for f in r.things[:1] if f.kind != kind]
     out = {key: float(np.mean(v)) for key, v in res.items()} | {"n/kinds_served": len(res["kinds_served/all"])}
     for kind, others in seen.items():
         out |= {f"kinds_served_as/{kind}/{o}": others.count(o) / n for o in sorted(set(others))}
