@@ -50,7 +50,7 @@ def test_world2_run_resumes_to_the_same_weights(tmp_path):
 
 
 def test_mid_timesteps_favour_the_noise_levels_where_shapes_are_decided():
-    from training.mini.train import sample_timesteps
+    from training.mini.stage2 import sample_timesteps
 
     t = sample_timesteps("mid", 20000, torch.Generator().manual_seed(0)).float()
     assert int(t.min()) >= 0 and int(t.max()) <= 999
@@ -65,7 +65,7 @@ def test_uniform_from_switches_to_uniform_timesteps_at_its_step():
     from types import SimpleNamespace
 
     from training.mini.resume import RESUME_KEYS
-    from training.mini.train import timestep_dist
+    from training.mini.stage2 import timestep_dist
 
     args = SimpleNamespace(timesteps="mid", uniform_from=2600)
     assert [timestep_dist(args, s) for s in (0, 2599, 2600, 5000)] == ["mid", "mid", "uniform", "uniform"]
@@ -123,7 +123,8 @@ def test_worker_batches_follow_the_step(tmp_path, monkeypatch):
     from transformers import CLIPTokenizer
 
     import training.mini.train as train
-    from training.mini.train import StepBatches, get_world
+    from training.mini.components import get_world
+    from training.mini.stage2 import StepBatches
 
     monkeypatch.setattr(train, "stop_on_signal", lambda: contextlib.nullcontext(lambda: True))  # a SIGTERM at once
     _train(tmp_path / "a", tmp_path / "wa", "--workers", "2", "--unet-channels", "16", "32", "32", "32")
@@ -147,9 +148,9 @@ def test_warm_start_reads_model_1_prompts_as_model_1_did(tmp_path):
 
     from imagegate.mini import WEIGHTS_DIR
     from training.mini import recipe2
+    from training.mini.components import make_text_encoder
     from training.mini.language import corpus2
     from training.mini.tokenizer import build_tokenizer
-    from training.mini.train import make_text_encoder
     from training.mini.warm import warm_start
 
     tok_dir = build_tokenizer(tmp_path / "tok", corpus2(3, 400), recipe2.MAX_LENGTH)

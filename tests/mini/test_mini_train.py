@@ -61,7 +61,7 @@ def test_same_seed_same_weights(trained):
 def test_edge_band_marks_the_outline_only():
     import torch.nn.functional as F
 
-    from training.mini.train import edge_band
+    from training.mini.stage2 import edge_band
 
     img = torch.ones(1, 1, 64, 64)  # image-pixel weights: 1 background, 5 object
     img[..., 18:38, 22:41] = 5.0  # a box whose sides fall inside latent pixels
@@ -79,7 +79,7 @@ def test_edge_band_marks_the_outline_only():
 def test_cool_down_finishes_when_the_time_cap_comes_first():
     from types import SimpleNamespace
 
-    from training.mini.train import unet_lr
+    from training.mini.stage2 import unet_lr
 
     args = SimpleNamespace(lr=1.0, warmup=10, steps=1000, minutes=10.0)
     assert unet_lr(args, 0, 0.0) == pytest.approx(0.1)  # warm-up

@@ -85,9 +85,9 @@ def test_tokenizer_round_trip(tmp_path):
 
 def test_parse_targets_follow_claims():
     """The text encoder's pre-training targets say exactly what the prompt claims, keyed by colour."""
+    from training.mini.parse import AUX_GROUPS, IGNORE, RELS, text_targets
     from training.mini.prompts import Claims, ObjClaim
     from training.mini.scenes import COLOUR_NAMES, POSITION_NAMES, SHAPES, Obj, Scene
-    from training.mini.train import AUX_GROUPS, IGNORE, RELS, text_targets
 
     n = len(COLOUR_NAMES)
     scene = Scene("blue", [Obj("star", "red", "small", "top left", 30, 30),

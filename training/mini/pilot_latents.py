@@ -29,7 +29,8 @@ from pathlib import Path
 
 import torch
 
-from .train import get_world, n_params, render_batch, vae_step
+from .components import get_world, n_params, render_batch
+from .stage1 import vae_step
 
 
 def make_vae_f8(channels: int):
