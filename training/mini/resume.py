@@ -1,4 +1,4 @@
-"""What a saved stage-2b state must match to be continued, and the state itself (``train.py`` writes
+"""What a saved stage-2b state must match to be continued, and the state itself (``stage2.py`` writes
 it every checkpoint and at a stop; the same command continues it).
 """
 
