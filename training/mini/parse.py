@@ -14,7 +14,7 @@ from .scenes import COLOUR_NAMES, POSITION_NAMES, SHAPES, SIZE_NAMES, Scene
 # cheap (no images) and gives the UNet a text representation that already separates colour, shape,
 # size, position and relation, instead of one it must discover through the diffusion loss alone.
 RELS = list(REL_WORDS)
-_INVERSE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
+INVERSE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
 AUX_GROUPS = (("present", 2), ("shape", len(SHAPES)), ("size", len(SIZE_NAMES)), ("pos", len(POSITION_NAMES)),
               ("rel", len(RELS)))
 N_COL = len(COLOUR_NAMES)
@@ -45,7 +45,7 @@ def text_targets(scene: Scene, claims: Claims | None) -> list[int]:
             a, rel, b = claims.relation
             if claims.objects[a].colour and claims.objects[b].colour:
                 t["rel"][COLOUR_NAMES.index(scene.objects[a].colour)] = RELS.index(rel)
-                t["rel"][COLOUR_NAMES.index(scene.objects[b].colour)] = RELS.index(_INVERSE[rel])
+                t["rel"][COLOUR_NAMES.index(scene.objects[b].colour)] = RELS.index(INVERSE[rel])
     out = [bg]
     for g, _ in AUX_GROUPS:
         out += t[g]

@@ -7,6 +7,7 @@ the UNet chosen for speed on AVX2-only CPUs (docs/imagegate-mini.md, "Model 2: t
 from __future__ import annotations
 
 from .language import REL_WORDS, Claims2, corpus2, train_example2
+from .parse import IGNORE, INVERSE, N_COL
 from .scenes import COLOUR_NAMES, POSITION_NAMES
 from .world2 import KIND_NAMES, SIZES, Scene2, render2, sample_scene2, sample_training_scene2
 
@@ -14,12 +15,9 @@ from .world2 import KIND_NAMES, SIZES, Scene2, render2, sample_scene2, sample_tr
 # single-thing held-out phrasings reach 57 tokens (500 sampled, 2026-12-03), which 48 positions would cut.
 MAX_LENGTH = 64
 RELS = list(REL_WORDS)
-_INVERSE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
 SIZE_NAMES = list(SIZES)
 AUX_GROUPS = (("present", 2), ("kind", len(KIND_NAMES)), ("size", len(SIZE_NAMES)), ("pos", len(POSITION_NAMES)),
               ("count", 3), ("rel", len(RELS)))
-N_COL = len(COLOUR_NAMES)
-IGNORE = -100
 
 # The UNet: model 1's (32, 64, 128, 128) took 0.54 s for a medium image on this repo's AVX2-only EPYC and
 # 0.79-0.87 s on others (target 0.5 s). Runs 13-14 used (16, 32, 64, 128) (a UNet call at batch 2 with CFG
@@ -73,7 +71,7 @@ def text_targets(scene: Scene2, claims: Claims2 | None) -> list[int]:
         if claims.relation is not None and {claims.relation[0], claims.relation[2]} <= named:
             a, rel, b = claims.relation
             t["rel"][COLOUR_NAMES.index(scene.things[a].colour)] = RELS.index(rel)
-            t["rel"][COLOUR_NAMES.index(scene.things[b].colour)] = RELS.index(_INVERSE[rel])
+            t["rel"][COLOUR_NAMES.index(scene.things[b].colour)] = RELS.index(INVERSE[rel])
     out = [bg]
     for g, _ in AUX_GROUPS:
         out += t[g]
