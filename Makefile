@@ -57,7 +57,8 @@ train-mini2-gpu: mini1-weights
 	bash scripts/bootstrap.sh
 	PY=.venv/bin/python OUT=.mini-runs/gpu VAE_INIT=$(MINI1_WEIGHTS)/vae LIMIT_S=100000 bash training/mini/gpu_run.sh
 
-# The issue #27 target lines, 300 prompts a line, one thread (about 18 minutes); MINI_MODEL=DIR for another folder.
+# The issue #27 target lines, 300 prompts a line, one thread (about 90 minutes on 2026-12-06's EPYC; add
+# --part splits and --part rest to the command for two processes, one a core); MINI_MODEL=DIR for another folder.
 MINI_MODEL ?= src/imagegate/mini/weights
 eval-mini2:
 	.venv/bin/python -m training.mini.evaluate --targets --model $(MINI_MODEL) --n-per-line 300

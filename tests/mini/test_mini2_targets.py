@@ -76,7 +76,8 @@ def test_line_selectors_are_refused_where_they_would_be_ignored():
     for argv in (["--edits-only"], ["--language-only"], ["--objects-only"],
                  ["--served-only"], ["--targets", "--language-only", "--edits-only"],
                  ["--targets", "--objects-only", "--edits-only"], ["--targets", "--served-only", "--objects-only"],
-                 ["--kinds-only"], ["--targets", "--kinds-only", "--served-only"]):
+                 ["--kinds-only"], ["--targets", "--kinds-only", "--served-only"],
+                 ["--part", "splits"], ["--targets", "--part", "rest", "--served-only"]):
         with pytest.raises(SystemExit) as exc:
             main(argv)
         assert exc.value.code == 2
@@ -119,6 +120,23 @@ def test_served_only_draws_the_full_runs_served_prompts_and_seeds():
     res_only = run_lines(only, 6, 0, served_only=True)  # type: ignore[arg-type]
     assert set(res_only) == {k for k in res_full if "_served" in k.split("/")[1 if k.startswith("n/") else 0]}
     assert only.calls == [c for c in full.calls if c[2]] and all(served for _, _, served in only.calls)
+
+
+def test_the_two_parts_draw_exactly_a_full_runs_lines():
+    """--part splits and --part rest (two processes) draw between them exactly what a full run draws, each
+    drawing once, with the same prompts and seeds, and report between them every line it reports."""
+    from collections import Counter
+
+    from training.mini.targets import run_lines
+
+    full, splits, rest = _Recorder(), _Recorder(), _Recorder()
+    res_full = run_lines(full, 6, 0)  # type: ignore[arg-type]
+    res_splits = run_lines(splits, 6, 0, part="splits")  # type: ignore[arg-type]
+    res_rest = run_lines(rest, 6, 0, part="rest")  # type: ignore[arg-type]
+    assert Counter(splits.calls) + Counter(rest.calls) == Counter(full.calls)
+    assert splits.calls and rest.calls and not set(res_splits) & set(res_rest)
+    assert set(res_splits) | set(res_rest) == set(res_full)
+    assert all(k.removeprefix("n/").startswith("heldout") and k.removeprefix("n/")[7].isdigit() for k in res_splits)
 
 
 def test_kinds_only_asks_each_everyday_kind_served_and_says_what_it_was_read_as():

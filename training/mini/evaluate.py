@@ -250,8 +250,11 @@ def main(argv=None):
                     help="--targets: only the lines served through the prompt reader (*_served, each split's)")
     ap.add_argument("--kinds-only", action="store_true",
                     help="--targets: only each everyday kind on its own fresh prompts, served, --n-per-line a kind")
+    ap.add_argument("--part", choices=("splits", "rest"), default=None,
+                    help="--targets: only the later held-out splits' lines (splits), or every other line (rest): "
+                         "a full run's drawings in two processes, one a core")
     args = ap.parse_args(argv)
-    flags = ("language_only", "edits_only", "objects_only", "served_only", "kinds_only")
+    flags = ("language_only", "edits_only", "objects_only", "served_only", "kinds_only", "part")
     only = [flag for flag in flags if getattr(args, flag)]
     names = ", ".join("--" + f.replace("_", "-") for f in flags)
     if only and not args.targets:
@@ -265,7 +268,8 @@ def main(argv=None):
 
         evaluate_targets(args.model or WEIGHTS_DIR, args.n_per_line, args.seed, args.quality, args.threads,
                          args.server, language_only=args.language_only, edits_only=args.edits_only,
-                         objects_only=args.objects_only, served_only=args.served_only, kinds_only=args.kinds_only)
+                         objects_only=args.objects_only, served_only=args.served_only, kinds_only=args.kinds_only,
+                         part=args.part)
         return
 
     save_dir = Path(args.save_dir) if args.save_dir else None

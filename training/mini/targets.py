@@ -200,12 +200,15 @@ def run_language(gen: Generator, n: int, seed: int) -> dict[str, float]:
 
 
 def run_lines(gen: Generator, n: int, seed: int, objects_only: bool = False,
-              served_only: bool = False) -> dict[str, float]:
+              served_only: bool = False, part: str | None = None) -> dict[str, float]:
     """Every line drawn by the model alone, then the served ones. ``objects_only``: only the two- and
     three-thing lines and their served twins, on the same prompts and seeds as in the full run.
     ``served_only``: only the lines served through the prompt reader (``*_served``, each split's), on the same
-    prompts and seeds: what a change to the reader or the lexicon can move."""
-    alone = not (objects_only or served_only)
+    prompts and seeds: what a change to the reader or the lexicon can move. ``part``: ``"splits"`` draws only
+    the later held-out splits' lines, ``"rest"`` every other line; the two are a full run's drawings, split
+    for two processes."""
+    main = part != "splits"
+    alone = main and not (objects_only or served_only)
     res: dict[str, list[float]] = defaultdict(list)
     rng, cases = single_cases(n, seed)
     k = 0
@@ -229,7 +232,7 @@ def run_lines(gen: Generator, n: int, seed: int, objects_only: bool = False,
         for _ in range(n):
             scene = sample_scene2(rng, n_things, "plain", False)
             multi.append((line, scene, _full_prompt(scene, rng), seed * 7919 + k))
-            if not served_only:
+            if main and not served_only:
                 for a, v in multi_checks(gen(*multi[-1][2:]), scene).items():
                     res[f"{line}/{a}"].append(v)
             k += 1
@@ -241,18 +244,18 @@ def run_lines(gen: Generator, n: int, seed: int, objects_only: bool = False,
                            single_checks(gen(heldout.describe(scene, frames, words=False), seed * 7919 + k), scene))
         k += 1
     for i, (scene, full, held) in enumerate(cases):  # the same prompts again, as the server serves them
-        if not objects_only:
+        if main and not objects_only:
             _record_single(res, "heldout_served",
                            single_checks(gen(held, seed * 7919 + 2 * i + 1, served=True), scene))
             _record_single(res, "ingrammar_served", single_checks(gen(full, seed * 7919 + 2 * i, served=True), scene))
-    if not objects_only:  # the everyday things as served (a small one drawn large and shrunk: "Several things")
+    if main and not objects_only:  # the everyday things as served (a small one drawn large and shrunk)
         for scene, prompt, s in everyday:
             c = single_checks(gen(prompt, s, served=True), scene)
             res["everyday_served/recognised"].append(c["kind"] and c["colour"])
-    for line, scene, prompt, s in multi:  # the same again as served: the lexicon, then one picture per thing
+    for line, scene, prompt, s in multi if main else []:  # as served: the lexicon, then one picture per thing
         for a, v in multi_checks(gen(prompt, s, served=True), scene).items():
             res[f"{line}_served/{a}"].append(v)
-    if not objects_only:
+    if part != "rest" and not objects_only:
         for name in SPLITS:
             res |= _split_lines(gen, cases, multi, seed, name, served_only)
     return {key: float(np.mean(v)) for key, v in res.items()} | {f"n/{key.split('/')[0]}": len(v)
@@ -600,7 +603,8 @@ async def _server_lines(n_per_aspect: int, seed: int, n_alpha: int, extend: bool
 def evaluate_targets(model_dir: Any, n: int = 40, seed: int = 0, quality: str = "medium", threads: int = 1,
                      server: bool = True, log: Any = print, language_only: bool = False,
                      edits_only: bool = False, objects_only: bool = False,
-                     served_only: bool = False, kinds_only: bool = False) -> dict[str, float]:
+                     served_only: bool = False, kinds_only: bool = False,
+                     part: str | None = None) -> dict[str, float]:
     import torch
 
     from imagegate.mini import QUALITY_PRESETS
@@ -617,18 +621,19 @@ def evaluate_targets(model_dir: Any, n: int = 40, seed: int = 0, quality: str = 
         res |= run_kinds(gen, n, seed)
     elif language_only:
         res |= run_language(gen, n, seed)
-    elif objects_only or served_only:
-        res |= run_lines(gen, n, seed, objects_only=objects_only, served_only=served_only)
+    elif objects_only or served_only or part == "splits":
+        res |= run_lines(gen, n, seed, objects_only=objects_only, served_only=served_only, part=part)
     elif edits_only:
         res |= run_inpaint(pipe, max(8, n // 2), seed, steps, cfg)
         res |= run_instruct(pipe, max(4, n // 4), seed, steps, cfg)
     else:
-        res |= run_lines(gen, n, seed)
+        res |= run_lines(gen, n, seed, part=part)
         res |= run_inpaint(pipe, max(8, n // 2), seed, steps, cfg)
         res |= run_instruct(pipe, max(4, n // 4), seed, steps, cfg)
         res |= run_variety(gen, max(4, n // 5), 4, seed)
         res |= transparent_on_rendered(max(8, n // 4), seed)
-    if server and not (language_only or edits_only or objects_only or served_only or kinds_only):
+    if server and not (language_only or edits_only or objects_only or served_only or kinds_only
+                       or part == "splits"):
         res |= asyncio.run(_server_lines(max(4, n // 6), seed, max(4, n // 8)))
     if gen.times:
         res["speed/p50_s"] = float(np.median(gen.times))
