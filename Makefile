@@ -8,12 +8,13 @@ serve:
 test:
 	bash scripts/test.sh
 
-# The shipped built-in model (imagegate-mini 2, run 30; docs/imagegate-mini.md, "Run 22", "Run 24", "Run 27", "Run 29",
-# "Run 30"): model 1's weights, taken from the commit that shipped them (so the command gives the same run whatever
-# weights are checked out), trained on model 2's world and language for 80 minutes of stage 2b (run 22), then continued
-# for 3,400 steps (38-40 minutes on 2026-12-06's EPYC; capped at 45 where a step is slower) on 20,000 new scenes, half of
-# them one thing alone, the eleven kinds run 27 missed most drawn twice as often (runs 24, 27, 29, 30): one 2-core CPU
-# run of about 144 minutes (stage 1 and both latent caches included), resumable (stop it, run the same command again).
+# The shipped built-in model (imagegate-mini 2, run 31; docs/imagegate-mini.md, "Run 22", "Run 24", "Run 27", "Run 29",
+# "Run 30", "Run 31"): model 1's weights, taken from the commit that shipped them (so the command gives the same run
+# whatever weights are checked out), trained on model 2's world and language for 6,000 steps of stage 2b (69 minutes on
+# 2026-12-06's EPYC, 0.69 s a step; capped at 80 where a step is slower), then continued for 3,400 steps (36-40 minutes;
+# capped at 45) on 20,000 new scenes, half of them one thing alone, the eleven kinds run 27 missed most drawn twice as
+# often (runs 24, 27, 29, 30, 31): one 2-core CPU run of about 125 minutes on that EPYC, at most about 145 where the
+# caps stop both lines (stage 1 and both latent caches included), resumable (stop it, run the same command again).
 # Writes src/imagegate/mini/weights.
 MINI1_REV = 377b0ff38c1f79024c51088cffc7750a9ebdbc73
 MINI2_WORK = .mini-runs/work2-seed0
@@ -21,13 +22,13 @@ MINI_WORK = .mini-runs/work-mini
 MINI1_WEIGHTS = .mini-runs/mini1-shipped
 train-mini: mini1-weights
 	bash scripts/bootstrap.sh
-	.venv/bin/python -m training.mini.train --world 2 --out $(MINI_WORK)/run22 --work $(MINI_WORK) --seed 0 \
+	.venv/bin/python -m training.mini.train --world 2 --out $(MINI_WORK)/run31-line1 --work $(MINI_WORK) --seed 0 \
 	  --no-sheets --vae-init $(MINI1_WEIGHTS)/vae --vae-steps 300 --vae-minutes 8 --vae-lr 3e-4 \
-	  --n-scenes 20000 --text-steps 200 --steps 4000 --minutes 80 --ckpt-minutes 10 --timesteps uniform \
+	  --n-scenes 20000 --text-steps 200 --steps 6000 --minutes 80 --ckpt-minutes 10 --timesteps uniform \
 	  --unet-channels 32 64 128 128 --warm-from $(MINI1_WEIGHTS) --lr 4e-4
-	.venv/bin/python -m training.mini.train --world 2 --out src/imagegate/mini/weights --work $(MINI_WORK)/run30 \
-	  --seed 1 --no-sheets --vae-from $(MINI_WORK)/run22/vae --n-scenes 20000 --steps 3400 --minutes 45 \
-	  --ckpt-minutes 10 --timesteps uniform --unet-channels 32 64 128 128 --init-from $(MINI_WORK)/run22 --lr 2e-4 \
+	.venv/bin/python -m training.mini.train --world 2 --out src/imagegate/mini/weights --work $(MINI_WORK)/run31 \
+	  --seed 1 --no-sheets --vae-from $(MINI_WORK)/run31-line1/vae --n-scenes 20000 --steps 3400 --minutes 45 \
+	  --ckpt-minutes 10 --timesteps uniform --unet-channels 32 64 128 128 --init-from $(MINI_WORK)/run31-line1 --lr 2e-4 \
 	  --one-share 0.5 --hard-kinds umbrella sun fish cup apple flower rocket tree dog boat crown --hard-weight 2
 
 # Model 1's shipped folder (its UNet, text encoder and VAE), taken from the commit that shipped it: the model-2
