@@ -207,6 +207,8 @@ def run_lines(gen: Generator, n: int, seed: int, objects_only: bool = False,
     prompts and seeds: what a change to the reader or the lexicon can move. ``part``: ``"splits"`` draws only
     the later held-out splits' lines, ``"rest"`` every other line; the two are a full run's drawings, split
     for two processes."""
+    if part not in (None, "splits", "rest"):
+        raise ValueError(f"part must be 'splits' or 'rest', not {part!r}")
     main = part != "splits"
     alone = main and not (objects_only or served_only)
     res: dict[str, list[float]] = defaultdict(list)
