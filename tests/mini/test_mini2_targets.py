@@ -139,10 +139,12 @@ def test_the_two_parts_draw_exactly_a_full_runs_lines():
     assert all(k.removeprefix("n/").startswith("heldout") and k.removeprefix("n/")[7].isdigit() for k in res_splits)
 
 
-def test_kinds_only_asks_each_everyday_kind_served_and_says_what_it_was_read_as():
-    """--kinds-only (run_kinds): n served prompts of each of the 24 everyday kinds, each its own seed, and for a
-    stand-in that always draws a red umbrella, every other kind is read as an umbrella every time."""
-    from training.mini.targets import run_kinds
+def test_kinds_only_asks_each_everyday_kind_and_shape_served_and_says_what_it_was_read_as():
+    """--kinds-only (run_kinds): n served prompts of each of the 24 everyday kinds, then of each of the six shapes,
+    each its own seed, and for a stand-in that always draws a red umbrella, every other kind is read as an
+    umbrella every time; the shapes come after the everyday kinds, whose prompts and seeds stay as they were."""
+    from training.mini.scenes import SHAPES
+    from training.mini.targets import _full_prompt, run_kinds
     from training.mini.world2 import ICON_NAMES, Scene2, Thing
 
     umbrella = render2(Scene2("white", [Thing("umbrella", "red", "large", "centre", 64, 64, 25.0)]))
@@ -154,8 +156,17 @@ def test_kinds_only_asks_each_everyday_kind_served_and_says_what_it_was_read_as(
 
     gen = _Umbrellas()
     res = run_kinds(gen, 3, 0)  # type: ignore[arg-type]
-    assert res["n/kinds_served"] == 3 * len(ICON_NAMES) == len(gen.calls) == len({s for _, s, _ in gen.calls})
+    assert res["n/kinds_served"] == 3 * len(ICON_NAMES)
+    assert res["n/kinds_served_shapes"] == 3 * len(SHAPES)
+    assert len(gen.calls) == len({s for _, s, _ in gen.calls}) == 3 * (len(ICON_NAMES) + len(SHAPES))
     assert all(served for _, _, served in gen.calls)
-    assert all(res[f"kinds_served_as/{k}/umbrella"] == 1.0 for k in ICON_NAMES if k != "umbrella")
+    assert all(res[f"kinds_served_as/{k}/umbrella"] == 1.0 for k in ICON_NAMES + SHAPES if k != "umbrella")
     assert res["kinds_served/all"] == res["kinds_served/umbrella"] / len(ICON_NAMES)
+    assert res["kinds_served/shapes"] == 0.0 and all(res[f"kinds_served/{k}"] == 0.0 for k in SHAPES)
     assert not any(k.startswith("kinds_served_as/umbrella/") for k in res)
+    rng = random.Random("targets-kinds-0")  # the everyday stream as it was before the shapes were added
+    before = []
+    for i in range(3 * len(ICON_NAMES)):
+        scene = sample_scene2(rng, 1, "plain", False, [ICON_NAMES[i % len(ICON_NAMES)]], home=0.0)
+        before.append((_full_prompt(scene, rng), 500_000 + i, True))
+    assert gen.calls[:len(before)] == before

@@ -249,7 +249,8 @@ def main(argv=None):
     ap.add_argument("--served-only", action="store_true",
                     help="--targets: only the lines served through the prompt reader (*_served, each split's)")
     ap.add_argument("--kinds-only", action="store_true",
-                    help="--targets: only each everyday kind on its own fresh prompts, served, --n-per-line a kind")
+                    help="--targets: only each everyday kind, then each shape, on its own fresh prompts, served, "
+                         "--n-per-line a kind")
     ap.add_argument("--part", choices=("splits", "rest"), default=None,
                     help="--targets: only the later held-out splits' lines (splits), or every other line (rest): "
                          "a full run's drawings in two processes, one a core")

@@ -44,8 +44,9 @@ Lines (docs/imagegate-mini.md, "Model 2"):
   truth (no model: the renderer's picture goes through postprocess.finish), and on the model's own
   transparent outputs against the asked palette colour.
 * ``speed``: p50 seconds per medium image, one thread.
-* ``kinds_served`` (``--kinds-only``, not in the full run): each everyday kind on its own fresh prompts, served;
-  which kinds the misses of ``everyday_served`` sit in, and what each is read as instead.
+* ``kinds_served`` (``--kinds-only``, not in the full run): each everyday kind, then each shape, on its own fresh
+  prompts, served; which kinds the misses of ``everyday_served`` and ``ingrammar_served`` sit in, and what each is
+  read as instead.
 """
 
 from __future__ import annotations
@@ -266,21 +267,25 @@ def run_lines(gen: Generator, n: int, seed: int, objects_only: bool = False,
 
 def run_kinds(gen: Generator, n: int, seed: int) -> dict[str, float]:
     """``n`` fresh one-thing prompts of each everyday kind in the training phrasings, served; recognised = kind
-    and colour (``kinds_served/<kind>``), and the share of its pictures read as another kind
-    (``kinds_served_as/<kind>/<other>``). Its own random stream: the other lines' prompts are untouched."""
+    and colour (``kinds_served/<kind>``, ``kinds_served/all`` over the everyday kinds), then ``n`` of each of the
+    six shapes on the same stream (``kinds_served/<shape>``, ``kinds_served/shapes``), and the share of each
+    kind's pictures read as another kind (``kinds_served_as/<kind>/<other>``). Its own random stream: the other
+    lines' prompts are untouched, and the everyday prompts and seeds are those drawn before the shapes came."""
     rng = random.Random(f"targets-kinds-{seed}")
     res: dict[str, list[float]] = defaultdict(list)
     seen: dict[str, list[str]] = defaultdict(list)
-    for i in range(n * len(ICON_NAMES)):
-        kind = ICON_NAMES[i % len(ICON_NAMES)]
+    order = [(ICON_NAMES[i % len(ICON_NAMES)], "all") for i in range(n * len(ICON_NAMES))]
+    order += [(SHAPES[i % len(SHAPES)], "shapes") for i in range(n * len(SHAPES))]
+    for i, (kind, group) in enumerate(order):
         scene = sample_scene2(rng, 1, "plain", False, [kind], home=0.0)
         img = gen(_full_prompt(scene, rng), seed * 7919 + 500_000 + i, served=True)
         r = read2(img)
         c = single_checks(img, scene, r)
         res[f"kinds_served/{kind}"].append(c["kind"] and c["colour"])
-        res["kinds_served/all"].append(c["kind"] and c["colour"])
+        res[f"kinds_served/{group}"].append(c["kind"] and c["colour"])
         seen[kind] += [f.kind for f in r.things[:1] if f.kind != kind]
-    out = {key: float(np.mean(v)) for key, v in res.items()} | {"n/kinds_served": len(res["kinds_served/all"])}
+    out = {key: float(np.mean(v)) for key, v in res.items()}
+    out |= {"n/kinds_served": len(res["kinds_served/all"]), "n/kinds_served_shapes": len(res["kinds_served/shapes"])}
     for kind, others in seen.items():
         out |= {f"kinds_served_as/{kind}/{o}": others.count(o) / n for o in sorted(set(others))}
     return out
