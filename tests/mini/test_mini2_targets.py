@@ -110,6 +110,18 @@ def test_objects_only_draws_the_full_runs_prompts_and_seeds():
     assert sum(served for _, _, served in only.calls) == 12
 
 
+def test_run_lines_refuses_a_part_other_than_splits_or_rest_before_drawing():
+    """A Python caller's unknown ``part`` is a ValueError, not a full run drawn under a wrong name."""
+    import pytest
+
+    from training.mini.targets import run_lines
+
+    gen = _Recorder()
+    with pytest.raises(ValueError, match="splits"):
+        run_lines(gen, 2, 0, part="both")  # type: ignore[arg-type]
+    assert gen.calls == []
+
+
 def test_served_only_draws_the_full_runs_served_prompts_and_seeds():
     """--served-only gives every line served through the prompt reader exactly the prompts and seeds of a
     full run, and draws nothing the model alone would (a stand-in generator that records its calls)."""
