@@ -4,6 +4,8 @@ and their prompts say what the line claims (fast: no model)."""
 import random
 from typing import Any
 
+import pytest
+
 from training.mini import heldout
 from training.mini.checker2 import read2
 from training.mini.evaluate import composite
@@ -69,8 +71,6 @@ def test_served_change_only_prompts_name_the_new_thing_on_the_scenes_backdrop():
 
 
 def test_line_selectors_are_refused_where_they_would_be_ignored():
-    import pytest
-
     from training.mini.evaluate import main
 
     for argv in (["--edits-only"], ["--language-only"], ["--objects-only"],
@@ -112,8 +112,6 @@ def test_objects_only_draws_the_full_runs_prompts_and_seeds():
 
 def test_run_lines_refuses_a_part_other_than_splits_or_rest_before_drawing():
     """A Python caller's unknown ``part`` is a ValueError, not a full run drawn under a wrong name."""
-    import pytest
-
     from training.mini.targets import run_lines
 
     gen = _Recorder()
