@@ -9,8 +9,14 @@ import pytest
 from training.mini import heldout
 from training.mini.checker2 import read2
 from training.mini.evaluate import composite
-from training.mini.targets import change_only_cases, edge_colour_error, multi_checks, single_checks
-from training.mini.world2 import render2, sample_scene2
+from training.mini.targets import (
+    _full_prompt_relation,
+    change_only_cases,
+    edge_colour_error,
+    multi_checks,
+    single_checks,
+)
+from training.mini.world2 import Scene2, place, render2, sample_scene2
 
 
 def test_lines_pass_on_rendered_ground_truth():
@@ -21,6 +27,23 @@ def test_lines_pass_on_rendered_ground_truth():
     right = [multi_checks(render2(s), s)["all_right"] for s in (sample_scene2(rng, 3, "plain", False)
                                                                 for _ in range(20))]
     assert sum(right) >= 19
+
+
+def test_a_stated_relation_is_judged_as_a_relation_not_as_its_row():
+    rng = random.Random(3)
+    asked = Scene2("white", [place(rng, "car", "red", "bottom left", "small"),
+                             place(rng, "cup", "blue", "bottom right", "small")])
+    text, relation = "", None
+    while relation is None:  # the line's own prompt for that pair: mostly "A left of B" / "B right of A"
+        text, relation = _full_prompt_relation(asked, rng)
+    assert relation[1] in ("left of", "right of") and "bottom" not in text.lower()
+    row_up = Scene2("white", [place(rng, "car", "red", "left", "small"), place(rng, "cup", "blue", "right", "small")])
+    swapped = Scene2("white", [place(rng, "car", "red", "right", "small"), place(rng, "cup", "blue", "left", "small")])
+    up = multi_checks(render2(row_up), asked, relation)
+    assert up["all_right"] and not up["all_right_cells"]  # the prompt did not say which row
+    assert multi_checks(render2(asked), asked, relation)["all_right"]
+    assert not multi_checks(render2(swapped), asked, relation)["all_right"]
+    assert not multi_checks(render2(row_up), asked)["all_right"]  # cells stated: the row counts
 
 
 def test_change_only_prompts_state_only_the_change():
