@@ -43,6 +43,9 @@ def test_a_stated_relation_is_judged_as_a_relation_not_as_its_row():
     assert up["all_right"] and not up["all_right_cells"]  # the prompt did not say which row
     assert multi_checks(render2(asked), asked, relation)["all_right"]
     assert not multi_checks(render2(swapped), asked, relation)["all_right"]
+    askew = Scene2("white", [place(rng, "car", "red", "top left", "small"),
+                             place(rng, "cup", "blue", "bottom right", "small")])
+    assert not multi_checks(render2(askew), asked, relation)["all_right"]  # left of it, but not side by side
     assert not multi_checks(render2(row_up), asked)["all_right"]  # cells stated: the row counts
 
 

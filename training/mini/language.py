@@ -144,8 +144,13 @@ def relation_of(scene: Scene2, a: int, b: int) -> str | None:
     """The relation between two things in a relation layout (outer cells of the middle row, or of the
     bottom row for things on the ground, or of the centre column), else None: as in model 1, a relation
     comes only with its own layout."""
-    ca, ra = POSITIONS[scene.things[a].pos]
-    cb, rb = POSITIONS[scene.things[b].pos]
+    return relation_of_cells(scene.things[a].pos, scene.things[b].pos)
+
+
+def relation_of_cells(pa: str, pb: str) -> str | None:
+    """``relation_of`` for a thing in cell ``pa`` and one in cell ``pb``."""
+    ca, ra = POSITIONS[pa]
+    cb, rb = POSITIONS[pb]
     if ra == rb and ra in (1, 2) and {ca, cb} == {0, 2}:
         return "left of" if ca < cb else "right of"
     if ca == cb == 1 and {ra, rb} == {0, 2}:

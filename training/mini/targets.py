@@ -24,9 +24,9 @@ Lines (docs/imagegate-mini.md, "Model 2"):
   ``everyday_served``: the same prompts and seeds as the server serves them (a small thing drawn large, shrunk).
 * ``two``, ``three``: things of any kind; fully right = each found by colour with its kind and its place as the
   prompt states it: its cell, or, where the prompt states a relation instead ("a red car left of a blue cup"), the
-  relation between the two (model 1's check, 8 px margin); the relation leaves the row open, since in a plain
-  picture the pair may stand in the middle or the bottom row (``language.relation_of``). ``all_right_cells``:
-  each in its scene's exact cell whatever the prompt says (the check before 2026-12-06).
+  relation: the two found in cells that the line's prompts describe by that relation (``language.relation_of``),
+  the outer cells of the middle or the bottom row, which the words leave open, or of the centre column.
+  ``all_right_cells``: each in its scene's exact cell whatever the prompt says (the check before 2026-12-06).
   ``two_served``, ``three_served``: the same prompts and seeds as the server serves them to the
   built-in model: through the lexicon, then one picture per thing, composed (``imagegate.mini.compose``).
 * ``inpaint``: a two-thing scene, the box around thing 0 masked, a change-only prompt ("a yellow
@@ -71,9 +71,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from . import heldout, heldout2, heldout3, heldout4, heldout5
-from .checker import relation_holds
 from .checker2 import Found, match, read2
-from .language import colour_word, describe2, edit_instruction, fix, kind_word
+from .language import colour_word, describe2, edit_instruction, fix, kind_word, relation_of_cells
 from .prompts import is_heldout
 from .scenes import COLOUR_NAMES, COLOURS, SHAPES
 from .world2 import ICON_NAMES, KIND_NAMES, Scene2, Thing, render2, sample_scene2
@@ -116,7 +115,7 @@ def single_checks(img: Image.Image, scene: Scene2, r: Any = None) -> dict[str, b
 
 def multi_checks(img: Image.Image, scene: Scene2, relation: tuple[int, str, int] | None = None) -> dict[str, bool]:
     """Each thing found by its colour with its kind and place: its cell, or with ``relation`` (a, "left of", b),
-    the relation the prompt states instead of cells. ``all_right_cells``: kinds and exact cells."""
+    cells in which the line's prompts state that relation. ``all_right_cells``: kinds and exact cells."""
     r = read2(img)
     found = match(r, scene)
     kinds = [f is not None and f.kind == t.kind for t, f in zip(scene.things, found, strict=True)]
@@ -125,7 +124,7 @@ def multi_checks(img: Image.Image, scene: Scene2, relation: tuple[int, str, int]
     if relation is not None:
         a, rel, b = relation
         fa, fb = found[a], found[b]
-        holds = fa is not None and fb is not None and relation_holds(fa, fb, rel)  # type: ignore[arg-type]
+        holds = fa is not None and fb is not None and relation_of_cells(fa.pos, fb.pos) == rel
         ok = [k and holds if i in (a, b) else c for i, (k, c) in enumerate(zip(kinds, cells, strict=True))]
     out = {f"thing{i}": v for i, v in enumerate(ok)}
     out["all_right"] = all(ok)
