@@ -205,3 +205,30 @@ def validate(n: int = 200, seed: int = 0) -> dict[str, float]:
             hits["size"].append(f is not None and f.size == t.size)
             hits["position"].append(f is not None and f.pos == t.pos)
     return {k: float(np.mean(v)) for k, v in hits.items()}
+
+
+def validate_ragged(n: int = 20, amp: float = 1.5, seed: int = 0) -> dict[str, float]:
+    """The kind read right per kind on ``n`` one-thing renders of each kind, their outlines wobbled by ``amp`` px
+    with fields of another stream than the bank's (``amp`` 0: as rendered)."""
+    from .world2 import sample_scene2
+
+    rng, fields = random.Random(f"checker2-ragged-{seed}"), random.Random(f"checker2-ragged-field-{seed}")
+    right = dict.fromkeys(KIND_NAMES, 0)
+    for kind in KIND_NAMES:
+        for _ in range(n):
+            scene = sample_scene2(rng, 1, "plain", False, [kind], home=0.0)
+            arr = _to_array(render2(scene))
+            things = read2(wobble(arr, amp, fields) if amp > 0 else arr).things
+            right[kind] += bool(things) and things[0].kind == kind
+    return {kind: v / n for kind, v in right.items()}
+
+
+if __name__ == "__main__":  # python -m training.mini.checker2 [n] [amplitudes...]: the table of docs/imagegate-mini.md
+    import sys
+
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 20
+    for amp in [float(a) for a in sys.argv[2:]] or [0.0, 1.0, 1.5, 2.0, 3.0]:
+        acc = validate_ragged(n, amp)
+        worst = sorted(acc.items(), key=lambda kv: kv[1])[:5]
+        print(f"wobble {amp:.1f} px: kind {np.mean(list(acc.values())):.3f}; circle {acc['circle']:.2f} "
+              f"square {acc['square']:.2f}; lowest " + ", ".join(f"{k} {v:.2f}" for k, v in worst), flush=True)
