@@ -63,7 +63,8 @@ def test_checker_accuracy_on_rendered_scenes():
 
 def test_checker_reads_a_ragged_outline_as_its_kind():
     """A drawing's outline is never a render's: wobbled by a smooth 2 px displacement (fields of another stream
-    than the bank's), things are still read as themselves."""
+    than the bank's), things are still read as themselves. 2026-12-06: 95.7%, every shape 10 of 10; the bank of pristine
+    renders alone (WOBBLED_COPIES = 0) read 87.7%, squares 5 of 10."""
     acc = checker2.validate_ragged(10, 2.0)
     assert np.mean(list(acc.values())) >= 0.92
     assert min(acc[k] for k in SHAPES) >= 0.7, acc

@@ -141,9 +141,10 @@ def groups(scene: Scene2) -> list[list[int]]:
 
 
 def relation_of(scene: Scene2, a: int, b: int) -> str | None:
-    """The relation between two things in a relation layout (outer cells of the middle row, or of the
-    bottom row for things on the ground, or of the centre column), else None: as in model 1, a relation
-    comes only with its own layout."""
+    """The relation between two things in a relation layout (outer cells of the middle or of the bottom row,
+    or of the centre column), else None: as in model 1, a relation comes only with its own layout. Training
+    lays a relation out in the bottom row only for things on the ground, but any scene may put two things
+    there, and the words do not say which row (``targets.multi_checks`` judges them so)."""
     return relation_of_cells(scene.things[a].pos, scene.things[b].pos)
 
 
