@@ -11,8 +11,8 @@ sizes, with the renderer's jitter) and sub-pixel offsets, segmented the same way
 component's mask cropped to its bounding box, padded to a square (so the aspect stays) and area-averaged
 to 16x16, plus its aspect ratio. Each rendered thing enters the bank as drawn and twice more with its outline
 wobbled (``wobble``: a smooth random displacement of 0.5-2 px, the ragged edge a drawing has and a render has not;
-fitted on pristine renders only, the reader called a square with a 1.5 px wobble a sun or a circle 45% of the
-time). Deterministic from ``BANK_SEED``; no learned weights are stored.
+fitted on pristine renders only, the reader got half of the squares with a 2 px wobble wrong: ``validate_ragged``).
+Deterministic from ``BANK_SEED``; no learned weights are stored.
 The size is judged on the radius the kind's typical extent implies (icons fill their square unevenly).
 Its own accuracy on freshly rendered scenes is measured by ``validate`` (tests/mini requires it).
 """

@@ -111,6 +111,9 @@ PREFIXES = ["a picture of", "an image of", "a drawing of", "a simple illustratio
 JOINERS = [" and ", ", ", "; ", " with ", " & ", " / ", ". ", ", and "]
 
 
+Relation = tuple[int, str, int]  # (a, "left of", b): a relation a prompt states between things a and b
+
+
 @dataclass
 class ThingClaim:
     """What a prompt states about one thing, or about a counted group of them (``idx``)."""
@@ -127,7 +130,7 @@ class Claims2:
     background: bool = True
     setting: bool = False
     things: list[ThingClaim] = field(default_factory=list)
-    relation: tuple[int, str, int] | None = None  # (a, "left of", b): scene thing indices
+    relation: Relation | None = None  # (a, "left of", b): scene thing indices
     absent: list[tuple[str, str]] = field(default_factory=list)  # (colour, kind) said to be gone
     edit: str | None = None  # the edit verb, for an edit instruction
 

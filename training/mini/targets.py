@@ -72,7 +72,7 @@ from PIL import Image, ImageDraw
 
 from . import heldout, heldout2, heldout3, heldout4, heldout5
 from .checker2 import Found, match, read2
-from .language import colour_word, describe2, edit_instruction, fix, kind_word, relation_of_cells
+from .language import Relation, colour_word, describe2, edit_instruction, fix, kind_word, relation_of_cells
 from .prompts import is_heldout
 from .scenes import COLOUR_NAMES, COLOURS, SHAPES
 from .world2 import ICON_NAMES, KIND_NAMES, Scene2, Thing, render2, sample_scene2
@@ -88,7 +88,7 @@ def _full_prompt(scene: Scene2, rng: random.Random) -> str:
     return _full_prompt_relation(scene, rng)[0]
 
 
-def _full_prompt_relation(scene: Scene2, rng: random.Random) -> tuple[str, tuple[int, str, int] | None]:
+def _full_prompt_relation(scene: Scene2, rng: random.Random) -> tuple[str, Relation | None]:
     """``_full_prompt`` and the relation it states instead of the things' cells, if it states one."""
     for _ in range(500):
         text, claims = describe2(scene, rng, full=True)
@@ -113,7 +113,7 @@ def single_checks(img: Image.Image, scene: Scene2, r: Any = None) -> dict[str, b
             "size": f is not None and f.size == t.size, "count": len(r.things) == 1}
 
 
-def multi_checks(img: Image.Image, scene: Scene2, relation: tuple[int, str, int] | None = None) -> dict[str, bool]:
+def multi_checks(img: Image.Image, scene: Scene2, relation: Relation | None = None) -> dict[str, bool]:
     """Each thing found by its colour with its kind and place: its cell, or with ``relation`` (a, "left of", b),
     cells in which the line's prompts state that relation. ``all_right_cells``: kinds and exact cells."""
     r = read2(img)
@@ -184,7 +184,7 @@ def single_cases(n: int, seed: int) -> tuple[random.Random, list[tuple[Scene2, s
     return rng, cases
 
 
-Multi = list[tuple[str, Scene2, str, int, "tuple[int, str, int] | None"]]
+Multi = list[tuple[str, Scene2, str, int, Relation | None]]  # line, scene, prompt, seed, stated relation
 
 
 def _split_lines(gen: Generator, cases: list[tuple[Scene2, str, str]], multi: Multi,
